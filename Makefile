@@ -1,0 +1,48 @@
+# Set-up and entry points. Every target creates what it needs; a second run with nothing to do
+# finishes in seconds (stamp files under .venv/ record what is installed).
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+CONSTRAINTS := requirements/constraints.txt
+TESTS ?= tests
+PYTEST_ARGS ?=
+
+.PHONY: setup test demo lock clean-venv
+
+setup: $(VENV)/.stamp-project
+
+$(VENV)/.stamp-venv:
+	$(PYTHON) -m venv $(VENV)
+	touch $@
+
+# PyTorch first (CUDA build from PyPI; it runs on the CPU too), then the pinned dependencies.
+$(VENV)/.stamp-deps: $(VENV)/.stamp-venv $(CONSTRAINTS) requirements/base.txt
+	$(PIP) install -q -c $(CONSTRAINTS) torch==2.14.1 torchvision==0.29.1
+	$(PIP) install -q -c $(CONSTRAINTS) -r requirements/base.txt
+	touch $@
+
+# Detectron2 v0.6 from PyPI, patched at install time; an importable detectron2 is left alone.
+$(VENV)/.stamp-d2: $(VENV)/.stamp-deps tools/install_detectron2.py
+	$(PY) tools/install_detectron2.py
+	touch $@
+
+# The project itself, editable, with its test extras.
+$(VENV)/.stamp-project: $(VENV)/.stamp-d2 setup.py
+	$(PIP) install -q --no-build-isolation --no-deps -e .
+	touch $@
+
+test: setup
+	$(PY) -m pytest $(TESTS) $(PYTEST_ARGS)
+
+demo: setup
+	$(PY) tools/run_demo.py
+
+# Re-resolve the pinned versions (needs network); commit the result.
+lock: $(VENV)/.stamp-venv
+	$(PIP) install -q torch==2.14.1 torchvision==0.29.1 -r requirements/base.txt
+	{ head -n 3 $(CONSTRAINTS); $(PIP) freeze --exclude-editable | grep -v '^pb1-detectron2'; } > $(CONSTRAINTS).new
+	mv $(CONSTRAINTS).new $(CONSTRAINTS)
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,10 @@
+"""Mask2Former: masked-attention mask transformer for universal image segmentation.
+
+Importing the package registers its datasets, model parts and evaluators with Detectron2.
+"""
+from . import data  # noqa: F401  (registers datasets and mappers)
+from . import modeling  # noqa: F401  (registers backbones, heads, pixel/transformer decoders)
+from . import evaluation  # noqa: F401
+from .config import add_maskformer2_config
+
+__all__ = ["add_maskformer2_config"]
