@@ -93,3 +93,105 @@ def add_maskformer2_config(cfg: CN) -> None:
     cfg.MODEL.MASK_FORMER.TRAIN_NUM_POINTS = 112 * 112
     cfg.MODEL.MASK_FORMER.OVERSAMPLE_RATIO = 3.0
     cfg.MODEL.MASK_FORMER.IMPORTANCE_SAMPLE_RATIO = 0.75
+
+    # ---- extensions: training (this project only) ---------------------------------------------
+    # False = BCE/dice on full masks (predictions upsampled to the target size), Table 5 "mask";
+    # the matcher still uses TRAIN_NUM_POINTS uniform points.
+    cfg.MODEL.MASK_FORMER.POINT_SAMPLED_LOSS = True
+    # Autocast dtype when SOLVER.AMP.ENABLED: "float16" (with loss scaling) | "bfloat16" (no
+    # scaling; also on the CPU).
+    cfg.SOLVER.AMP.PRECISION = "float16"
+
+
+# ---- loading, with errors that say how to fix them -----------------------------------------
+class ConfigKeyError(KeyError):
+    """An unknown config key; the message suggests the closest valid keys."""
+
+    def __str__(self) -> str:  # KeyError would print the message in quotes
+        return str(self.args[0])
+
+
+def _all_keys(cfg: CN, prefix: str = "") -> list[str]:
+    keys = []
+    for k, v in cfg.items():
+        full = f"{prefix}{k}"
+        keys.append(full)
+        if isinstance(v, CN):
+            keys.extend(_all_keys(v, full + "."))
+    return keys
+
+
+def _closest_keys(cfg: CN, bad_key: str, n: int = 3) -> list[str]:
+    import difflib
+
+    candidates = _all_keys(cfg)
+    upper = {c.upper(): c for c in candidates}
+    # Compare the whole dotted path and, separately, the last component within the same parent.
+    parent, _, leaf = bad_key.rpartition(".")
+    siblings = [c for c in candidates if c.rpartition(".")[0] == parent]
+    leaf_matches = difflib.get_close_matches(
+        leaf.upper(), [s.rpartition(".")[2].upper() for s in siblings], n=n, cutoff=0.6
+    )
+    found = [f"{parent}.{m}" if parent else m for m in leaf_matches]
+    found = [upper.get(f.upper(), f) for f in found]
+    for m in difflib.get_close_matches(bad_key.upper(), list(upper), n=n, cutoff=0.75):
+        if upper[m] not in found:
+            found.append(upper[m])
+    return found[:n]
+
+
+def _explain_merge_error(cfg: CN, err: Exception, source: str) -> Exception:
+    msg = str(err.args[0]) if err.args else str(err)
+    if isinstance(err, KeyError) and "Non-existent config key" in msg:
+        bad = msg.split("Non-existent config key:")[-1].strip().strip("'\"")
+        hint = _closest_keys(cfg, bad)
+        suggestion = f" Did you mean {' or '.join(repr(h) for h in hint)}?" if hint else ""
+        return ConfigKeyError(
+            f"{source}: unknown config key '{bad}'.{suggestion} Fix the spelling, or call "
+            "add_maskformer2_config(cfg) (and any add_*_config your project needs) before merging."
+        )
+    if isinstance(err, ValueError) and "Type mismatch" in msg:
+        key = msg.split("for config key:")[-1].strip()
+        return ValueError(
+            f"{source}: wrong type for config key '{key}': {msg.split(' for config key')[0]}. "
+            "The first type/value is the default's; give a value of that type (e.g. a list in "
+            "brackets, a quoted string, True/False)."
+        )
+    return err
+
+
+def load_config(config_file: str = "", opts: list[str] | None = None, freeze: bool = True) -> CN:
+    """Detectron2 defaults + DeepLab keys + Mask2Former keys, then `config_file` and `opts`.
+
+    Unknown keys raise `ConfigKeyError` naming the file and the closest valid keys; values of
+    the wrong type raise `ValueError` naming the key and the expected type.
+    """
+    from detectron2.config import get_cfg
+    from detectron2.projects.deeplab import add_deeplab_config
+
+    cfg = get_cfg()
+    add_deeplab_config(cfg)
+    add_maskformer2_config(cfg)
+    if config_file:
+        try:
+            cfg.merge_from_file(config_file)
+        except (KeyError, ValueError) as e:
+            raise _explain_merge_error(cfg, e, f"config file {config_file}") from None
+    if opts:
+        try:
+            cfg.merge_from_list(list(opts))
+        except AssertionError as e:  # yacs asserts on odd-length lists and unknown keys
+            msg = str(e)
+            if "Non-existent key:" in msg:
+                e = KeyError("Non-existent config key: " + msg.split("Non-existent key:")[-1])
+            else:
+                raise ValueError(
+                    f"command-line overrides {list(opts)}: expected KEY VALUE pairs "
+                    "(an even number of items), e.g. SOLVER.MAX_ITER 100"
+                ) from None
+            raise _explain_merge_error(cfg, e, "command-line override") from None
+        except (KeyError, ValueError) as e:
+            raise _explain_merge_error(cfg, e, "command-line override") from None
+    if freeze:
+        cfg.freeze()
+    return cfg

@@ -110,3 +110,27 @@ def test_unknown_key_raises_clear_error(tmp_path):
     yaml.write_text("MODEL:\n  MASK_FORMER:\n    NUM_OBJECT_QUERIESS: 50\n")
     with pytest.raises(KeyError, match="NUM_OBJECT_QUERIESS"):
         make_cfg().merge_from_file(str(yaml))
+
+
+def test_load_config_suggests_closest_key(tmp_path):
+    from mask2former.config import ConfigKeyError, load_config
+
+    yaml = tmp_path / "typo.yaml"
+    yaml.write_text("MODEL:\n  MASK_FORMER:\n    NUM_OBJECT_QUERIESS: 50\n")
+    with pytest.raises(ConfigKeyError) as info:
+        load_config(str(yaml))
+    msg = str(info.value)
+    assert str(yaml) in msg and "'MODEL.MASK_FORMER.NUM_OBJECT_QUERIES'" in msg
+
+
+def test_load_config_override_typo_and_wrong_type():
+    from mask2former.config import ConfigKeyError, load_config
+
+    with pytest.raises(ConfigKeyError, match="Did you mean 'SOLVER.BASE_LR'"):
+        load_config("", ["SOLVER.BASE_LRR", "0.1"])
+    with pytest.raises(ValueError, match="wrong type for config key 'SOLVER.MAX_ITER'"):
+        load_config("", ["SOLVER.MAX_ITER", "many"])
+    with pytest.raises(ValueError, match="KEY VALUE pairs"):
+        load_config("", ["SOLVER.MAX_ITER"])
+    cfg = load_config("", ["SOLVER.MAX_ITER", "7"])
+    assert cfg.SOLVER.MAX_ITER == 7 and cfg.is_frozen()
