@@ -1,0 +1,21 @@
+"""Model parts; importing this package registers them with detectron2's registries."""
+from .backbone.swin import D2SwinTransformer
+from .meta_arch.mask_former_head import MaskFormerHead
+from .pixel_decoder.fpn import BasePixelDecoder
+from .pixel_decoder.msdeformattn import MSDeformAttnPixelDecoder
+from .transformer_decoder import TRANSFORMER_DECODER_REGISTRY, MultiScaleMaskedTransformerDecoder
+
+__all__ = [
+    "D2SwinTransformer",
+    "MaskFormerHead",
+    "BasePixelDecoder",
+    "MSDeformAttnPixelDecoder",
+    "TRANSFORMER_DECODER_REGISTRY",
+    "MultiScaleMaskedTransformerDecoder",
+]
+
+# The meta-architecture lives at the package root (published layout); importing it here makes
+# `import mask2former.modeling` register everything a config can name.
+from ..maskformer_model import MaskFormer  # noqa: E402
+
+__all__.append("MaskFormer")

@@ -1,0 +1,26 @@
+"""Dataset registration. Importing this package registers the paper's datasets (paths under
+$DETECTRON2_DATASETS, default ./datasets) and exposes one-call helpers for custom data."""
+import importlib.util
+
+from . import (  # noqa: F401  (registration happens at import)
+    register_ade20k_full,
+    register_ade20k_instance,
+    register_ade20k_panoptic,
+    register_cityscapes,
+    register_coco_panoptic_annos_semseg,
+    register_mapillary_vistas,
+    register_mapillary_vistas_panoptic,
+)
+from .custom import register_instance_dataset, register_panoptic_dataset, register_semantic_dataset
+from .panoptic import semantic_from_panoptic_record, write_semantic_from_panoptic
+
+if importlib.util.find_spec(__name__ + ".builtin_demo") is not None:
+    from . import builtin_demo  # noqa: F401  (the demo dataset, maintained with the demo)
+
+__all__ = [
+    "register_instance_dataset",
+    "register_panoptic_dataset",
+    "register_semantic_dataset",
+    "semantic_from_panoptic_record",
+    "write_semantic_from_panoptic",
+]

@@ -1,0 +1,3 @@
+from .swin import D2SwinTransformer
+
+__all__ = ["D2SwinTransformer"]

@@ -1,0 +1,203 @@
+"""Inference: throughput (the paper's fps: batch 1, all three outputs, post-processing included),
+time per stage, masked attention's share of the transformer decoder, and the outputs check.
+
+Per-stage latency for one config and size is also what `tools/benchmark_inference.py` (the model
+issue's tool) prints; this module measures the same stages with module hooks so that the numbers
+land in the harness's tables next to throughput, in the same run, for both dtypes.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from .common import SectionTimer, autocast, synchronize, time_fn
+from .models import decoder_groups, stage_groups
+
+
+def _runner(model, inputs: list[dict], device: str, dtype: str) -> Callable[[int], object]:
+    def run(i: int):
+        with torch.no_grad(), autocast(device, dtype):
+            return model([inputs[i % len(inputs)]])
+
+    return run
+
+
+def shape_label(inputs: list[dict]) -> str:
+    shapes = [tuple(x["image"].shape[1:]) for x in inputs]
+    uniq = sorted(set(shapes))
+    if len(uniq) == 1:
+        return f"{uniq[0][0]}x{uniq[0][1]}"
+    return f"{len(uniq)} sizes {min(h for h, _ in uniq)}-{max(h for h, _ in uniq)}x{min(w for _, w in uniq)}-{max(w for _, w in uniq)}"
+
+
+def throughput(model, inputs, device: str, dtype: str, warmup: int, iters: int, row: dict) -> None:
+    """images/s at batch 1 = 1000 / median latency (ms), cycling over `inputs`."""
+    from .common import PeakMemory
+
+    run = _runner(model, inputs, device, dtype)
+    with PeakMemory(device) as mem:
+        t = time_fn(run, device, warmup, iters)
+    row.update(ms=t.median, spread=t.spread, img_s=1000.0 / t.median, peak_gib=mem.peak_gib,
+               n=len(t.times_ms))
+
+
+def breakdown(model, inputs, device: str, dtype: str, iters: int, row: dict, attn_row: dict | None) -> None:
+    """Per-stage medians (hooks), and the decoder's split into cross-attn / self-attn / FFN / rest.
+
+    A separate pass from `throughput` so that hooks never touch the fps numbers. The first call is
+    a warm-up.
+    """
+    groups = stage_groups(model)
+    groups.update({k: v for k, v in decoder_groups(model).items() if k != "decoder"})
+    run = _runner(model, inputs, device, dtype)
+    run(0)
+    synchronize(device)
+    timer = SectionTimer(groups, device)
+    totals = []
+    try:
+        for i in range(iters):
+            t = time_fn(lambda _: run(i), device, 0, 1)
+            timer.next_iteration()
+            totals.append(t.median)
+        res = timer.results_ms()
+    finally:
+        timer.remove()
+    med = {k: v.median for k, v in res.items()}
+    total = sorted(totals)[len(totals) // 2]
+    backbone, head, dec = med["backbone"], med["head"], med["transformer_decoder"]
+    row.update(backbone_ms=backbone, pixdec_ms=head - dec, decoder_ms=dec,
+               post_ms=total - backbone - head)  # pre-processing + post-processing + glue
+    if attn_row is not None:
+        cross = med.get("cross_attn", float("nan"))
+        selfa = med.get("self_attn", float("nan"))
+        ffn = med.get("ffn", float("nan"))
+        attn_row.update(decoder_ms=dec, cross_ms=cross, cross_share=100.0 * cross / dec if dec else float("nan"),
+                        self_ms=selfa, ffn_ms=ffn, rest_ms=dec - cross - selfa - ffn, n=iters)
+
+
+# ---- "outputs unchanged" -------------------------------------------------------------------------
+
+# Attributes that select an implementation, and the value that selects the unoptimised reference.
+# Future optimisation work adds its switch here (or registers a Variant below); the check then
+# compares the optimised default path against the reference in the same run.
+REFERENCE_SWITCHES: dict[str, object] = {
+    "attn_impl": "mha",  # benchmarks/standin.py; the real decoder's switch is wired in when it exists
+}
+
+
+class _Switches:
+    """Set every known switch in `model` to its reference value; restore on exit."""
+
+    def __init__(self, model):
+        self.model = model
+        self.saved = []
+
+    def __enter__(self):
+        for m in self.model.modules():
+            for attr, ref in REFERENCE_SWITCHES.items():
+                if hasattr(m, attr) and not callable(getattr(m, attr)):
+                    self.saved.append((m, attr, getattr(m, attr)))
+                    setattr(m, attr, ref)
+        return self
+
+    def __exit__(self, *exc):
+        for m, attr, v in reversed(self.saved):
+            setattr(m, attr, v)
+        return False
+
+    @property
+    def found(self) -> list[str]:
+        return sorted({f"{type(m).__name__}.{a}={v!r}" for m, a, v in self.saved})
+
+
+def _capture(model, inputs, device, dtype) -> list[dict]:
+    """Raw predictions (final pred_logits / pred_masks) and post-processed outputs per image."""
+    caught = {}
+    h = model.sem_seg_head.predictor.register_forward_hook(
+        lambda m, a, out: caught.update(logits=out["pred_logits"].float().cpu(), masks=out["pred_masks"].float().cpu()))
+    res = []
+    try:
+        for x in inputs:
+            with torch.no_grad(), autocast(device, dtype):
+                out = model([x])[0]
+            synchronize(device)
+            res.append({**caught, "out": out})
+    finally:
+        h.remove()
+    return res
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).norm() / b.norm().clamp_min(1e-12))
+
+
+def _panoptic_categories(pan) -> torch.Tensor:
+    seg, info = pan
+    seg = seg.cpu().long()
+    lut = torch.full((int(seg.max()) + 1 if seg.numel() else 1,), -1, dtype=torch.long)
+    for s in info:
+        lut[int(s["id"])] = int(s["category_id"]) + (1000 if s.get("isthing") else 0)
+    return lut[seg]
+
+
+def compare(ref: list[dict], cand: list[dict]) -> dict:
+    """Worst case over images of: relative L2 error of logits and mask logits, the fraction of
+    pixels whose panoptic category (and thing/stuff) and semantic argmax agree, segment counts,
+    the largest instance-score difference."""
+    out = {"logits_rel": 0.0, "masks_rel": 0.0, "pan_agree": 100.0, "sem_agree": 100.0,
+           "segments": "", "inst_dscore": 0.0}
+    segs = []
+    for r, c in zip(ref, cand):
+        out["logits_rel"] = max(out["logits_rel"], _rel(c["logits"], r["logits"]))
+        out["masks_rel"] = max(out["masks_rel"], _rel(c["masks"], r["masks"]))
+        ro, co = r["out"], c["out"]
+        if "panoptic_seg" in ro:
+            a, b = _panoptic_categories(ro["panoptic_seg"]), _panoptic_categories(co["panoptic_seg"])
+            out["pan_agree"] = min(out["pan_agree"], 100.0 * float((a == b).float().mean()))
+            segs.append(f"{len(ro['panoptic_seg'][1])}/{len(co['panoptic_seg'][1])}")
+        if "sem_seg" in ro:
+            a, b = ro["sem_seg"].argmax(0).cpu(), co["sem_seg"].argmax(0).cpu()
+            out["sem_agree"] = min(out["sem_agree"], 100.0 * float((a == b).float().mean()))
+        if "instances" in ro:
+            sa, sb = ro["instances"].scores.float().cpu(), co["instances"].scores.float().cpu()
+            n = min(len(sa), len(sb))
+            if n:
+                out["inst_dscore"] = max(out["inst_dscore"], float((sa[:n] - sb[:n]).abs().max()))
+    out["segments"] = ",".join(segs)
+    return out
+
+
+# name -> (dtype of the candidate run, use reference switches for the candidate?, tolerances, meaning)
+VARIANTS = {
+    "default vs reference path": ("fp32", False, {"logits_rel": 1e-4, "masks_rel": 1e-4, "pan_agree": 99.99},
+                                  "optimised implementation (model default) against the reference switches, fp32/tf32"),
+    "repeat (determinism)": ("fp32", True, {"logits_rel": 1e-5, "masks_rel": 1e-5, "pan_agree": 100.0},
+                             "the reference path twice"),
+    "bf16 autocast": ("bf16", False, {"logits_rel": 3e-2, "masks_rel": 3e-2, "pan_agree": 99.0},
+                      "the bf16 throughput path against fp32/tf32 reference"),
+}
+
+
+def outputs_check(model, inputs, device: str, rows_out: list[dict], base_row: dict) -> None:
+    """Reference = fp32 (tf32 on CUDA) with REFERENCE_SWITCHES applied; each variant is compared."""
+    with _Switches(model) as sw:
+        ref = _capture(model, inputs, device, "fp32")
+        switches = sw.found
+    for name, (dtype, use_ref, tol, meaning) in VARIANTS.items():
+        row = dict(base_row, variant=name, dtype=dtype if dtype != "fp32" else base_row["dtype"])
+        if name.startswith("default") and not switches:
+            row.update(status="n/a: model exposes no reference switch (REFERENCE_SWITCHES)")
+            rows_out.append(row)
+            continue
+        if use_ref:
+            with _Switches(model):
+                cand = _capture(model, inputs, device, dtype)
+        else:
+            cand = _capture(model, inputs, device, dtype)
+        row.update(compare(ref, cand))
+        ok = row["logits_rel"] <= tol["logits_rel"] and row["masks_rel"] <= tol["masks_rel"] and row["pan_agree"] >= tol["pan_agree"]
+        row["verdict"] = "pass" if ok else "FAIL"
+        row["tolerance"] = f"rel<={tol['logits_rel']:g}, pan>={tol['pan_agree']:g}%"
+        row["status"] = "ok" + (f" ({'; '.join(switches)})" if name.startswith("default") else "")
+        rows_out.append(row)

@@ -1,0 +1,190 @@
+"""Pieces shared by the training mappers: reading targets, masks from any annotation format,
+padding, and the record fields every mapper returns.
+
+Glossary: H, W = image size after augmentation (and padding); N = number of targets.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Sequence
+
+import numpy as np
+import pycocotools.mask as mask_util
+import torch
+import torch.nn.functional as F
+
+from detectron2.data import detection_utils as utils
+from detectron2.data import transforms as T
+from detectron2.structures import polygons_to_bitmask
+
+__all__ = [
+    "rgb2id",
+    "read_sem_seg",
+    "read_pan_seg",
+    "segmentation_to_mask",
+    "annotations_to_masks",
+    "pad_to_divisibility",
+    "build_flip",
+    "image_to_tensor",
+    "set_record_defaults",
+    "panoptic_to_semantic",
+]
+
+
+def rgb2id(color: np.ndarray) -> np.ndarray:
+    """COCO panoptic id encoding: id = R + 256 * G + 256^2 * B for an (H, W, 3) uint8 array."""
+    color = np.asarray(color)
+    if color.ndim == 3 and color.shape[2] == 3:
+        color = color.astype(np.int64)
+        return color[..., 0] + 256 * color[..., 1] + 256 * 256 * color[..., 2]
+    return color.astype(np.int64)
+
+
+def read_sem_seg(path: str) -> np.ndarray:
+    """Read a semantic label map (8-bit PNG or 16-bit PNG/TIFF) as float64 (H, W).
+
+    float64 keeps 16-bit ids (e.g. ADE20K-full, ignore 65535) exact through detectron2's
+    nearest-neighbour resize, which needs a float array for non-uint8 inputs.
+    """
+    sem = utils.read_image(path)
+    if sem.ndim == 3:  # a label PNG saved as RGB/palette-expanded: take the first channel
+        sem = sem[..., 0]
+    return sem.astype("double")
+
+
+def read_pan_seg(path: str) -> np.ndarray:
+    """Read a COCO-format panoptic PNG as uint8 RGB (H, W, 3)."""
+    return utils.read_image(path, "RGB")
+
+
+def panoptic_to_semantic(
+    pan_ids: np.ndarray, segments_info: Sequence[dict], ignore_label: int = 255
+) -> np.ndarray:
+    """Semantic labels from a panoptic id map: each segment's pixels get its `category_id`
+    (crowd segments included, as in the COCO semantic conversion); other pixels `ignore_label`.
+
+    `pan_ids` is an (H, W) id map (use `rgb2id` on a panoptic PNG). Returns int64 (H, W).
+    """
+    dtype = np.int64
+    out = np.full(pan_ids.shape, ignore_label, dtype=dtype)
+    for seg in segments_info:
+        out[pan_ids == seg["id"]] = seg["category_id"]
+    return out
+
+
+def segmentation_to_mask(
+    segm: Any, transforms: T.TransformList, orig_hw: tuple[int, int], out_hw: tuple[int, int]
+) -> np.ndarray:
+    """One annotation's `segmentation` -> transformed binary mask, uint8 (H, W).
+
+    Accepts COCO polygons (list of flat [x0, y0, x1, y1, ...] lists), RLE (compressed: `counts`
+    a str/bytes; uncompressed: `counts` a list of ints), or a 2-D array/tensor at the original
+    image size.
+    """
+    if isinstance(segm, list):
+        if len(segm) == 0:
+            return np.zeros(out_hw, dtype=np.uint8)
+        polygons = [np.asarray(p, dtype=np.float64).reshape(-1, 2) for p in segm]
+        polygons = transforms.apply_polygons(polygons)
+        polygons = [p.reshape(-1) for p in polygons if len(p) >= 3]
+        if not polygons:
+            return np.zeros(out_hw, dtype=np.uint8)
+        return polygons_to_bitmask(polygons, *out_hw).astype(np.uint8)
+    if isinstance(segm, dict):
+        if "counts" not in segm or "size" not in segm:
+            raise ValueError(f"An RLE segmentation needs 'counts' and 'size'; got keys {list(segm)}.")
+        if isinstance(segm["counts"], list):  # uncompressed RLE
+            segm = mask_util.frPyObjects(segm, *segm["size"])
+        mask = mask_util.decode(segm)
+    elif isinstance(segm, (np.ndarray, torch.Tensor)):
+        mask = np.asarray(segm)
+    else:
+        raise ValueError(
+            "Cannot convert segmentation of type '{}' to a mask: expected a list of polygons, "
+            "an RLE dict, or a 2-D array.".format(type(segm).__name__)
+        )
+    if mask.ndim != 2 or tuple(mask.shape) != tuple(orig_hw):
+        raise ValueError(
+            f"A segmentation mask has shape {tuple(mask.shape)} but the image is {tuple(orig_hw)}; "
+            "bitmask/RLE annotations must have the original image size."
+        )
+    return transforms.apply_segmentation(np.ascontiguousarray(mask.astype(np.uint8)))
+
+
+def annotations_to_masks(
+    annotations: Sequence[dict],
+    transforms: T.TransformList,
+    orig_hw: tuple[int, int],
+    out_hw: tuple[int, int],
+) -> tuple[list[int], list[np.ndarray]]:
+    """Non-crowd annotations -> (category ids, uint8 masks (H, W)); crowd ones are skipped."""
+    classes, masks = [], []
+    for obj in annotations:
+        if obj.get("iscrowd", 0) != 0:
+            continue
+        if "segmentation" not in obj:
+            raise ValueError(
+                "An instance annotation has no 'segmentation'; the mask mappers need masks "
+                "(polygons, RLE or bitmasks)."
+            )
+        classes.append(int(obj["category_id"]))
+        masks.append(segmentation_to_mask(obj["segmentation"], transforms, orig_hw, out_hw))
+    return classes, masks
+
+
+def pad_to_divisibility(
+    size_divisibility: int,
+    image: torch.Tensor,
+    sem_seg: torch.Tensor | None = None,
+    pan_seg: torch.Tensor | None = None,
+    ignore_label: int = 255,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """Pad (3, H, W) image / (H, W) maps on the bottom and right up to the next multiple of
+    `size_divisibility` (<= 0: no padding). Image pad 128, sem_seg `ignore_label`, pan_seg 0 (VOID).
+
+    Upstream pads "to exactly SIZE_DIVISIBILITY" (which crops when the image is larger); for the
+    published configs (crop size == SIZE_DIVISIBILITY) both give the same result.
+    """
+    if size_divisibility <= 0:
+        return image, sem_seg, pan_seg
+    h, w = image.shape[-2:]
+    pad = [0, (-w) % size_divisibility, 0, (-h) % size_divisibility]  # left, right, top, bottom
+    if pad[1] == 0 and pad[3] == 0:
+        return image, sem_seg, pan_seg
+    image = F.pad(image, pad, value=128).contiguous()
+    if sem_seg is not None:
+        sem_seg = F.pad(sem_seg, pad, value=ignore_label).contiguous()
+    if pan_seg is not None:
+        pan_seg = F.pad(pan_seg, pad, value=0).contiguous()
+    return image, sem_seg, pan_seg
+
+
+def build_flip(random_flip: str) -> list[T.Augmentation]:
+    """`INPUT.RANDOM_FLIP` ("none" | "horizontal" | "vertical") -> a list of 0 or 1 RandomFlip."""
+    if random_flip == "none":
+        return []
+    if random_flip not in ("horizontal", "vertical"):
+        raise ValueError(
+            f"INPUT.RANDOM_FLIP must be 'none', 'horizontal' or 'vertical'; got '{random_flip}'."
+        )
+    return [T.RandomFlip(horizontal=random_flip == "horizontal", vertical=random_flip == "vertical")]
+
+
+def image_to_tensor(image: np.ndarray) -> torch.Tensor:
+    """(H, W, 3) uint8 array -> (3, H, W) uint8 tensor."""
+    return torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
+
+
+def set_record_defaults(dataset_dict: dict, image: np.ndarray) -> None:
+    """Make sure the output carries file_name/image_id/height/width (original image size)."""
+    dataset_dict.setdefault("height", image.shape[0])
+    dataset_dict.setdefault("width", image.shape[1])
+    if "image_id" not in dataset_dict:
+        dataset_dict["image_id"] = os.path.splitext(os.path.basename(dataset_dict["file_name"]))[0]
+
+
+def masks_tensor(masks: Sequence[np.ndarray], hw: tuple[int, int]) -> torch.Tensor:
+    """A list of (H, W) masks -> bool (N, H, W) tensor ((0, H, W) when empty)."""
+    if len(masks) == 0:
+        return torch.zeros((0, *hw), dtype=torch.bool)
+    return torch.stack([torch.from_numpy(np.ascontiguousarray(m)).bool() for m in masks])

@@ -1,0 +1,94 @@
+"""`mask_former_panoptic`: a COCO-format panoptic PNG -> one binary mask per non-crowd segment.
+
+Same augmentations as `mask_former_semantic`. The panoptic PNG moves with the image; segments
+that the crop removed entirely are dropped (upstream keeps them as empty targets, a reported
+bug: Mask2Former issues #118/#215). Without a semantic PNG, `sem_seg` is derived from the panoptic
+PNG so the category-area crop and the semantic output still work.
+"""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch
+
+from detectron2.data import detection_utils as utils
+from detectron2.data import transforms as T
+from detectron2.structures import Instances
+
+from ._common import (
+    image_to_tensor,
+    masks_tensor,
+    pad_to_divisibility,
+    panoptic_to_semantic,
+    read_pan_seg,
+    read_sem_seg,
+    rgb2id,
+    set_record_defaults,
+)
+from .mask_former_semantic_dataset_mapper import MaskFormerSemanticDatasetMapper
+
+__all__ = ["MaskFormerPanopticDatasetMapper"]
+
+
+class MaskFormerPanopticDatasetMapper(MaskFormerSemanticDatasetMapper):
+    """Maps a panoptic record (`file_name`, `pan_seg_file_name`, `segments_info` with contiguous
+    `category_id`, optional `sem_seg_file_name`) to the model input.
+
+    Output: `image` uint8 (3, H, W); `sem_seg` int64 (H, W); `instances` with `gt_classes` int64
+    (N,) and `gt_masks` bool (N, H, W), one per non-crowd segment still visible after cropping.
+    """
+
+    def __call__(self, dataset_dict: dict) -> dict:
+        dataset_dict = copy.deepcopy(dataset_dict)
+        image = utils.read_image(dataset_dict["file_name"], format=self.img_format)
+        utils.check_image_size(dataset_dict, image)
+        set_record_defaults(dataset_dict, image)
+        dataset_dict.pop("annotations", None)
+
+        if "pan_seg_file_name" not in dataset_dict or "segments_info" not in dataset_dict:
+            raise ValueError(
+                f"Record for {dataset_dict['file_name']} has no 'pan_seg_file_name'/"
+                "'segments_info'; the 'mask_former_panoptic' mapper needs COCO-format panoptic "
+                "annotations."
+            )
+        pan_seg_gt = read_pan_seg(dataset_dict.pop("pan_seg_file_name"))
+        segments_info = dataset_dict["segments_info"]
+        if "sem_seg_file_name" in dataset_dict:
+            sem_seg_gt = read_sem_seg(dataset_dict.pop("sem_seg_file_name"))
+        else:
+            sem = panoptic_to_semantic(rgb2id(pan_seg_gt), segments_info, self.ignore_label)
+            sem_seg_gt = sem.astype("double")
+
+        aug_input = T.AugInput(image, sem_seg=sem_seg_gt)
+        aug_input, transforms = T.apply_transform_gens(self.tfm_gens, aug_input)
+        pan_ids = rgb2id(transforms.apply_segmentation(pan_seg_gt))
+
+        image_t = image_to_tensor(aug_input.image)
+        sem_seg_t = torch.as_tensor(aug_input.sem_seg.astype("long"))
+        pan_t = torch.as_tensor(pan_ids)
+        image_t, sem_seg_t, pan_t = pad_to_divisibility(
+            self.size_divisibility, image_t, sem_seg_t, pan_t, ignore_label=self.ignore_label
+        )
+        dataset_dict["image"] = image_t
+        dataset_dict["sem_seg"] = sem_seg_t
+        dataset_dict["instances"] = segments_to_instances(pan_t.numpy(), segments_info)
+        return dataset_dict
+
+
+def segments_to_instances(pan_ids: np.ndarray, segments_info) -> Instances:
+    """Non-crowd, non-empty segments of an (H, W) id map -> Instances(gt_classes, gt_masks)."""
+    hw = tuple(pan_ids.shape)
+    classes, masks = [], []
+    for seg in segments_info:
+        if seg.get("iscrowd", 0):
+            continue
+        mask = pan_ids == seg["id"]
+        if not mask.any():  # cropped away
+            continue
+        classes.append(int(seg["category_id"]))
+        masks.append(mask)
+    instances = Instances(hw)
+    instances.gt_classes = torch.tensor(classes, dtype=torch.int64)
+    instances.gt_masks = masks_tensor(masks, hw)
+    return instances

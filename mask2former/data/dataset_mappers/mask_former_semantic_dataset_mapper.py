@@ -1,0 +1,147 @@
+"""`mask_former_semantic`: per-pixel labels -> one binary mask per class present.
+
+Training pipeline (Sec. 4 / Appendix of the paper; upstream `MaskFormerSemanticDatasetMapper`):
+ResizeShortestEdge(MIN_SIZE_TRAIN, MAX_SIZE_TRAIN, sampling) -> RandomCrop with the
+single-category area limit -> SSD colour jitter (optional) -> flip -> pad to SIZE_DIVISIBILITY.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+
+import numpy as np
+import torch
+
+from detectron2.config import configurable
+from detectron2.data import MetadataCatalog
+from detectron2.data import detection_utils as utils
+from detectron2.data import transforms as T
+from detectron2.projects.point_rend import ColorAugSSDTransform
+from detectron2.structures import Instances
+
+from ._common import (
+    build_flip,
+    image_to_tensor,
+    masks_tensor,
+    pad_to_divisibility,
+    read_sem_seg,
+    set_record_defaults,
+)
+
+__all__ = ["MaskFormerSemanticDatasetMapper", "build_maskformer_augmentations"]
+
+
+def build_maskformer_augmentations(cfg, is_train: bool, category_area_crop: bool = True):
+    """The multi-scale + crop + colour + flip list of the `mask_former_*` mappers.
+
+    `category_area_crop=False` gives a plain RandomCrop (the instance mapper). At test time
+    (`is_train=False`) only ResizeShortestEdge(MIN_SIZE_TEST, MAX_SIZE_TEST) is used.
+    """
+    if not is_train:
+        return [T.ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST)]
+    augs = [
+        T.ResizeShortestEdge(
+            cfg.INPUT.MIN_SIZE_TRAIN, cfg.INPUT.MAX_SIZE_TRAIN, cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING
+        )
+    ]
+    if cfg.INPUT.CROP.ENABLED:
+        if category_area_crop:
+            augs.append(
+                T.RandomCrop_CategoryAreaConstraint(
+                    cfg.INPUT.CROP.TYPE,
+                    cfg.INPUT.CROP.SIZE,
+                    cfg.INPUT.CROP.SINGLE_CATEGORY_MAX_AREA,
+                    cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE,
+                )
+            )
+        else:
+            augs.append(T.RandomCrop(cfg.INPUT.CROP.TYPE, cfg.INPUT.CROP.SIZE))
+    if cfg.INPUT.COLOR_AUG_SSD:
+        augs.append(ColorAugSSDTransform(img_format=cfg.INPUT.FORMAT))
+    augs.extend(build_flip(cfg.INPUT.RANDOM_FLIP))
+    return augs
+
+
+def _dataset_ignore_label(cfg, default: int) -> int:
+    """`ignore_label` of the first training dataset's metadata (falls back to IGNORE_VALUE)."""
+    names = cfg.DATASETS.TRAIN
+    if len(names) == 0:
+        return default
+    return MetadataCatalog.get(names[0]).get("ignore_label", default)
+
+
+class MaskFormerSemanticDatasetMapper:
+    """Maps a semantic-segmentation record (`file_name`, `sem_seg_file_name`) to the model input.
+
+    Output: `image` uint8 (3, H, W); `sem_seg` int64 (H, W) with `ignore_label` in padding;
+    `instances` with `gt_classes` int64 (N,) = the classes present (ignore excluded, sorted) and
+    `gt_masks` bool (N, H, W).
+    """
+
+    @configurable
+    def __init__(
+        self,
+        is_train: bool = True,
+        *,
+        augmentations: list,
+        image_format: str,
+        ignore_label: int,
+        size_divisibility: int,
+    ):
+        self.is_train = is_train
+        self.tfm_gens = augmentations
+        self.img_format = image_format
+        self.ignore_label = ignore_label
+        self.size_divisibility = size_divisibility
+        mode = "training" if is_train else "inference"
+        logging.getLogger(__name__).info(
+            f"[{self.__class__.__name__}] Augmentations used in {mode}: {augmentations}"
+        )
+
+    @classmethod
+    def from_config(cls, cfg, is_train: bool = True):
+        return {
+            "is_train": is_train,
+            "augmentations": build_maskformer_augmentations(cfg, is_train),
+            "image_format": cfg.INPUT.FORMAT,
+            "ignore_label": _dataset_ignore_label(cfg, cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE),
+            "size_divisibility": cfg.INPUT.SIZE_DIVISIBILITY if is_train else -1,
+        }
+
+    def __call__(self, dataset_dict: dict) -> dict:
+        dataset_dict = copy.deepcopy(dataset_dict)  # it will be modified below
+        image = utils.read_image(dataset_dict["file_name"], format=self.img_format)
+        utils.check_image_size(dataset_dict, image)
+        set_record_defaults(dataset_dict, image)
+        dataset_dict.pop("annotations", None)  # semantic targets come from the label map only
+
+        if "sem_seg_file_name" not in dataset_dict:
+            raise ValueError(
+                f"Record for {dataset_dict['file_name']} has no 'sem_seg_file_name'; the "
+                "'mask_former_semantic' mapper needs a semantic label map per image."
+            )
+        sem_seg_gt = read_sem_seg(dataset_dict.pop("sem_seg_file_name"))
+
+        aug_input = T.AugInput(image, sem_seg=sem_seg_gt)
+        aug_input, _ = T.apply_transform_gens(self.tfm_gens, aug_input)
+        image_t = image_to_tensor(aug_input.image)
+        sem_seg_t = torch.as_tensor(aug_input.sem_seg.astype("long"))
+        image_t, sem_seg_t, _ = pad_to_divisibility(
+            self.size_divisibility, image_t, sem_seg_t, ignore_label=self.ignore_label
+        )
+        dataset_dict["image"] = image_t
+        dataset_dict["sem_seg"] = sem_seg_t
+        dataset_dict["instances"] = self.semantic_to_instances(sem_seg_t, self.ignore_label)
+        return dataset_dict
+
+    @staticmethod
+    def semantic_to_instances(sem_seg: torch.Tensor, ignore_label: int) -> Instances:
+        """One target per class present in an (H, W) label map (ignore excluded)."""
+        hw = tuple(sem_seg.shape[-2:])
+        sem = sem_seg.numpy()
+        classes = np.unique(sem)
+        classes = classes[classes != ignore_label]
+        instances = Instances(hw)
+        instances.gt_classes = torch.tensor(classes, dtype=torch.int64)
+        instances.gt_masks = masks_tensor([sem == c for c in classes], hw)
+        return instances

@@ -1,0 +1,116 @@
+"""Registration helpers: the dataset root, loaders that say which preparation step is missing,
+and metadata whose class lists are read from the dataset's own files on first use."""
+from __future__ import annotations
+
+import os
+from typing import Callable, Iterable
+
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data.catalog import Metadata
+
+__all__ = [
+    "dataset_root",
+    "MissingDatasetError",
+    "require_paths",
+    "register_checked",
+    "wrap_with_path_check",
+    "LazyMetadata",
+    "set_lazy_metadata",
+]
+
+
+def dataset_root() -> str:
+    """`$DETECTRON2_DATASETS`, default `./datasets` (relative to the working directory)."""
+    return os.path.expanduser(os.getenv("DETECTRON2_DATASETS", "datasets"))
+
+
+class MissingDatasetError(FileNotFoundError):
+    """A registered dataset's files are not where the registration expects them."""
+
+
+def require_paths(dataset_name: str, paths: Iterable[tuple[str, str]]) -> None:
+    """Raise `MissingDatasetError` for the first `(path, how_to_make_it)` that does not exist."""
+    for path, step in paths:
+        if not os.path.exists(path):
+            raise MissingDatasetError(
+                f"Dataset '{dataset_name}': '{path}' does not exist. {step} "
+                f"(Datasets are looked up under $DETECTRON2_DATASETS, now '{dataset_root()}'; "
+                "see datasets/README.md for the expected layout.)"
+            )
+
+
+def register_checked(
+    name: str, loader: Callable[[], list], paths: list[tuple[str, str]]
+) -> None:
+    """`DatasetCatalog.register(name, loader)`, checking `paths` before loading."""
+
+    def load():
+        require_paths(name, paths)
+        return loader()
+
+    DatasetCatalog.register(name, load)
+
+
+def wrap_with_path_check(name: str, paths: list[tuple[str, str]]) -> None:
+    """Re-register an already registered dataset (e.g. a detectron2 built-in) so that loading it
+    first checks `paths`. No-op if `name` is not registered."""
+    if name not in DatasetCatalog.list():
+        return
+    loader = DatasetCatalog[name]
+    if getattr(loader, "_mask2former_checked", False):
+        return
+    DatasetCatalog.remove(name)
+
+    def load():
+        require_paths(name, paths)
+        return loader()
+
+    load._mask2former_checked = True
+    DatasetCatalog.register(name, load)
+
+
+# dataset name -> function returning the metadata fields that are read from dataset files
+_LAZY_FIELDS: dict[str, Callable[[], dict]] = {}
+
+
+class LazyMetadata(Metadata):
+    """detectron2 `Metadata` whose missing fields are filled, on first access, by a function that
+    reads them from the dataset's files (e.g. the categories of a panoptic JSON).
+
+    Static fields are available at once; the reading happens only when a field that is not set
+    yet is asked for. If the files are missing, the AttributeError names the missing path and
+    the preparation step (`metadata.get(key, default)` then returns the default).
+    """
+
+    def __getattr__(self, key):
+        if not key.startswith("__"):
+            fn = _LAZY_FIELDS.pop(self.__dict__.get("name", ""), None)
+            if fn is not None:
+                try:
+                    fields = fn()
+                except (FileNotFoundError, OSError, ValueError) as e:
+                    _LAZY_FIELDS[self.name] = fn  # try again later (e.g. after preparation)
+                    raise AttributeError(
+                        f"Metadata '{key}' of dataset '{self.name}' is read from the dataset "
+                        f"files, which could not be read: {e}"
+                    ) from e
+                for k, v in fields.items():
+                    if k not in self.__dict__:
+                        object.__setattr__(self, k, v)
+                if key in self.__dict__:
+                    return self.__dict__[key]
+        return super().__getattr__(key)
+
+
+def set_lazy_metadata(name: str, lazy_fields: Callable[[], dict], **static) -> LazyMetadata:
+    """Put a `LazyMetadata` with `static` fields for `name` in the MetadataCatalog (keeping any
+    fields already set there) and register `lazy_fields` to fill the rest on first use."""
+    old = MetadataCatalog.get(name).as_dict() if name in MetadataCatalog.list() else {}
+    old.pop("name", None)
+    fields = {**old, **static}
+    meta = LazyMetadata(name=name, **fields)
+    if name in MetadataCatalog.list():
+        MetadataCatalog.remove(name)
+    MetadataCatalog[name] = meta
+    _LAZY_FIELDS[name] = lazy_fields
+    return meta

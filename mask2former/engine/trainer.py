@@ -1,0 +1,170 @@
+"""`Trainer`: detectron2's DefaultTrainer with Mask2Former's data, optimiser, precision and eval."""
+import logging
+import os
+import weakref
+from collections import OrderedDict
+
+import torch
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.data import build_detection_train_loader
+from detectron2.engine import DefaultTrainer, TrainerBase
+from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
+from torch.nn.parallel import DistributedDataParallel
+
+from ..solver import build_lr_scheduler, build_optimizer
+from .train_loop import MixedPrecisionTrainer
+
+logger = logging.getLogger(__name__)
+
+# INPUT.DATASET_MAPPER_NAME -> class in mask2former.data.dataset_mappers (training only).
+# Any other name uses detectron2's DatasetMapper.
+TRAIN_MAPPERS = {
+    "mask_former_semantic": "MaskFormerSemanticDatasetMapper",
+    "mask_former_panoptic": "MaskFormerPanopticDatasetMapper",
+    "mask_former_instance": "MaskFormerInstanceDatasetMapper",
+    "coco_instance_lsj": "COCOInstanceNewBaselineDatasetMapper",
+    "coco_panoptic_lsj": "COCOPanopticNewBaselineDatasetMapper",
+}
+
+
+def build_checkpointer(model, save_dir: str = "", **kwargs) -> DetectionCheckpointer:
+    """The project's checkpointer (mask2former/checkpoint.py) if present, else detectron2's."""
+    try:
+        from .. import checkpoint as project_checkpoint
+    except ImportError:
+        return DetectionCheckpointer(model, save_dir, **kwargs)
+    for name in ("MaskFormerCheckpointer", "Mask2FormerCheckpointer"):
+        cls = getattr(project_checkpoint, name, None)
+        if cls is not None:
+            return cls(model, save_dir, **kwargs)
+    # Fall back to any DetectionCheckpointer subclass the module defines.
+    for value in vars(project_checkpoint).values():
+        if (
+            isinstance(value, type)
+            and issubclass(value, DetectionCheckpointer)
+            and value is not DetectionCheckpointer
+        ):
+            return value(model, save_dir, **kwargs)
+    return DetectionCheckpointer(model, save_dir, **kwargs)
+
+
+def amp_precision(cfg) -> str | None:
+    """None (fp32) or the autocast dtype name from SOLVER.AMP.{ENABLED,PRECISION}."""
+    if not cfg.SOLVER.AMP.ENABLED:
+        return None
+    return cfg.SOLVER.AMP.get("PRECISION", "float16")
+
+
+def create_ddp_model(model: torch.nn.Module, device_type: str, **kwargs) -> torch.nn.Module:
+    """DistributedDataParallel when there is more than one process (Gloo on the CPU)."""
+    if comm.get_world_size() == 1:
+        return model
+    if device_type == "cuda":
+        kwargs.setdefault("device_ids", [comm.get_local_rank()])
+    return DistributedDataParallel(model, **kwargs)
+
+
+class Trainer(DefaultTrainer):
+    """DefaultTrainer with the Mask2Former recipe.
+
+    * train loader: the mapper named by INPUT.DATASET_MAPPER_NAME (see TRAIN_MAPPERS);
+    * optimiser: per-parameter LR/decay, full-model clipping (mask2former.solver);
+    * LR schedule: WarmupPolyLR or detectron2's (SOLVER.LR_SCHEDULER_NAME);
+    * precision: SOLVER.AMP.ENABLED with SOLVER.AMP.PRECISION "float16" | "bfloat16", on CUDA or
+      the CPU (MixedPrecisionTrainer); multi-process on the CPU uses Gloo + CPU DDP;
+    * evaluators: mask2former.evaluation.build_evaluator by the dataset's evaluator_type;
+    * semantic test-time augmentation: `test_with_TTA` (TEST.AUG).
+    """
+
+    def __init__(self, cfg):
+        TrainerBase.__init__(self)
+        if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):
+            setup_logger()
+        cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
+
+        model = self.build_model(cfg)
+        optimizer = self.build_optimizer(cfg, model)
+        data_loader = self.build_train_loader(cfg)
+
+        device_type = torch.device(cfg.MODEL.DEVICE).type
+        model = create_ddp_model(model, device_type, broadcast_buffers=False)
+        self._trainer = MixedPrecisionTrainer(
+            model, data_loader, optimizer, precision=amp_precision(cfg), device_type=device_type
+        )
+        self.scheduler = self.build_lr_scheduler(cfg, optimizer)
+        self.checkpointer = build_checkpointer(
+            model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self)
+        )
+        self.start_iter = 0
+        self.max_iter = cfg.SOLVER.MAX_ITER
+        self.cfg = cfg
+        self.register_hooks(self.build_hooks())
+
+    # detectron2 v0.6's DefaultTrainer checkpoints only the iteration and the hooks: the optimizer
+    # (AdamW moments, per-group LR) and the GradScaler are lost on --resume, and the first resumed
+    # iteration runs at BASE_LR. Later detectron2 saves them under "_trainer", as done here.
+    def state_dict(self):
+        ret = super().state_dict()
+        ret["_trainer"] = self._trainer.state_dict()
+        return ret
+
+    def load_state_dict(self, state_dict):
+        super().load_state_dict(state_dict)
+        if "_trainer" in state_dict:
+            self._trainer.load_state_dict(state_dict["_trainer"])
+        else:
+            logger.warning(
+                "The checkpoint has no optimizer state (written by detectron2 v0.6's "
+                "DefaultTrainer?): the optimizer restarts from scratch."
+            )
+
+    @classmethod
+    def build_optimizer(cls, cfg, model):
+        return build_optimizer(cfg, model)
+
+    @classmethod
+    def build_lr_scheduler(cls, cfg, optimizer):
+        return build_lr_scheduler(cfg, optimizer)
+
+    @classmethod
+    def build_train_loader(cls, cfg):
+        name = cfg.INPUT.DATASET_MAPPER_NAME
+        mapper = None  # detectron2's DatasetMapper
+        if name in TRAIN_MAPPERS:
+            from ..data import dataset_mappers
+
+            mapper_cls = getattr(dataset_mappers, TRAIN_MAPPERS[name], None)
+            if mapper_cls is None:
+                raise ValueError(
+                    f"INPUT.DATASET_MAPPER_NAME {name!r} needs "
+                    f"mask2former.data.dataset_mappers.{TRAIN_MAPPERS[name]}, which is missing"
+                )
+            mapper = mapper_cls(cfg, True)
+        return build_detection_train_loader(cfg, mapper=mapper)
+
+    @classmethod
+    def build_evaluator(cls, cfg, dataset_name, output_folder=None):
+        from ..evaluation import build_evaluator
+
+        if output_folder is None:
+            output_folder = os.path.join(cfg.OUTPUT_DIR, "inference")
+        return build_evaluator(cfg, dataset_name, output_folder=output_folder)
+
+    @classmethod
+    def test_with_TTA(cls, cfg, model):
+        """Evaluate with multi-scale + flip semantic TTA (TEST.AUG) into OUTPUT_DIR/inference_TTA."""
+        from ..test_time_augmentation import SemanticSegmentorWithTTA
+
+        logger.info("Running inference with test-time augmentation ...")
+        model = SemanticSegmentorWithTTA(cfg, model)
+        evaluators = [
+            cls.build_evaluator(
+                cfg, name, output_folder=os.path.join(cfg.OUTPUT_DIR, "inference_TTA")
+            )
+            for name in cfg.DATASETS.TEST
+        ]
+        res = cls.test(cfg, model, evaluators)
+        if len(cfg.DATASETS.TEST) == 1:
+            res = {cfg.DATASETS.TEST[0]: res}
+        return OrderedDict((k + "_TTA", v) for k, v in res.items())

@@ -1,0 +1,185 @@
+"""COCO-style instance AP for any dataset (category ids need not be 0..N-1), plus Boundary AP.
+
+Detectron2's `COCOEvaluator` asserts that `thing_dataset_id_to_contiguous_id` maps onto exactly
+0..N-1 *and* that predicted classes index it; ADE20K-instance (ids 7, 8, 10, ...) and Mapillary
+keep their own ids. `InstanceSegEvaluator` reverse-maps contiguous -> dataset ids through the
+metadata, checks membership only, and optionally adds a "boundary" task (Boundary AP, see
+`boundary.py`). It uses detectron2's compiled fast COCOeval when present and pycocotools
+otherwise.
+"""
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+import os
+
+import numpy as np
+from detectron2.evaluation import COCOEvaluator
+from detectron2.evaluation.coco_evaluation import _evaluate_predictions_on_coco
+from detectron2.utils.file_io import PathManager
+from pycocotools.cocoeval import COCOeval
+
+from .boundary import BOUNDARY_IOU_MODES, make_boundary_cocoeval, strip_boxes
+
+_METRICS = ["AP", "AP50", "AP75", "APs", "APm", "APl"]
+
+
+class InstanceSegEvaluator(COCOEvaluator):
+    """COCO AP ("bbox", "segm" and, with `boundary_ap=True`, "boundary") for datasets whose
+    metadata has `json_file` (COCO-format GT) and `thing_dataset_id_to_contiguous_id`.
+
+    Predictions are `output["instances"]` (pred_masks (N, H, W), pred_boxes, scores,
+    pred_classes contiguous). Metrics are in [0, 100]; with no predictions at all AP is 0 where
+    there is ground truth (and NaN where there is none), instead of detectron2's NaN everywhere.
+    """
+
+    def __init__(
+        self,
+        dataset_name: str,
+        tasks=None,
+        distributed: bool = True,
+        output_dir: str | None = None,
+        *,
+        max_dets_per_image: int | None = None,
+        use_fast_impl: bool = True,
+        boundary_ap: bool = False,
+        dilation_ratio: float = 0.02,
+        boundary_iou_mode: str = "min",
+    ):
+        if boundary_iou_mode not in BOUNDARY_IOU_MODES:
+            raise ValueError(
+                f"boundary_iou_mode={boundary_iou_mode!r}: expected one of {BOUNDARY_IOU_MODES}"
+            )
+        super().__init__(
+            dataset_name,
+            tasks=tasks,
+            distributed=distributed,
+            output_dir=output_dir,
+            max_dets_per_image=max_dets_per_image,
+            use_fast_impl=use_fast_impl,
+        )
+        self._dataset_name = dataset_name
+        self._boundary_ap = boundary_ap
+        self._dilation_ratio = dilation_ratio
+        self._boundary_iou_mode = boundary_iou_mode
+
+    # ---- category ids ---------------------------------------------------------------------
+    def _reverse_map(self, coco_results: list[dict]) -> None:
+        """Contiguous class -> dataset category id, in place, with a clear error if unknown."""
+        mapping = getattr(self._metadata, "thing_dataset_id_to_contiguous_id", None)
+        if mapping is None:
+            return
+        reverse = {v: k for k, v in mapping.items()}
+        for result in coco_results:
+            c = result["category_id"]
+            if c not in reverse:
+                raise ValueError(
+                    f"{self._dataset_name}: a prediction has contiguous class {c}, which is not a "
+                    f"value of thing_dataset_id_to_contiguous_id (valid: {sorted(reverse)}). "
+                    "Check MODEL.SEM_SEG_HEAD.NUM_CLASSES and that the model was trained on this "
+                    "dataset's classes; for panoptic models, only thing classes may be returned "
+                    "as instances."
+                )
+            result["category_id"] = reverse[c]
+
+    # ---- evaluation -----------------------------------------------------------------------
+    def _eval_predictions(self, predictions, img_ids=None):
+        self._logger.info("Preparing results for COCO format ...")
+        coco_results = list(itertools.chain(*[x["instances"] for x in predictions]))
+        tasks = set(self._tasks or self._tasks_from_predictions(coco_results))
+        if not coco_results:
+            tasks |= {"segm"}  # nothing predicted: still report mask AP (= 0)
+        if self._boundary_ap:
+            tasks.add("boundary")
+        self._reverse_map(coco_results)
+
+        if self._output_dir:
+            PathManager.mkdirs(self._output_dir)
+            path = os.path.join(self._output_dir, "coco_instances_results.json")
+            self._logger.info(f"Saving results to {path}")
+            with PathManager.open(path, "w") as f:
+                f.write(json.dumps(coco_results))
+
+        if not self._do_evaluation:
+            self._logger.info("Annotations are not available for evaluation.")
+            return
+
+        self._logger.info(
+            "Evaluating predictions with {} COCO API...".format(
+                "detectron2's fast (unofficial)" if self._use_fast_impl else "the official"
+            )
+        )
+        class_names = self._metadata.get("thing_classes")
+        for task in sorted(tasks):
+            if not coco_results:
+                self._results[task] = self._empty_results(task, class_names, img_ids)
+                continue
+            if task == "boundary":
+                coco_eval = self._evaluate_boundary(coco_results, img_ids)
+                res = self._derive_coco_results(coco_eval, "segm", class_names=class_names)
+            else:
+                coco_eval = _evaluate_predictions_on_coco(
+                    self._coco_api,
+                    coco_results,
+                    task,
+                    kpt_oks_sigmas=self._kpt_oks_sigmas,
+                    use_fast_impl=self._use_fast_impl,
+                    img_ids=img_ids,
+                    max_dets_per_image=self._max_dets_per_image,
+                )
+                res = self._derive_coco_results(coco_eval, task, class_names=class_names)
+            self._results[task] = res
+
+    def _evaluate_boundary(self, coco_results, img_ids):
+        coco_dt = self._coco_api.loadRes(strip_boxes(coco_results))
+        coco_eval = make_boundary_cocoeval(
+            self._coco_api,
+            coco_dt,
+            dilation_ratio=self._dilation_ratio,
+            iou_mode=self._boundary_iou_mode,
+            use_fast_impl=self._use_fast_impl,
+        )
+        coco_eval.params.maxDets = self._max_dets_per_image
+        if img_ids is not None:
+            coco_eval.params.imgIds = img_ids
+        self._logger.info(
+            f"Boundary AP: dilation ratio {self._dilation_ratio}, IoU = "
+            + ("min(mask IoU, Boundary IoU)" if self._boundary_iou_mode == "min" else "Boundary IoU")
+        )
+        coco_eval.evaluate()
+        coco_eval.accumulate()
+        coco_eval.summarize()
+        return coco_eval
+
+    def _empty_results(self, task, class_names, img_ids):
+        """Metrics when the model predicted nothing: 0 where GT exists, NaN where none does."""
+        coco = self._coco_api
+        ids = set(img_ids) if img_ids is not None else None
+        anns = [
+            a
+            for a in coco.dataset.get("annotations", [])
+            if not a.get("iscrowd", 0) and (ids is None or a["image_id"] in ids)
+        ]
+        params = COCOeval(iouType="segm").params
+        area = dict(zip(params.areaRngLbl, params.areaRng))
+        ann_areas = np.array([a["area"] for a in anns], dtype=float)
+
+        def has_gt(lo, hi):
+            return bool(np.any((ann_areas >= lo) & (ann_areas <= hi)))
+
+        res = {m: (0.0 if anns else float("nan")) for m in ("AP", "AP50", "AP75")}
+        for metric, label in (("APs", "small"), ("APm", "medium"), ("APl", "large")):
+            res[metric] = 0.0 if has_gt(*area[label]) else float("nan")
+        if task == "keypoints":
+            res.pop("APs")
+        self._logger.warning(f"No {task} predictions from the model: AP is 0.")
+        if class_names and len(class_names) > 1:
+            # Same convention as detectron2's per-category AP: sorted category ids of the json
+            # correspond to thing_classes in order.
+            cat_with_gt = {a["category_id"] for a in anns}
+            cat_ids = sorted(coco.getCatIds())
+            for idx, name in enumerate(class_names):
+                cat = cat_ids[idx] if idx < len(cat_ids) else None
+                res[f"AP-{name}"] = 0.0 if cat in cat_with_gt else float("nan")
+        return copy.deepcopy(res)

@@ -1,0 +1,298 @@
+"""`MaskFormer`: the meta-architecture of Mask2Former (Sec. 3.1, Fig. 2).
+
+backbone -> pixel decoder -> masked-attention transformer decoder -> (training) set criterion,
+(inference) semantic / panoptic / instance post-processing. Follows detectron2's model contract:
+input a list of dicts, training returns a dict of weighted losses, inference returns one dict per
+image with any of `sem_seg`, `panoptic_seg`, `instances`.
+
+Shapes: B images, Q queries, K classes (+1 "no object"), (Hp, Wp) the padded batch size.
+"""
+import logging
+
+import torch
+import torch.nn.functional as F
+from detectron2.config import configurable
+from detectron2.data import MetadataCatalog
+from detectron2.modeling import META_ARCH_REGISTRY, build_backbone, build_sem_seg_head
+from detectron2.modeling.backbone import Backbone
+from detectron2.modeling.postprocessing import sem_seg_postprocess
+from detectron2.structures import ImageList
+from detectron2.utils.memory import retry_if_cuda_oom
+from torch import nn
+
+from .modeling import postprocessing as pp
+
+logger = logging.getLogger(__name__)
+
+
+def build_weight_dict(
+    class_weight: float, mask_weight: float, dice_weight: float, dec_layers: int, deep_supervision: bool
+) -> dict[str, float]:
+    """Loss weights (Sec. 4.1): ce/mask/dice, repeated with `_{i}` for the DEC_LAYERS-1 aux sets."""
+    weight_dict = {"loss_ce": class_weight, "loss_mask": mask_weight, "loss_dice": dice_weight}
+    if deep_supervision:
+        aux = {}
+        for i in range(dec_layers - 1):
+            aux.update({f"{k}_{i}": v for k, v in weight_dict.items()})
+        weight_dict.update(aux)
+    return weight_dict
+
+
+@META_ARCH_REGISTRY.register()
+class MaskFormer(nn.Module):
+    """Mask classification model for semantic, instance and panoptic segmentation."""
+
+    @configurable
+    def __init__(
+        self,
+        *,
+        backbone: Backbone,
+        sem_seg_head: nn.Module,
+        criterion: nn.Module | None,
+        num_queries: int,
+        object_mask_threshold: float,
+        overlap_threshold: float,
+        metadata,
+        size_divisibility: int,
+        sem_seg_postprocess_before_inference: bool,
+        pixel_mean: tuple[float, ...],
+        pixel_std: tuple[float, ...],
+        semantic_on: bool = True,
+        panoptic_on: bool = False,
+        instance_on: bool = False,
+        test_topk_per_image: int = 100,
+    ):
+        """
+        Args:
+            backbone: a detectron2 backbone.
+            sem_seg_head: module mapping backbone features to the decoder's output dict.
+            criterion: module `(outputs, targets) -> dict of unweighted losses` with a
+                `weight_dict` attribute (the losses kept and their weights); None for an
+                inference-only model.
+            num_queries: Q.
+            object_mask_threshold, overlap_threshold: panoptic post-processing thresholds.
+            metadata: dataset metadata; `thing_dataset_id_to_contiguous_id` decides "thing".
+            size_divisibility: pad the batch to a multiple of this (< 0: the backbone's).
+            sem_seg_postprocess_before_inference: resize mask logits to the output size before
+                the semantic fusion (required for panoptic and instance outputs).
+            pixel_mean, pixel_std: per-channel normalisation of the input image.
+            semantic_on, panoptic_on, instance_on: which outputs inference produces.
+            test_topk_per_image: number of instances kept per image.
+        """
+        super().__init__()
+        self.backbone = backbone
+        self.sem_seg_head = sem_seg_head
+        self.criterion = criterion
+        self.num_queries = num_queries
+        self.overlap_threshold = overlap_threshold
+        self.object_mask_threshold = object_mask_threshold
+        self.metadata = metadata
+        if size_divisibility < 0:
+            size_divisibility = self.backbone.size_divisibility
+        self.size_divisibility = size_divisibility
+        self.sem_seg_postprocess_before_inference = sem_seg_postprocess_before_inference
+        self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
+        self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
+
+        self.semantic_on = semantic_on
+        self.instance_on = instance_on
+        self.panoptic_on = panoptic_on
+        self.test_topk_per_image = test_topk_per_image
+        if not (semantic_on or instance_on or panoptic_on):
+            raise ValueError(
+                "MaskFormer: all of MODEL.MASK_FORMER.TEST.{SEMANTIC,INSTANCE,PANOPTIC}_ON are "
+                "False; turn at least one on"
+            )
+        if not self.semantic_on and not self.sem_seg_postprocess_before_inference:
+            raise ValueError(
+                "MaskFormer: with SEMANTIC_ON False, mask logits must be resized before inference "
+                "(set MODEL.MASK_FORMER.TEST.SEM_SEG_POSTPROCESSING_BEFORE_INFERENCE True)"
+            )
+
+    @classmethod
+    def from_config(cls, cfg):
+        backbone = build_backbone(cfg)
+        sem_seg_head = build_sem_seg_head(cfg, backbone.output_shape())
+        mf = cfg.MODEL.MASK_FORMER
+        return {
+            "backbone": backbone,
+            "sem_seg_head": sem_seg_head,
+            "criterion": cls.build_criterion(cfg, sem_seg_head.num_classes),
+            "num_queries": mf.NUM_OBJECT_QUERIES,
+            "object_mask_threshold": mf.TEST.OBJECT_MASK_THRESHOLD,
+            "overlap_threshold": mf.TEST.OVERLAP_THRESHOLD,
+            "metadata": MetadataCatalog.get(cfg.DATASETS.TRAIN[0]) if cfg.DATASETS.TRAIN else None,
+            "size_divisibility": mf.SIZE_DIVISIBILITY,
+            "sem_seg_postprocess_before_inference": (
+                mf.TEST.SEM_SEG_POSTPROCESSING_BEFORE_INFERENCE or mf.TEST.PANOPTIC_ON or mf.TEST.INSTANCE_ON
+            ),
+            "pixel_mean": cfg.MODEL.PIXEL_MEAN,
+            "pixel_std": cfg.MODEL.PIXEL_STD,
+            "semantic_on": mf.TEST.SEMANTIC_ON,
+            "instance_on": mf.TEST.INSTANCE_ON,
+            "panoptic_on": mf.TEST.PANOPTIC_ON,
+            "test_topk_per_image": cfg.TEST.DETECTIONS_PER_IMAGE,
+        }
+
+    @staticmethod
+    def build_criterion(cfg, num_classes: int) -> nn.Module:
+        """Hungarian matcher + set criterion with the Sec. 4.1 loss weights."""
+        from .modeling.criterion import SetCriterion
+        from .modeling.matcher import HungarianMatcher
+
+        mf = cfg.MODEL.MASK_FORMER
+        matcher = HungarianMatcher(
+            cost_class=mf.CLASS_WEIGHT,
+            cost_mask=mf.MASK_WEIGHT,
+            cost_dice=mf.DICE_WEIGHT,
+            num_points=mf.TRAIN_NUM_POINTS,
+        )
+        weight_dict = build_weight_dict(
+            mf.CLASS_WEIGHT, mf.MASK_WEIGHT, mf.DICE_WEIGHT, mf.DEC_LAYERS, mf.DEEP_SUPERVISION
+        )
+        return SetCriterion(
+            num_classes,
+            matcher=matcher,
+            weight_dict=weight_dict,
+            eos_coef=mf.NO_OBJECT_WEIGHT,
+            losses=["labels", "masks"],
+            num_points=mf.TRAIN_NUM_POINTS,
+            oversample_ratio=mf.OVERSAMPLE_RATIO,
+            importance_sample_ratio=mf.IMPORTANCE_SAMPLE_RATIO,
+        )
+
+    @property
+    def device(self) -> torch.device:
+        return self.pixel_mean.device
+
+    @property
+    def thing_ids(self) -> frozenset:
+        """Contiguous ids of the "thing" classes (empty without metadata)."""
+        mapping = getattr(self.metadata, "thing_dataset_id_to_contiguous_id", None) if self.metadata else None
+        return frozenset(mapping.values()) if mapping else frozenset()
+
+    # ---- forward ------------------------------------------------------------------------------
+    def preprocess_image(self, batched_inputs: list[dict]) -> ImageList:
+        """Normalise each (3, H, W) uint8 image and pad the batch to (B, 3, Hp, Wp)."""
+        images = [x["image"].to(self.device) for x in batched_inputs]
+        images = [(x - self.pixel_mean) / self.pixel_std for x in images]
+        return ImageList.from_tensors(images, self.size_divisibility)
+
+    def forward(self, batched_inputs: list[dict]):
+        """
+        Args:
+            batched_inputs: per image a dict with "image" (3, H, W) uint8 in the model's input
+                format, optional "height"/"width" (the output size), and for training
+                "instances" with `gt_classes` (N,) and `gt_masks` (N, H, W) (tensor or BitMasks).
+
+        Returns:
+            training: dict of weighted losses (only those in `criterion.weight_dict`).
+            inference: per image a dict with "sem_seg" (K, height, width) scores,
+            "panoptic_seg" (panoptic map (height, width) int32, segments_info) and/or
+            "instances" (detectron2 Instances), as selected by the TEST.*_ON switches.
+        """
+        images = self.preprocess_image(batched_inputs)
+        features = self.backbone(images.tensor)
+        outputs = self.sem_seg_head(features)
+
+        if self.training:
+            if self.criterion is None:
+                raise RuntimeError("MaskFormer was built without a criterion; it cannot be trained")
+            targets = None
+            if "instances" in batched_inputs[0]:
+                gt_instances = [x["instances"].to(self.device) for x in batched_inputs]
+                targets = self.prepare_targets(gt_instances, images)
+            losses = self.criterion(outputs, targets)
+            weight_dict = self.criterion.weight_dict
+            return {k: v * weight_dict[k] for k, v in losses.items() if k in weight_dict}
+
+        return self.postprocess(outputs, batched_inputs, images)
+
+    def prepare_targets(self, targets, images: ImageList) -> list[dict]:
+        """Zero-pad each image's GT masks to the padded batch size (Hp, Wp)."""
+        h_pad, w_pad = images.tensor.shape[-2:]
+        new_targets = []
+        for targets_per_image in targets:
+            gt_masks = targets_per_image.gt_masks
+            gt_masks = getattr(gt_masks, "tensor", gt_masks)  # BitMasks or a tensor
+            padded_masks = torch.zeros(
+                (gt_masks.shape[0], h_pad, w_pad), dtype=gt_masks.dtype, device=gt_masks.device
+            )
+            padded_masks[:, : gt_masks.shape[1], : gt_masks.shape[2]] = gt_masks
+            new_targets.append({"labels": targets_per_image.gt_classes, "masks": padded_masks})
+        return new_targets
+
+    def postprocess(self, outputs: dict, batched_inputs: list[dict], images: ImageList) -> list[dict]:
+        """Final-layer predictions -> per-image outputs at the requested size (Sec. 9 of the
+        reference: masks upsampled to the padded input, cropped to the image, resized)."""
+        mask_cls_results = outputs["pred_logits"]  # (B, Q, K+1)
+        mask_pred_results = outputs["pred_masks"]  # (B, Q, H/4, W/4)
+        mask_pred_results = F.interpolate(
+            mask_pred_results, size=images.tensor.shape[-2:], mode="bilinear", align_corners=False
+        )  # (B, Q, Hp, Wp)
+        del outputs
+
+        processed_results = []
+        for mask_cls_result, mask_pred_result, input_per_image, image_size in zip(
+            mask_cls_results, mask_pred_results, batched_inputs, images.image_sizes
+        ):
+            height = input_per_image.get("height", image_size[0])
+            width = input_per_image.get("width", image_size[1])
+            processed_results.append({})
+
+            if self.sem_seg_postprocess_before_inference:
+                mask_pred_result = retry_if_cuda_oom(_resize_to_output)(mask_pred_result, image_size, height, width)
+                mask_cls_result = mask_cls_result.to(mask_pred_result)
+            # One sigmoid shared by the three tasks.
+            mask_prob = retry_if_cuda_oom(pp.mask_probs)(mask_pred_result)
+
+            if self.semantic_on:
+                r = retry_if_cuda_oom(pp.semantic_inference)(mask_cls_result, mask_pred_result, mask_prob)
+                if not self.sem_seg_postprocess_before_inference:
+                    r = retry_if_cuda_oom(_resize_to_output)(r, image_size, height, width)
+                processed_results[-1]["sem_seg"] = r
+            if self.panoptic_on:
+                processed_results[-1]["panoptic_seg"] = retry_if_cuda_oom(self.panoptic_inference)(
+                    mask_cls_result, mask_pred_result, mask_prob
+                )
+            if self.instance_on:
+                processed_results[-1]["instances"] = retry_if_cuda_oom(self.instance_inference)(
+                    mask_cls_result, mask_pred_result, mask_prob
+                )
+        return processed_results
+
+    # ---- inference per task (kept as methods: the published names) -------------------------------
+    def semantic_inference(self, mask_cls, mask_pred, mask_prob=None):
+        """(Q, K+1) logits, (Q, H, W) logits -> (K, H, W) scores."""
+        return pp.semantic_inference(mask_cls, mask_pred, mask_prob)
+
+    def panoptic_inference(self, mask_cls, mask_pred, mask_prob=None):
+        """(Q, K+1) logits, (Q, H, W) logits -> (panoptic_seg (H, W) int32, segments_info)."""
+        return pp.panoptic_inference(
+            mask_cls,
+            mask_pred,
+            num_classes=self.sem_seg_head.num_classes,
+            thing_ids=self.thing_ids,
+            object_mask_threshold=self.object_mask_threshold,
+            overlap_threshold=self.overlap_threshold,
+            mask_prob=mask_prob,
+        )
+
+    def instance_inference(self, mask_cls, mask_pred, mask_prob=None):
+        """(Q, K+1) logits, (Q, H, W) logits -> Instances with masks, boxes, scores, classes."""
+        return pp.instance_inference(
+            mask_cls,
+            mask_pred,
+            num_classes=self.sem_seg_head.num_classes,
+            topk=self.test_topk_per_image,
+            thing_ids=self.thing_ids if self.panoptic_on else None,
+            mask_prob=mask_prob,
+        )
+
+
+def _resize_to_output(result: torch.Tensor, img_size, output_height: int, output_width: int) -> torch.Tensor:
+    """detectron2's `sem_seg_postprocess` (crop the padding, bilinear resize to the output
+    size), skipping the resize when it would be the identity (same result, less time)."""
+    if tuple(img_size) == (output_height, output_width):
+        return result[:, : img_size[0], : img_size[1]]
+    return sem_seg_postprocess(result, img_size, output_height, output_width)

@@ -1,0 +1,467 @@
+"""Swin Transformer backbone (Liu et al. 2021) as a detectron2 `Backbone`: `D2SwinTransformer`.
+
+The module tree and parameter names are those of the official Swin release and the published
+Mask2Former checkpoints (`patch_embed.proj`, `layers.{i}.blocks.{j}.attn.qkv`,
+`attn.relative_position_bias_table`, `layers.{i}.downsample.reduction`, per-output `norm{i}`).
+Generic layers (DropPath, Mlp, trunc_normal_) come from timm; window attention runs through
+`F.scaled_dot_product_attention` with the relative-position bias (+ shift mask) as an additive
+mask, the same computation as the explicit softmax(q k^T * scale + bias) v.
+
+Shapes: B images, (H, W) token grid of a stage, C channels, N = window_size**2 tokens a window.
+"""
+import torch
+import torch.nn.functional as F
+import torch.utils.checkpoint as checkpoint
+from detectron2.layers import ShapeSpec
+from detectron2.modeling import BACKBONE_REGISTRY, Backbone
+from timm.layers import DropPath, Mlp, to_2tuple, trunc_normal_
+from torch import nn
+
+
+def window_partition(x: torch.Tensor, window_size: int) -> torch.Tensor:
+    """(B, H, W, C) -> (B * num_windows, window_size, window_size, C)."""
+    B, H, W, C = x.shape
+    x = x.view(B, H // window_size, window_size, W // window_size, window_size, C)
+    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, window_size, window_size, C)
+
+
+def window_reverse(windows: torch.Tensor, window_size: int, H: int, W: int) -> torch.Tensor:
+    """(B * num_windows, window_size, window_size, C) -> (B, H, W, C)."""
+    B = int(windows.shape[0] / (H * W / window_size / window_size))
+    x = windows.view(B, H // window_size, W // window_size, window_size, window_size, -1)
+    return x.permute(0, 1, 3, 2, 4, 5).reshape(B, H, W, -1)
+
+
+class WindowAttention(nn.Module):
+    """Window multi-head self-attention with a learned relative-position bias."""
+
+    def __init__(
+        self,
+        dim: int,
+        window_size: tuple[int, int],
+        num_heads: int,
+        qkv_bias: bool = True,
+        qk_scale: float | None = None,
+        attn_drop: float = 0.0,
+        proj_drop: float = 0.0,
+    ):
+        super().__init__()
+        self.dim = dim
+        self.window_size = window_size  # (Wh, Ww)
+        self.num_heads = num_heads
+        head_dim = dim // num_heads
+        self.scale = qk_scale or head_dim**-0.5
+
+        self.relative_position_bias_table = nn.Parameter(
+            torch.zeros((2 * window_size[0] - 1) * (2 * window_size[1] - 1), num_heads)
+        )
+        # Pairwise relative position index of the tokens of a window, (N, N). Built on the CPU
+        # so that the model can be constructed on the meta device.
+        coords = torch.stack(
+            torch.meshgrid(
+                torch.arange(window_size[0], device="cpu"),
+                torch.arange(window_size[1], device="cpu"),
+                indexing="ij",
+            )
+        ).flatten(1)  # (2, N)
+        relative_coords = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0).contiguous()
+        relative_coords[:, :, 0] += window_size[0] - 1
+        relative_coords[:, :, 1] += window_size[1] - 1
+        relative_coords[:, :, 0] *= 2 * window_size[1] - 1
+        self.register_buffer("relative_position_index", relative_coords.sum(-1))
+
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.attn_drop = attn_drop
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+        trunc_normal_(self.relative_position_bias_table, std=0.02)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """x: (B * nW, N, C); mask: (nW, N, N) additive (0 or -100) or None -> (B * nW, N, C)."""
+        B_, N, C = x.shape
+        qkv = self.qkv(x).reshape(B_, N, 3, self.num_heads, C // self.num_heads).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv[0], qkv[1], qkv[2]  # (B_, h, N, C/h)
+
+        bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
+        bias = bias.view(N, N, -1).permute(2, 0, 1).unsqueeze(0)  # (1, h, N, N)
+        if mask is not None:
+            nW = mask.shape[0]
+            bias = bias + mask.unsqueeze(1).unsqueeze(0)  # (1, nW, h, N, N) broadcast below
+            q = q.view(B_ // nW, nW, self.num_heads, N, -1)
+            k = k.view(B_ // nW, nW, self.num_heads, N, -1)
+            v = v.view(B_ // nW, nW, self.num_heads, N, -1)
+        bias = bias.to(q.dtype)
+        dropout_p = self.attn_drop if self.training else 0.0
+        x = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout_p, scale=self.scale)
+        x = x.reshape(B_, self.num_heads, N, -1).transpose(1, 2).reshape(B_, N, C)
+        return self.proj_drop(self.proj(x))
+
+
+class SwinTransformerBlock(nn.Module):
+    """(Shifted) window attention and an MLP, each pre-norm with a residual and drop-path."""
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        window_size: int = 7,
+        shift_size: int = 0,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        qk_scale: float | None = None,
+        drop: float = 0.0,
+        attn_drop: float = 0.0,
+        drop_path: float = 0.0,
+        act_layer=nn.GELU,
+        norm_layer=nn.LayerNorm,
+    ):
+        super().__init__()
+        if not 0 <= shift_size < window_size:
+            raise ValueError(f"shift_size must be in [0, window_size), got {shift_size}")
+        self.dim = dim
+        self.num_heads = num_heads
+        self.window_size = window_size
+        self.shift_size = shift_size
+        self.mlp_ratio = mlp_ratio
+
+        self.norm1 = norm_layer(dim)
+        self.attn = WindowAttention(
+            dim, window_size=to_2tuple(window_size), num_heads=num_heads, qkv_bias=qkv_bias,
+            qk_scale=qk_scale, attn_drop=attn_drop, proj_drop=drop,
+        )
+        self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
+        self.norm2 = norm_layer(dim)
+        self.mlp = Mlp(in_features=dim, hidden_features=int(dim * mlp_ratio), act_layer=act_layer, drop=drop)
+        self.H = None
+        self.W = None
+
+    def forward(self, x: torch.Tensor, mask_matrix: torch.Tensor | None) -> torch.Tensor:
+        """x: (B, H*W, C) with self.H, self.W set by the caller -> (B, H*W, C)."""
+        B, L, C = x.shape
+        H, W = self.H, self.W
+        if L != H * W:
+            raise ValueError(f"input has {L} tokens, expected H*W = {H}*{W}")
+        ws = self.window_size
+
+        shortcut = x
+        x = self.norm1(x).view(B, H, W, C)
+        # Pad the map to multiples of the window size (right/bottom).
+        pad_r = (ws - W % ws) % ws
+        pad_b = (ws - H % ws) % ws
+        x = F.pad(x, (0, 0, 0, pad_r, 0, pad_b))
+        _, Hp, Wp, _ = x.shape
+
+        if self.shift_size > 0:
+            shifted_x = torch.roll(x, shifts=(-self.shift_size, -self.shift_size), dims=(1, 2))
+            attn_mask = mask_matrix
+        else:
+            shifted_x = x
+            attn_mask = None
+
+        x_windows = window_partition(shifted_x, ws).view(-1, ws * ws, C)  # (B*nW, N, C)
+        attn_windows = self.attn(x_windows, mask=attn_mask).view(-1, ws, ws, C)
+        shifted_x = window_reverse(attn_windows, ws, Hp, Wp)  # (B, Hp, Wp, C)
+
+        if self.shift_size > 0:
+            x = torch.roll(shifted_x, shifts=(self.shift_size, self.shift_size), dims=(1, 2))
+        else:
+            x = shifted_x
+        if pad_r > 0 or pad_b > 0:
+            x = x[:, :H, :W, :].contiguous()
+        x = x.view(B, H * W, C)
+
+        x = shortcut + self.drop_path(x)
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+class PatchMerging(nn.Module):
+    """2x2 neighbouring tokens concatenated (4C), LayerNorm, linear to 2C: halves H and W."""
+
+    def __init__(self, dim: int, norm_layer=nn.LayerNorm):
+        super().__init__()
+        self.dim = dim
+        self.reduction = nn.Linear(4 * dim, 2 * dim, bias=False)
+        self.norm = norm_layer(4 * dim)
+
+    def forward(self, x: torch.Tensor, H: int, W: int) -> torch.Tensor:
+        """(B, H*W, C) -> (B, ceil(H/2)*ceil(W/2), 2C)."""
+        B, L, C = x.shape
+        x = x.view(B, H, W, C)
+        if H % 2 == 1 or W % 2 == 1:
+            x = F.pad(x, (0, 0, 0, W % 2, 0, H % 2))
+        x0 = x[:, 0::2, 0::2, :]
+        x1 = x[:, 1::2, 0::2, :]
+        x2 = x[:, 0::2, 1::2, :]
+        x3 = x[:, 1::2, 1::2, :]
+        x = torch.cat([x0, x1, x2, x3], -1).view(B, -1, 4 * C)
+        return self.reduction(self.norm(x))
+
+
+class BasicLayer(nn.Module):
+    """One Swin stage: `depth` blocks alternating regular and shifted windows, then merging."""
+
+    def __init__(
+        self,
+        dim: int,
+        depth: int,
+        num_heads: int,
+        window_size: int = 7,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        qk_scale: float | None = None,
+        drop: float = 0.0,
+        attn_drop: float = 0.0,
+        drop_path: float | list[float] = 0.0,
+        norm_layer=nn.LayerNorm,
+        downsample=None,
+        use_checkpoint: bool = False,
+    ):
+        super().__init__()
+        self.window_size = window_size
+        self.shift_size = window_size // 2
+        self.depth = depth
+        self.use_checkpoint = use_checkpoint
+        self.blocks = nn.ModuleList(
+            SwinTransformerBlock(
+                dim=dim, num_heads=num_heads, window_size=window_size,
+                shift_size=0 if (i % 2 == 0) else window_size // 2, mlp_ratio=mlp_ratio,
+                qkv_bias=qkv_bias, qk_scale=qk_scale, drop=drop, attn_drop=attn_drop,
+                drop_path=drop_path[i] if isinstance(drop_path, list) else drop_path,
+                norm_layer=norm_layer,
+            )
+            for i in range(depth)
+        )
+        self.downsample = downsample(dim=dim, norm_layer=norm_layer) if downsample is not None else None
+
+    def _shift_attention_mask(self, H: int, W: int, device, dtype) -> torch.Tensor:
+        """Additive mask (nW, N, N) that keeps shifted windows from mixing distant regions."""
+        ws, ss = self.window_size, self.shift_size
+        Hp = -(-H // ws) * ws
+        Wp = -(-W // ws) * ws
+        img_mask = torch.zeros((1, Hp, Wp, 1), device=device)
+        slices = (slice(0, -ws), slice(-ws, -ss), slice(-ss, None))
+        cnt = 0
+        for h in slices:
+            for w in slices:
+                img_mask[:, h, w, :] = cnt
+                cnt += 1
+        mask_windows = window_partition(img_mask, ws).view(-1, ws * ws)  # (nW, N)
+        attn_mask = mask_windows.unsqueeze(1) - mask_windows.unsqueeze(2)
+        attn_mask = attn_mask.masked_fill(attn_mask != 0, -100.0).masked_fill(attn_mask == 0, 0.0)
+        return attn_mask.to(dtype)
+
+    def forward(self, x: torch.Tensor, H: int, W: int):
+        """x: (B, H*W, C). Returns (out, H, W, down, H', W') with down = merged tokens."""
+        attn_mask = self._shift_attention_mask(H, W, x.device, x.dtype)
+        for blk in self.blocks:
+            blk.H, blk.W = H, W
+            if self.use_checkpoint and self.training:
+                x = checkpoint.checkpoint(blk, x, attn_mask, use_reentrant=False)
+            else:
+                x = blk(x, attn_mask)
+        if self.downsample is not None:
+            x_down = self.downsample(x, H, W)
+            return x, H, W, x_down, (H + 1) // 2, (W + 1) // 2
+        return x, H, W, x, H, W
+
+
+class PatchEmbed(nn.Module):
+    """Non-overlapping patch_size x patch_size patches -> embed_dim (pads right/bottom)."""
+
+    def __init__(self, patch_size: int = 4, in_chans: int = 3, embed_dim: int = 96, norm_layer=None):
+        super().__init__()
+        self.patch_size = to_2tuple(patch_size)
+        self.in_chans = in_chans
+        self.embed_dim = embed_dim
+        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
+        self.norm = norm_layer(embed_dim) if norm_layer is not None else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) -> (B, embed_dim, ceil(H/p), ceil(W/p))."""
+        _, _, H, W = x.size()
+        if W % self.patch_size[1] != 0:
+            x = F.pad(x, (0, self.patch_size[1] - W % self.patch_size[1]))
+        if H % self.patch_size[0] != 0:
+            x = F.pad(x, (0, 0, 0, self.patch_size[0] - H % self.patch_size[0]))
+        x = self.proj(x)
+        if self.norm is not None:
+            Wh, Ww = x.size(2), x.size(3)
+            x = self.norm(x.flatten(2).transpose(1, 2))
+            x = x.transpose(1, 2).view(-1, self.embed_dim, Wh, Ww)
+        return x
+
+
+class SwinTransformer(nn.Module):
+    """Hierarchical Swin Transformer returning the normalised output of every stage."""
+
+    def __init__(
+        self,
+        pretrain_img_size: int = 224,
+        patch_size: int = 4,
+        in_chans: int = 3,
+        embed_dim: int = 96,
+        depths: tuple[int, ...] = (2, 2, 6, 2),
+        num_heads: tuple[int, ...] = (3, 6, 12, 24),
+        window_size: int = 7,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        qk_scale: float | None = None,
+        drop_rate: float = 0.0,
+        attn_drop_rate: float = 0.0,
+        drop_path_rate: float = 0.2,
+        norm_layer=nn.LayerNorm,
+        ape: bool = False,
+        patch_norm: bool = True,
+        out_indices: tuple[int, ...] = (0, 1, 2, 3),
+        frozen_stages: int = -1,
+        use_checkpoint: bool = False,
+    ):
+        super().__init__()
+        self.pretrain_img_size = pretrain_img_size
+        self.num_layers = len(depths)
+        self.embed_dim = embed_dim
+        self.ape = ape
+        self.patch_norm = patch_norm
+        self.out_indices = out_indices
+        self.frozen_stages = frozen_stages
+
+        self.patch_embed = PatchEmbed(
+            patch_size=patch_size, in_chans=in_chans, embed_dim=embed_dim,
+            norm_layer=norm_layer if self.patch_norm else None,
+        )
+        if self.ape:  # absolute position embedding at the pre-training resolution
+            pretrain_img_size = to_2tuple(pretrain_img_size)
+            patch_size = to_2tuple(patch_size)
+            patches_resolution = [pretrain_img_size[0] // patch_size[0], pretrain_img_size[1] // patch_size[1]]
+            self.absolute_pos_embed = nn.Parameter(
+                torch.zeros(1, embed_dim, patches_resolution[0], patches_resolution[1])
+            )
+            trunc_normal_(self.absolute_pos_embed, std=0.02)
+        self.pos_drop = nn.Dropout(p=drop_rate)
+
+        # Stochastic depth rising linearly over all blocks (computed in Python: meta-safe).
+        total = sum(depths)
+        dpr = [drop_path_rate * i / (total - 1) if total > 1 else 0.0 for i in range(total)]
+
+        self.layers = nn.ModuleList()
+        for i_layer in range(self.num_layers):
+            self.layers.append(
+                BasicLayer(
+                    dim=int(embed_dim * 2**i_layer),
+                    depth=depths[i_layer],
+                    num_heads=num_heads[i_layer],
+                    window_size=window_size,
+                    mlp_ratio=mlp_ratio,
+                    qkv_bias=qkv_bias,
+                    qk_scale=qk_scale,
+                    drop=drop_rate,
+                    attn_drop=attn_drop_rate,
+                    drop_path=dpr[sum(depths[:i_layer]) : sum(depths[: i_layer + 1])],
+                    norm_layer=norm_layer,
+                    downsample=PatchMerging if (i_layer < self.num_layers - 1) else None,
+                    use_checkpoint=use_checkpoint,
+                )
+            )
+        self.num_features = [int(embed_dim * 2**i) for i in range(self.num_layers)]
+        # One LayerNorm per returned stage (norm0..norm3).
+        for i_layer in out_indices:
+            self.add_module(f"norm{i_layer}", norm_layer(self.num_features[i_layer]))
+
+        self.apply(self._init_weights)
+        self._freeze_stages()
+
+    @staticmethod
+    def _init_weights(m: nn.Module) -> None:
+        if isinstance(m, nn.Linear):
+            trunc_normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.constant_(m.bias, 0)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.constant_(m.bias, 0)
+            nn.init.constant_(m.weight, 1.0)
+
+    def _freeze_stages(self) -> None:
+        if self.frozen_stages >= 0:
+            self.patch_embed.eval()
+            for param in self.patch_embed.parameters():
+                param.requires_grad = False
+        if self.frozen_stages >= 1 and self.ape:
+            self.absolute_pos_embed.requires_grad = False
+        if self.frozen_stages >= 2:
+            self.pos_drop.eval()
+            for i in range(0, self.frozen_stages - 1):
+                m = self.layers[i]
+                m.eval()
+                for param in m.parameters():
+                    param.requires_grad = False
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """(B, 3, H, W) -> {"res2": (B, C, H/4, W/4), ..., "res5": (B, 8C, H/32, W/32)}."""
+        x = self.patch_embed(x)
+        Wh, Ww = x.size(2), x.size(3)
+        if self.ape:
+            absolute_pos_embed = F.interpolate(self.absolute_pos_embed, size=(Wh, Ww), mode="bicubic")
+            x = x + absolute_pos_embed
+        x = self.pos_drop(x.flatten(2).transpose(1, 2))  # (B, Wh*Ww, C)
+
+        outs = {}
+        for i in range(self.num_layers):
+            x_out, H, W, x, Wh, Ww = self.layers[i](x, Wh, Ww)
+            if i in self.out_indices:
+                x_out = getattr(self, f"norm{i}")(x_out)
+                outs[f"res{i + 2}"] = x_out.view(-1, H, W, self.num_features[i]).permute(0, 3, 1, 2).contiguous()
+        return outs
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self._freeze_stages()
+        return self
+
+
+@BACKBONE_REGISTRY.register()
+class D2SwinTransformer(SwinTransformer, Backbone):
+    """Swin built from `MODEL.SWIN.*`; outputs res2..res5 at strides 4, 8, 16, 32."""
+
+    def __init__(self, cfg, input_shape: ShapeSpec):
+        s = cfg.MODEL.SWIN
+        super().__init__(
+            pretrain_img_size=s.PRETRAIN_IMG_SIZE,
+            patch_size=s.PATCH_SIZE,
+            in_chans=3,
+            embed_dim=s.EMBED_DIM,
+            depths=tuple(s.DEPTHS),
+            num_heads=tuple(s.NUM_HEADS),
+            window_size=s.WINDOW_SIZE,
+            mlp_ratio=s.MLP_RATIO,
+            qkv_bias=s.QKV_BIAS,
+            qk_scale=s.QK_SCALE,
+            drop_rate=s.DROP_RATE,
+            attn_drop_rate=s.ATTN_DROP_RATE,
+            drop_path_rate=s.DROP_PATH_RATE,
+            norm_layer=nn.LayerNorm,
+            ape=s.APE,
+            patch_norm=s.PATCH_NORM,
+            use_checkpoint=s.USE_CHECKPOINT,
+        )
+        known = {"res2", "res3", "res4", "res5"}
+        if not set(s.OUT_FEATURES) <= known:
+            raise ValueError(f"MODEL.SWIN.OUT_FEATURES={s.OUT_FEATURES}: choose from {sorted(known)}")
+        self._out_features = list(s.OUT_FEATURES)
+        self._out_feature_strides = {"res2": 4, "res3": 8, "res4": 16, "res5": 32}
+        self._out_feature_channels = {f"res{i + 2}": c for i, c in enumerate(self.num_features)}
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        if x.dim() != 4:
+            raise ValueError(f"SwinTransformer takes (B, C, H, W) inputs, got shape {tuple(x.shape)}")
+        y = super().forward(x)
+        return {k: v for k, v in y.items() if k in self._out_features}
+
+    def output_shape(self) -> dict[str, ShapeSpec]:
+        return {
+            name: ShapeSpec(channels=self._out_feature_channels[name], stride=self._out_feature_strides[name])
+            for name in self._out_features
+        }
+
+    @property
+    def size_divisibility(self) -> int:
+        return 32

@@ -1,0 +1,278 @@
+"""The MSDeformAttn pixel decoder (Sec. 4.1 "Pixel decoder"; Deformable DETR's encoder).
+
+6 deformable-attention encoder layers over res3-res5 (1/8, 1/16, 1/32), FFN width 1024, a
+learnable level embedding per scale, then one lateral FPN step to 1/4 for the mask features.
+Shapes: B images, C = conv_dim channels, S = sum over levels of H_l * W_l tokens.
+"""
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from detectron2.config import configurable
+from detectron2.layers import Conv2d, ShapeSpec, get_norm
+from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
+from fvcore.nn import weight_init
+from torch import nn
+
+from ..transformer_decoder.position_encoding import PositionEmbeddingSine
+from .ops import MSDeformAttn
+
+
+class MSDeformAttnTransformerEncoderLayer(nn.Module):
+    """Deformable self-attention -> add & norm -> FFN (ReLU) -> add & norm (post-norm)."""
+
+    def __init__(
+        self,
+        d_model: int = 256,
+        d_ffn: int = 1024,
+        dropout: float = 0.1,
+        n_levels: int = 4,
+        n_heads: int = 8,
+        n_points: int = 4,
+    ):
+        super().__init__()
+        self.self_attn = MSDeformAttn(d_model, n_levels, n_heads, n_points)
+        self.dropout1 = nn.Dropout(dropout)
+        self.norm1 = nn.LayerNorm(d_model)
+        self.linear1 = nn.Linear(d_model, d_ffn)
+        self.dropout2 = nn.Dropout(dropout)
+        self.linear2 = nn.Linear(d_ffn, d_model)
+        self.dropout3 = nn.Dropout(dropout)
+        self.norm2 = nn.LayerNorm(d_model)
+
+    def forward(self, src, pos, reference_points, spatial_shapes, level_start_index, padding_mask=None):
+        """src, pos: (B, S, C); reference_points: (B, S, L, 2) -> (B, S, C)."""
+        src2 = self.self_attn(src + pos, reference_points, src, spatial_shapes, level_start_index, padding_mask)
+        src = self.norm1(src + self.dropout1(src2))
+        src2 = self.linear2(self.dropout2(F.relu(self.linear1(src))))
+        return self.norm2(src + self.dropout3(src2))
+
+
+class MSDeformAttnTransformerEncoder(nn.Module):
+    def __init__(self, encoder_layer_factory: Callable[[], nn.Module], num_layers: int):
+        super().__init__()
+        self.layers = nn.ModuleList(encoder_layer_factory() for _ in range(num_layers))
+        self.num_layers = num_layers
+
+    @staticmethod
+    def get_reference_points(spatial_shapes: list[tuple[int, int]], batch: int, device) -> torch.Tensor:
+        """Pixel centres ((j + 0.5) / W_l, (i + 0.5) / H_l) of every level, shared by all levels
+        (no padding: valid ratios are 1). Returns (B, S, L, 2)."""
+        reference_points_list = []
+        for H_, W_ in spatial_shapes:
+            ref_y, ref_x = torch.meshgrid(
+                torch.linspace(0.5, H_ - 0.5, H_, dtype=torch.float32, device=device),
+                torch.linspace(0.5, W_ - 0.5, W_, dtype=torch.float32, device=device),
+                indexing="ij",
+            )
+            ref = torch.stack((ref_x.reshape(-1) / W_, ref_y.reshape(-1) / H_), -1)  # (H_*W_, 2)
+            reference_points_list.append(ref)
+        reference_points = torch.cat(reference_points_list, 0)  # (S, 2)
+        L = len(spatial_shapes)
+        return reference_points[None, :, None, :].expand(batch, -1, L, -1)
+
+    def forward(self, src, spatial_shapes, level_start_index, pos, padding_mask=None):
+        shapes = [(int(h), int(w)) for h, w in spatial_shapes.tolist()]
+        reference_points = self.get_reference_points(shapes, src.shape[0], src.device)
+        output = src
+        for layer in self.layers:
+            output = layer(output, pos, reference_points, spatial_shapes, level_start_index, padding_mask)
+        return output
+
+
+class MSDeformAttnTransformerEncoderOnly(nn.Module):
+    """Flattens the levels, adds sine + level embeddings, runs the deformable encoder."""
+
+    def __init__(
+        self,
+        d_model: int = 256,
+        nhead: int = 8,
+        num_encoder_layers: int = 6,
+        dim_feedforward: int = 1024,
+        dropout: float = 0.1,
+        num_feature_levels: int = 4,
+        enc_n_points: int = 4,
+    ):
+        super().__init__()
+        self.d_model = d_model
+        self.nhead = nhead
+        self.encoder = MSDeformAttnTransformerEncoder(
+            lambda: MSDeformAttnTransformerEncoderLayer(
+                d_model, dim_feedforward, dropout, num_feature_levels, nhead, enc_n_points
+            ),
+            num_encoder_layers,
+        )
+        # A plain Parameter (not nn.Embedding), as in the published checkpoints.
+        self.level_embed = nn.Parameter(torch.empty(num_feature_levels, d_model))
+        self._reset_parameters()
+
+    def _reset_parameters(self) -> None:
+        for p in self.parameters():
+            if p.dim() > 1:
+                nn.init.xavier_uniform_(p)
+        for m in self.modules():
+            if isinstance(m, MSDeformAttn):
+                m._reset_parameters()
+        nn.init.normal_(self.level_embed)
+
+    def forward(self, srcs: list[torch.Tensor], pos_embeds: list[torch.Tensor]):
+        """srcs, pos_embeds: L maps (B, C, H_l, W_l). Returns memory (B, S, C), spatial shapes
+        (L, 2) int64 and level start indices (L,) int64."""
+        src_flatten, lvl_pos_embed_flatten, spatial_shapes = [], [], []
+        for lvl, (src, pos_embed) in enumerate(zip(srcs, pos_embeds)):
+            _, _, h, w = src.shape
+            spatial_shapes.append((h, w))
+            src_flatten.append(src.flatten(2).transpose(1, 2))  # (B, H_l*W_l, C)
+            lvl_pos_embed = pos_embed.flatten(2).transpose(1, 2) + self.level_embed[lvl].view(1, 1, -1)
+            lvl_pos_embed_flatten.append(lvl_pos_embed)
+        src_flatten = torch.cat(src_flatten, 1)
+        lvl_pos_embed_flatten = torch.cat(lvl_pos_embed_flatten, 1)
+        spatial_shapes = torch.as_tensor(spatial_shapes, dtype=torch.long, device=src_flatten.device)
+        level_start_index = torch.cat(
+            (spatial_shapes.new_zeros((1,)), spatial_shapes.prod(1).cumsum(0)[:-1])
+        )
+        memory = self.encoder(src_flatten, spatial_shapes, level_start_index, lvl_pos_embed_flatten)
+        return memory, spatial_shapes, level_start_index
+
+
+@SEM_SEG_HEADS_REGISTRY.register()
+class MSDeformAttnPixelDecoder(nn.Module):
+    @configurable
+    def __init__(
+        self,
+        input_shape: dict[str, ShapeSpec],
+        *,
+        transformer_dropout: float,
+        transformer_nheads: int,
+        transformer_dim_feedforward: int,
+        transformer_enc_layers: int,
+        conv_dim: int,
+        mask_dim: int,
+        norm: str | Callable | None = None,
+        transformer_in_features: list[str],
+        common_stride: int,
+    ):
+        """
+        Args:
+            input_shape: shapes of the backbone features the decoder reads (res2..res5).
+            transformer_*: deformable encoder settings (the FFN width is 1024 in all configs).
+            conv_dim: channels of the encoder and of the FPN step.
+            mask_dim: channels of the per-pixel mask embeddings.
+            norm: normalisation of the FPN convs ("GN" in all configs).
+            transformer_in_features: backbone features fed to the encoder (res3, res4, res5).
+            common_stride: stride of the mask features (4).
+        """
+        super().__init__()
+        transformer_input_shape = {k: v for k, v in input_shape.items() if k in transformer_in_features}
+        input_shape = sorted(input_shape.items(), key=lambda x: x[1].stride)
+        self.in_features = [k for k, v in input_shape]  # "res2" .. "res5"
+        self.feature_strides = [v.stride for k, v in input_shape]
+        self.feature_channels = [v.channels for k, v in input_shape]
+
+        transformer_input_shape = sorted(transformer_input_shape.items(), key=lambda x: x[1].stride)
+        self.transformer_in_features = [k for k, v in transformer_input_shape]  # "res3" .. "res5"
+        transformer_in_channels = [v.channels for k, v in transformer_input_shape]
+        self.transformer_feature_strides = [v.stride for k, v in transformer_input_shape]
+        self.transformer_num_feature_levels = len(self.transformer_in_features)
+
+        # 1x1 conv + GN per encoder level, from low to high resolution (res5 first).
+        self.input_proj = nn.ModuleList(
+            nn.Sequential(nn.Conv2d(in_channels, conv_dim, kernel_size=1), nn.GroupNorm(32, conv_dim))
+            for in_channels in transformer_in_channels[::-1]
+        )
+        for proj in self.input_proj:
+            nn.init.xavier_uniform_(proj[0].weight, gain=1)
+            nn.init.constant_(proj[0].bias, 0)
+
+        self.transformer = MSDeformAttnTransformerEncoderOnly(
+            d_model=conv_dim,
+            dropout=transformer_dropout,
+            nhead=transformer_nheads,
+            dim_feedforward=transformer_dim_feedforward,
+            num_encoder_layers=transformer_enc_layers,
+            num_feature_levels=self.transformer_num_feature_levels,
+        )
+        self.pe_layer = PositionEmbeddingSine(conv_dim // 2, normalize=True)
+
+        self.mask_dim = mask_dim
+        self.mask_features = Conv2d(conv_dim, mask_dim, kernel_size=1, stride=1, padding=0)
+        weight_init.c2_xavier_fill(self.mask_features)
+
+        self.maskformer_num_feature_levels = 3  # always 3 scales for the transformer decoder
+        self.common_stride = common_stride
+
+        # FPN levels between the encoder's finest level and common_stride (1 level: 1/8 -> 1/4).
+        stride = min(self.transformer_feature_strides)
+        self.num_fpn_levels = int(np.log2(stride) - np.log2(self.common_stride))
+        lateral_convs, output_convs = [], []
+        use_bias = norm == ""
+        for idx, in_channels in enumerate(self.feature_channels[: self.num_fpn_levels]):
+            lateral_conv = Conv2d(
+                in_channels, conv_dim, kernel_size=1, bias=use_bias, norm=get_norm(norm, conv_dim)
+            )
+            output_conv = Conv2d(
+                conv_dim, conv_dim, kernel_size=3, stride=1, padding=1, bias=use_bias,
+                norm=get_norm(norm, conv_dim), activation=F.relu,
+            )
+            weight_init.c2_xavier_fill(lateral_conv)
+            weight_init.c2_xavier_fill(output_conv)
+            self.add_module(f"adapter_{idx + 1}", lateral_conv)
+            self.add_module(f"layer_{idx + 1}", output_conv)
+            lateral_convs.append(lateral_conv)
+            output_convs.append(output_conv)
+        # Top-down order (low to high resolution); plain lists, the modules are registered above.
+        self.lateral_convs = lateral_convs[::-1]
+        self.output_convs = output_convs[::-1]
+
+    @classmethod
+    def from_config(cls, cfg, input_shape: dict[str, ShapeSpec]):
+        return {
+            "input_shape": {
+                k: v for k, v in input_shape.items() if k in cfg.MODEL.SEM_SEG_HEAD.IN_FEATURES
+            },
+            "conv_dim": cfg.MODEL.SEM_SEG_HEAD.CONVS_DIM,
+            "mask_dim": cfg.MODEL.SEM_SEG_HEAD.MASK_DIM,
+            "norm": cfg.MODEL.SEM_SEG_HEAD.NORM,
+            "transformer_dropout": cfg.MODEL.MASK_FORMER.DROPOUT,
+            "transformer_nheads": cfg.MODEL.MASK_FORMER.NHEADS,
+            "transformer_dim_feedforward": 1024,  # hard-coded in the published implementation
+            "transformer_enc_layers": cfg.MODEL.SEM_SEG_HEAD.TRANSFORMER_ENC_LAYERS,
+            "transformer_in_features": cfg.MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_IN_FEATURES,
+            "common_stride": cfg.MODEL.SEM_SEG_HEAD.COMMON_STRIDE,
+        }
+
+    @torch.autocast("cuda", enabled=False)
+    def forward_features(self, features: dict[str, torch.Tensor]):
+        """features: backbone maps {"res2": (B, C2, H/4, W/4), ..., "res5": (B, C5, H/32, W/32)}.
+
+        Returns mask features (B, mask_dim, H/4, W/4), the encoder output at the coarsest level
+        (B, C, H/32, W/32) and the 3 maps for the transformer decoder [1/32, 1/16, 1/8].
+        Runs in float32 (deformable attention is not run in half precision).
+        """
+        srcs, pos = [], []
+        for idx, f in enumerate(self.transformer_in_features[::-1]):  # low to high resolution
+            x = features[f].float()
+            srcs.append(self.input_proj[idx](x))
+            pos.append(self.pe_layer(x))
+
+        y, spatial_shapes, level_start_index = self.transformer(srcs, pos)  # (B, S, C)
+        bs = y.shape[0]
+        sizes = [int(h) * int(w) for h, w in spatial_shapes.tolist()]
+        out = [
+            z.transpose(1, 2).reshape(bs, -1, h, w)  # (B, C, H_l, W_l)
+            for z, (h, w) in zip(torch.split(y, sizes, dim=1), spatial_shapes.tolist())
+        ]
+
+        # Extra FPN levels down to common_stride (lateral 1x1 + bilinear upsampling + 3x3).
+        for idx, f in enumerate(self.in_features[: self.num_fpn_levels][::-1]):
+            x = features[f].float()
+            cur_fpn = self.lateral_convs[idx](x)
+            y = cur_fpn + F.interpolate(out[-1], size=cur_fpn.shape[-2:], mode="bilinear", align_corners=False)
+            out.append(self.output_convs[idx](y))
+
+        multi_scale_features = out[: self.maskformer_num_feature_levels]
+        return self.mask_features(out[-1]), out[0], multi_scale_features
+
+    def forward(self, features):
+        raise NotImplementedError("pixel decoders are called through forward_features(features)")

@@ -1,0 +1,171 @@
+"""Inference: turn (class logits, mask logits) pairs into semantic, panoptic and instance outputs.
+
+Semantics follow the published implementation exactly (upstream_inventory.md Sec. 9; the paper's
+Sec. 4.1 "Post-processing"), with two improvements: every step is vectorised over queries (no
+per-segment pass over the image), and instances get real boxes computed from their masks.
+
+Shapes: Q queries, K classes (the last of the K+1 logits is "no object"), (H, W) output size.
+"""
+import torch
+import torch.nn.functional as F
+from detectron2.structures import Boxes, Instances
+
+
+def mask_probs(mask_pred: torch.Tensor) -> torch.Tensor:
+    """Mask logits (Q, H, W) -> probabilities."""
+    return mask_pred.sigmoid()
+
+
+def semantic_inference(
+    mask_cls: torch.Tensor, mask_pred: torch.Tensor, mask_prob: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Sum over queries of p(class) * p(pixel in mask) (MaskFormer's semantic fusion).
+
+    mask_cls (Q, K+1) logits, mask_pred (Q, H, W) logits (or pass `mask_prob` = its sigmoid).
+    Returns (K, H, W) unnormalised per-class scores.
+    """
+    cls_prob = F.softmax(mask_cls, dim=-1)[..., :-1]  # (Q, K), "no object" dropped
+    if mask_prob is None:
+        mask_prob = mask_pred.sigmoid()
+    return torch.einsum("qc,qhw->chw", cls_prob, mask_prob)
+
+
+def panoptic_inference(
+    mask_cls: torch.Tensor,
+    mask_pred: torch.Tensor,
+    *,
+    num_classes: int,
+    thing_ids: set[int] | frozenset,
+    object_mask_threshold: float,
+    overlap_threshold: float,
+    mask_prob: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, list[dict]]:
+    """Non-overlapping segments from the confident queries.
+
+    Keep queries whose best class is not "no object" and whose probability exceeds
+    `object_mask_threshold`; each pixel goes to the kept query with the highest
+    score * mask probability; a query's segment is its pixels where its own mask probability
+    is >= 0.5, dropped when (pixels it won) / (pixels of its mask) < `overlap_threshold`; all
+    segments of one stuff class merge into one. Segment ids start at 1 (0 = void).
+
+    Returns (panoptic_seg (H, W) int32, segments_info [{"id", "isthing", "category_id"}]).
+    """
+    scores, labels = F.softmax(mask_cls, dim=-1).max(-1)  # (Q,), (Q,)
+    if mask_prob is None:
+        mask_prob = mask_pred.sigmoid()
+    keep = labels.ne(num_classes) & (scores > object_mask_threshold)
+    cur_scores = scores[keep]
+    cur_classes = labels[keep]
+    cur_masks = mask_prob[keep]  # (n, H, W) probabilities
+
+    h, w = mask_prob.shape[-2:]
+    panoptic_seg = torch.zeros((h, w), dtype=torch.int32, device=mask_prob.device)
+    segments_info: list[dict] = []
+    n = cur_masks.shape[0]
+    if n == 0:
+        return panoptic_seg, segments_info
+
+    cur_prob_masks = cur_scores.view(-1, 1, 1) * cur_masks
+    cur_mask_ids = cur_prob_masks.argmax(0)  # (H, W) index of the winning kept query
+    # The winner's own mask probability at each pixel: segment k = (ids == k) & (prob_k >= 0.5).
+    winner_fg = cur_masks.gather(0, cur_mask_ids[None])[0] >= 0.5  # (H, W)
+    flat_ids = cur_mask_ids.flatten()
+    mask_area = torch.bincount(flat_ids, minlength=n)  # pixels each query won
+    original_area = (cur_masks >= 0.5).flatten(1).sum(1)  # pixels of each query's mask
+    final_area = torch.bincount(flat_ids[winner_fg.flatten()], minlength=n)
+
+    # Decide segment ids per query (a loop over at most Q scalars, in query order).
+    segment_of_query = [0] * n
+    stuff_memory: dict[int, int] = {}
+    current_segment_id = 0
+    for k, (pred_class, m_area, o_area, f_area) in enumerate(
+        zip(cur_classes.tolist(), mask_area.tolist(), original_area.tolist(), final_area.tolist())
+    ):
+        isthing = pred_class in thing_ids
+        if not (m_area > 0 and o_area > 0 and f_area > 0):
+            continue
+        if m_area / o_area < overlap_threshold:
+            continue
+        if not isthing:  # merge all segments of one stuff class
+            if pred_class in stuff_memory:
+                segment_of_query[k] = stuff_memory[pred_class]
+                continue
+            stuff_memory[pred_class] = current_segment_id + 1
+        current_segment_id += 1
+        segment_of_query[k] = current_segment_id
+        segments_info.append(
+            {"id": current_segment_id, "isthing": bool(isthing), "category_id": int(pred_class)}
+        )
+
+    lut = torch.tensor(segment_of_query, dtype=torch.int32, device=mask_prob.device)
+    panoptic_seg = torch.where(winner_fg, lut[cur_mask_ids], panoptic_seg)
+    return panoptic_seg, segments_info
+
+
+def boxes_from_masks(masks: torch.Tensor) -> torch.Tensor:
+    """Tight XYXY boxes of binary masks (N, H, W) -> (N, 4) float32; empty masks give zeros.
+
+    Same convention as detectron2's `BitMasks.get_bounding_boxes` (x1, y1 exclusive: last + 1).
+    """
+    N, H, W = masks.shape
+    if N == 0:
+        return torch.zeros((0, 4), dtype=torch.float32, device=masks.device)
+    masks = masks.bool()
+    x_any = masks.any(dim=1)  # (N, W)
+    y_any = masks.any(dim=2)  # (N, H)
+    xs = torch.arange(W, device=masks.device)
+    ys = torch.arange(H, device=masks.device)
+    x0 = torch.where(x_any, xs, W).amin(1)
+    x1 = torch.where(x_any, xs, -1).amax(1) + 1
+    y0 = torch.where(y_any, ys, H).amin(1)
+    y1 = torch.where(y_any, ys, -1).amax(1) + 1
+    boxes = torch.stack([x0, y0, x1, y1], dim=1).float()
+    nonempty = x_any.any(1) & y_any.any(1)
+    return boxes * nonempty[:, None]
+
+
+def instance_inference(
+    mask_cls: torch.Tensor,
+    mask_pred: torch.Tensor,
+    *,
+    num_classes: int,
+    topk: int,
+    thing_ids: set[int] | frozenset | None = None,
+    mask_prob: torch.Tensor | None = None,
+) -> Instances:
+    """Top-k (query, class) pairs by class probability (Sec. 4.1 "Post-processing").
+
+    score = p(class) * mean mask probability inside the binary mask (logit > 0). With
+    `thing_ids` (panoptic models), pairs of stuff classes are dropped. Masks are 0/1 float
+    (H, W); boxes are the tight boxes of the binary masks. Instances are sorted by class
+    probability.
+    """
+    Q = mask_cls.shape[0]
+    image_size = mask_pred.shape[-2:]
+    scores = F.softmax(mask_cls, dim=-1)[:, :-1]  # (Q, K)
+    topk = min(topk, scores.numel())
+    scores_per_image, topk_indices = scores.flatten(0, 1).topk(topk, sorted=True)
+    labels_per_image = topk_indices % num_classes
+    query_indices = topk_indices // num_classes
+    if thing_ids is not None:
+        things = torch.tensor(sorted(thing_ids), dtype=labels_per_image.dtype, device=labels_per_image.device)
+        keep = torch.isin(labels_per_image, things)
+        scores_per_image = scores_per_image[keep]
+        labels_per_image = labels_per_image[keep]
+        query_indices = query_indices[keep]
+
+    # Per-query quantities once (a query can appear with several classes), then gathered.
+    used, inverse = torch.unique(query_indices, return_inverse=True)
+    binary = mask_pred[used] > 0  # (U, H, W)
+    prob = mask_prob[used] if mask_prob is not None else mask_pred[used].sigmoid()
+    binary_f = binary.flatten(1).to(prob.dtype)
+    mask_scores = (prob.flatten(1) * binary_f).sum(1) / (binary_f.sum(1) + 1e-6)  # (U,)
+    boxes = boxes_from_masks(binary)  # (U, 4)
+
+    result = Instances(image_size)
+    result.pred_masks = binary[inverse].float()  # (N, H, W) 0/1
+    result.pred_boxes = Boxes(boxes[inverse])
+    result.scores = scores_per_image * mask_scores[inverse]
+    result.pred_classes = labels_per_image
+    del Q
+    return result

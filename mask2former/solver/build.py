@@ -1,0 +1,132 @@
+"""AdamW/SGD with per-parameter LR and weight decay, full-model gradient clipping, LR schedules.
+
+Sec. 4.2: AdamW, learning rate 1e-4, weight decay 0.05, backbone LR x 0.1; step schedule (x0.1 at
+0.9 and 0.95 of training) on COCO, poly(0.9) elsewhere. As in the reference implementation, norm
+layers and embeddings get their own weight decay (`SOLVER.WEIGHT_DECAY_NORM`,
+`SOLVER.WEIGHT_DECAY_EMBED`, both 0) and the gradient of the whole model is clipped to an L2
+norm of `SOLVER.CLIP_GRADIENTS.CLIP_VALUE` (0.01) when `CLIP_TYPE` is "full_model".
+"""
+import itertools
+from typing import Any
+
+import torch
+from detectron2.config import CfgNode
+from detectron2.solver.build import maybe_add_gradient_clipping
+from torch import nn
+
+NORM_MODULE_TYPES = (
+    nn.BatchNorm1d,
+    nn.BatchNorm2d,
+    nn.BatchNorm3d,
+    nn.SyncBatchNorm,
+    nn.GroupNorm,  # detectron2's NaiveSyncBatchNorm subclasses BatchNorm2d
+    nn.InstanceNorm1d,
+    nn.InstanceNorm2d,
+    nn.InstanceNorm3d,
+    nn.LayerNorm,
+    nn.LocalResponseNorm,
+)
+# Swin parameters that are positional tables, not weights: never decayed (reference behaviour).
+NO_DECAY_PARAM_NAMES = ("relative_position_bias_table", "absolute_pos_embed")
+OPTIMIZERS = ("ADAMW", "SGD")
+
+
+def get_param_groups(
+    model: nn.Module,
+    base_lr: float,
+    weight_decay: float,
+    weight_decay_norm: float,
+    weight_decay_embed: float,
+    backbone_multiplier: float,
+) -> list[dict[str, Any]]:
+    """Parameter groups with the reference per-parameter rules, merged by (lr, weight_decay).
+
+    * lr = base_lr, times `backbone_multiplier` when the owning module's name contains "backbone";
+    * weight decay = `weight_decay`, except Swin position tables (0), parameters of norm layers
+      (`weight_decay_norm`) and of `nn.Embedding` (`weight_decay_embed`).
+    Frozen parameters are skipped and shared parameters appear once.
+    """
+    seen: set[int] = set()
+    groups: dict[tuple[float, float], list[nn.Parameter]] = {}
+    for module_name, module in model.named_modules():
+        for param_name, param in module.named_parameters(recurse=False):
+            if not param.requires_grad or id(param) in seen:
+                continue
+            seen.add(id(param))
+            lr = base_lr * (backbone_multiplier if "backbone" in module_name else 1.0)
+            wd = weight_decay
+            if any(n in param_name for n in NO_DECAY_PARAM_NAMES):
+                wd = 0.0
+            if isinstance(module, NORM_MODULE_TYPES):
+                wd = weight_decay_norm
+            if isinstance(module, nn.Embedding):
+                wd = weight_decay_embed
+            groups.setdefault((lr, wd), []).append(param)
+    return [{"params": ps, "lr": lr, "weight_decay": wd} for (lr, wd), ps in groups.items()]
+
+
+_CLIPPED_CLASSES: dict[tuple[type, float, float], type] = {}
+
+
+def maybe_add_full_model_gradient_clipping(
+    optimizer_cls: type, clip_value: float, norm_type: float = 2.0, enabled: bool = True
+) -> type:
+    """`optimizer_cls`, or a subclass whose `step()` first clips the global gradient norm.
+
+    The norm is taken over all parameters of all groups together ("full_model"), unlike
+    detectron2's per-parameter clipping. Under fp16 AMP `GradScaler.step` unscales the gradients
+    before calling `step()`, so the threshold applies to true gradients.
+    """
+    if not enabled or clip_value <= 0:
+        return optimizer_cls
+    key = (optimizer_cls, float(clip_value), float(norm_type))
+    if key not in _CLIPPED_CLASSES:
+
+        def step(self, closure=None):
+            params = itertools.chain(*[g["params"] for g in self.param_groups])
+            torch.nn.utils.clip_grad_norm_(params, clip_value, norm_type=norm_type)
+            return optimizer_cls.step(self, closure=closure)
+
+        _CLIPPED_CLASSES[key] = type(
+            f"FullModelGradientClipping{optimizer_cls.__name__}", (optimizer_cls,), {"step": step}
+        )
+    return _CLIPPED_CLASSES[key]
+
+
+def build_optimizer(cfg: CfgNode, model: nn.Module) -> torch.optim.Optimizer:
+    """The optimiser of `cfg.SOLVER` (OPTIMIZER = "ADAMW" | "SGD") over `get_param_groups`."""
+    s = cfg.SOLVER
+    params = get_param_groups(
+        model,
+        base_lr=s.BASE_LR,
+        weight_decay=s.WEIGHT_DECAY,
+        weight_decay_norm=s.WEIGHT_DECAY_NORM,
+        weight_decay_embed=s.WEIGHT_DECAY_EMBED,
+        backbone_multiplier=s.BACKBONE_MULTIPLIER,
+    )
+    name = s.OPTIMIZER.upper()
+    if name not in OPTIMIZERS:
+        raise ValueError(f"SOLVER.OPTIMIZER: unknown optimizer {s.OPTIMIZER!r}; valid: {OPTIMIZERS}")
+    full_model = s.CLIP_GRADIENTS.ENABLED and s.CLIP_GRADIENTS.CLIP_TYPE == "full_model"
+    if name == "ADAMW":
+        optimizer_cls, kwargs = torch.optim.AdamW, {}
+    else:
+        optimizer_cls, kwargs = torch.optim.SGD, {"momentum": s.MOMENTUM}
+    optimizer_cls = maybe_add_full_model_gradient_clipping(
+        optimizer_cls, s.CLIP_GRADIENTS.CLIP_VALUE, s.CLIP_GRADIENTS.NORM_TYPE, enabled=full_model
+    )
+    optimizer = optimizer_cls(params, s.BASE_LR, **kwargs)
+    if not full_model:  # detectron2's "value" / "norm" per-parameter clipping, if enabled
+        optimizer = maybe_add_gradient_clipping(cfg, optimizer)
+    return optimizer
+
+
+def build_lr_scheduler(cfg: CfgNode, optimizer: torch.optim.Optimizer):
+    """SOLVER.LR_SCHEDULER_NAME: "WarmupPolyLR" (DeepLab's) or any detectron2 schedule.
+
+    WarmupPolyLR: lr = base_lr * warmup(it) * (1 - it / MAX_ITER) ** POLY_LR_POWER;
+    WarmupMultiStepLR: x GAMMA at each of SOLVER.STEPS after a warm-up of WARMUP_ITERS.
+    """
+    from detectron2.projects.deeplab import build_lr_scheduler as deeplab_build_lr_scheduler
+
+    return deeplab_build_lr_scheduler(cfg, optimizer)

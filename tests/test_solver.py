@@ -1,0 +1,169 @@
+"""Optimiser param groups, full-model clipping and LR schedules (mask2former/solver)."""
+import math
+
+import pytest
+import torch
+from detectron2.config import get_cfg
+from detectron2.projects.deeplab import add_deeplab_config
+from torch import nn
+
+from mask2former import add_maskformer2_config
+from mask2former.solver import (
+    build_lr_scheduler,
+    build_optimizer,
+    maybe_add_full_model_gradient_clipping,
+)
+
+
+class FakeSwinBlock(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.relative_position_bias_table = nn.Parameter(torch.zeros(5, 2))
+        self.absolute_pos_embed = nn.Parameter(torch.zeros(1, 4))
+        self.proj = nn.Linear(4, 4)
+
+
+class FakeModel(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.backbone = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), FakeSwinBlock())
+        self.backbone.add_module("ln", nn.LayerNorm(4))
+        self.head = nn.Linear(4, 4)
+        self.head_norm = nn.GroupNorm(2, 4)
+        self.query_feat = nn.Embedding(3, 4)
+        self.level_embed = nn.Parameter(torch.zeros(3, 4))  # raw Parameter: decayed
+        self.frozen = nn.Linear(2, 2)
+        self.frozen.requires_grad_(False)
+        self.tied = self.head  # shared module: its params must appear once
+
+
+def make_cfg(**solver):
+    cfg = get_cfg()
+    add_deeplab_config(cfg)
+    add_maskformer2_config(cfg)
+    cfg.SOLVER.BASE_LR = 1e-4
+    cfg.SOLVER.WEIGHT_DECAY = 0.05
+    cfg.SOLVER.WEIGHT_DECAY_NORM = 0.0
+    cfg.SOLVER.WEIGHT_DECAY_EMBED = 0.0
+    cfg.SOLVER.BACKBONE_MULTIPLIER = 0.1
+    cfg.SOLVER.CLIP_GRADIENTS.ENABLED = True
+    cfg.SOLVER.CLIP_GRADIENTS.CLIP_TYPE = "full_model"
+    cfg.SOLVER.CLIP_GRADIENTS.CLIP_VALUE = 0.01
+    cfg.SOLVER.CLIP_GRADIENTS.NORM_TYPE = 2.0
+    for k, v in solver.items():
+        setattr(cfg.SOLVER, k, v)
+    return cfg
+
+
+def lr_and_decay(optimizer):
+    out = {}
+    for g in optimizer.param_groups:
+        for p in g["params"]:
+            assert id(p) not in out, "parameter in two groups"
+            out[id(p)] = (g["lr"], g["weight_decay"])
+    return out
+
+
+def test_param_groups_have_the_intended_lr_and_decay():
+    model = FakeModel()
+    opt = build_optimizer(make_cfg(), model)
+    assert isinstance(opt, torch.optim.AdamW)
+    got = lr_and_decay(opt)
+    expected = {
+        "backbone.0.weight": (1e-5, 0.05),
+        "backbone.0.bias": (1e-5, 0.05),
+        "backbone.1.weight": (1e-5, 0.0),  # norm
+        "backbone.2.relative_position_bias_table": (1e-5, 0.0),  # Swin table
+        "backbone.2.absolute_pos_embed": (1e-5, 0.0),
+        "backbone.2.proj.weight": (1e-5, 0.05),
+        "backbone.ln.weight": (1e-5, 0.0),
+        "head.weight": (1e-4, 0.05),
+        "head_norm.bias": (1e-4, 0.0),
+        "query_feat.weight": (1e-4, 0.0),  # embedding
+        "level_embed": (1e-4, 0.05),
+    }
+    params = dict(model.named_parameters())
+    for name, (lr, wd) in expected.items():
+        assert got[id(params[name])] == pytest.approx((lr, wd)), name
+    assert id(model.frozen.weight) not in got
+    n_trainable = len({id(p) for p in model.parameters() if p.requires_grad})
+    assert len(got) == n_trainable
+
+
+def test_embed_and_norm_decay_follow_the_config():
+    model = FakeModel()
+    got = lr_and_decay(build_optimizer(make_cfg(WEIGHT_DECAY_NORM=0.3, WEIGHT_DECAY_EMBED=0.2), model))
+    assert got[id(model.query_feat.weight)][1] == pytest.approx(0.2)
+    assert got[id(model.head_norm.weight)][1] == pytest.approx(0.3)
+
+
+def test_sgd_and_unknown_optimizer():
+    opt = build_optimizer(make_cfg(OPTIMIZER="SGD", MOMENTUM=0.9), FakeModel())
+    assert isinstance(opt, torch.optim.SGD) and opt.param_groups[0]["momentum"] == 0.9
+    with pytest.raises(ValueError, match="ADAMW"):
+        build_optimizer(make_cfg(OPTIMIZER="LAMB"), FakeModel())
+
+
+def test_full_model_clipping_clips_the_global_norm():
+    a, b = nn.Parameter(torch.zeros(3)), nn.Parameter(torch.zeros(4))
+    cls = maybe_add_full_model_gradient_clipping(torch.optim.SGD, clip_value=0.01)
+    opt = cls([{"params": [a]}, {"params": [b], "lr": 2.0}], lr=1.0)
+    a.grad = torch.tensor([3.0, 0.0, 0.0])
+    b.grad = torch.tensor([0.0, 4.0, 0.0, 0.0])  # global norm 5, each group's alone < 5
+    opt.step()
+    # Clipped to global norm 0.01: grads scaled by 0.01 / 5; SGD applies -lr * grad.
+    assert a.grad.tolist() == pytest.approx([0.006, 0, 0], rel=1e-4)
+    assert b.grad.tolist() == pytest.approx([0, 0.008, 0, 0], rel=1e-4)
+    assert torch.linalg.vector_norm(torch.cat([a.grad, b.grad])).item() == pytest.approx(0.01, rel=1e-4)
+    assert a.tolist() == pytest.approx([-0.006, 0, 0], rel=1e-4)
+    assert b.tolist() == pytest.approx([0, -0.016, 0, 0], rel=1e-4)
+
+
+def test_built_optimizer_clips_and_small_grads_pass_unchanged():
+    model = nn.Linear(2, 1, bias=False)
+    opt = build_optimizer(make_cfg(BASE_LR=1.0, WEIGHT_DECAY=0.0, OPTIMIZER="SGD", MOMENTUM=0.0), model)
+    model.weight.grad = torch.tensor([[0.003, 0.004]])  # norm 0.005 < 0.01: untouched
+    before = model.weight.detach().clone()
+    opt.step()
+    assert (before - model.weight.detach())[0].tolist() == pytest.approx([0.003, 0.004], rel=1e-5)
+    model.weight.grad = torch.tensor([[30.0, 40.0]])
+    opt.step()
+    assert model.weight.grad.norm().item() == pytest.approx(0.01, rel=1e-4)
+
+
+def test_clipping_disabled_returns_the_plain_class():
+    assert maybe_add_full_model_gradient_clipping(torch.optim.AdamW, 0.01, enabled=False) is torch.optim.AdamW
+    opt = build_optimizer(make_cfg(CLIP_GRADIENTS=make_cfg().SOLVER.CLIP_GRADIENTS.clone()), FakeModel())
+    assert type(opt).__name__.startswith("FullModelGradientClipping")
+
+
+def test_poly_lr_values():
+    cfg = make_cfg(LR_SCHEDULER_NAME="WarmupPolyLR", MAX_ITER=100, WARMUP_ITERS=0, BASE_LR=1e-4,
+                   POLY_LR_POWER=0.9)
+    model = FakeModel()
+    opt = build_optimizer(cfg, model)
+    sched = build_lr_scheduler(cfg, opt)
+    lrs = []
+    for it in range(100):
+        lrs.append(sorted({g["lr"] for g in opt.param_groups}))
+        opt.step()
+        sched.step()
+    for it in (0, 1, 50, 99):
+        expected = 1e-4 * (1 - it / 100) ** 0.9
+        assert lrs[it] == pytest.approx([expected * 0.1, expected]), it
+
+
+def test_step_lr_with_warmup():
+    cfg = make_cfg(LR_SCHEDULER_NAME="WarmupMultiStepLR", MAX_ITER=20, STEPS=(10, 15), GAMMA=0.1,
+                   WARMUP_ITERS=2, WARMUP_FACTOR=1.0, BASE_LR=1.0, BACKBONE_MULTIPLIER=1.0)
+    model = nn.Linear(2, 2)
+    opt = build_optimizer(cfg, model)
+    sched = build_lr_scheduler(cfg, opt)
+    lrs = []
+    for _ in range(20):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[0] == pytest.approx(1.0) and lrs[9] == pytest.approx(1.0)
+    assert lrs[10] == pytest.approx(0.1) and lrs[15] == pytest.approx(0.01)
+    assert not any(math.isnan(x) for x in lrs)

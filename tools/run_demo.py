@@ -1,0 +1,240 @@
+#!/usr/bin/env python
+"""`make demo`: train Mask2Former on the built-in demo_shapes dataset, on this CPU, and show results.
+
+1. generates the demo_shapes dataset if it is not cached yet (datasets/demo_shapes/, ~30 s);
+2. runs `tools/train_net.py --config-file configs/demo/panoptic.yaml` with a progress display
+   (periodic evaluation on the val split included);
+3. prints PQ, mask AP and mIoU on the val split as a table (also written as metrics.md);
+4. plots the training curves (losses and metrics over iterations) from metrics.json;
+5. draws prediction overlays for a few val images with demo/demo.py: panoptic, instance and
+   semantic side by side, under the ground truth.
+
+Everything is written under output/demo/ (see the summary printed at the end).
+
+    python tools/run_demo.py [--config-file F] [--output-dir D] [--skip-train] [--num-images N]
+                             [KEY VALUE ...]   (config overrides, passed on to train_net.py)
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from collections import deque
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(REPO, "tools"))  # plot_training_curves (detectron2 owns `tools`)
+
+import plot_training_curves  # noqa: E402
+
+DEFAULT_CONFIG = "configs/demo/panoptic.yaml"
+# Targets of the demo (issue 8): what the model must reach on the val split.
+TARGETS = {"panoptic_seg/PQ": ("Panoptic", "PQ", 50.0), "segm/AP": ("Instance", "mask AP", 50.0),
+           "sem_seg/mIoU": ("Semantic", "mIoU", 70.0)}
+EXTRA = {"panoptic_seg/PQ_th": ("Panoptic", "PQ things"), "panoptic_seg/PQ_st": ("Panoptic",
+         "PQ stuff"), "segm/AP50": ("Instance", "mask AP50"), "sem_seg/pACC": ("Semantic",
+         "pixel acc.")}
+ITER_RE = re.compile(r"\biter: (\d+)\b.*?total_loss: ([\d.e+-]+)")
+ETA_RE = re.compile(r"eta: ([\d:]+(?: day[s]?, [\d:]+)?)")
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config-file", default=DEFAULT_CONFIG)
+    p.add_argument("--output-dir", default="output/demo")
+    p.add_argument("--skip-train", action="store_true",
+                   help="reuse <output-dir>/train/model_final.pth and its metrics.json")
+    p.add_argument("--num-images", type=int, default=4, help="val images to draw (default 4)")
+    p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides for train_net.py")
+    return p.parse_args()
+
+
+def _config_value(config_file: str, opts: list[str], key: str):
+    """One value of the merged config (to size the progress bar), without importing the model."""
+    from detectron2.config import get_cfg
+    from detectron2.projects.deeplab import add_deeplab_config
+
+    from mask2former.config import add_maskformer2_config
+
+    cfg = get_cfg()
+    add_deeplab_config(cfg)
+    add_maskformer2_config(cfg)
+    cfg.merge_from_file(config_file)
+    cfg.merge_from_list(opts)
+    node = cfg
+    for part in key.split("."):
+        node = node[part]
+    return node
+
+
+class Progress:
+    """A one-line progress bar on a terminal; a line every few iterations in a log."""
+
+    def __init__(self, total: int):
+        self.total, self.tty = total, sys.stdout.isatty()
+        self.start = time.time()
+        self.last_print = 0.0
+        self.state = "starting"
+
+    def update(self, it: int | None = None, loss: float | None = None, eta: str | None = None,
+               state: str | None = None) -> None:
+        if it is not None:
+            self.it, self.loss, self.eta = it, loss, eta
+            self.state = "training"
+        if state:
+            self.state = state
+        now = time.time()
+        if not self.tty and now - self.last_print < 30 and state is None:
+            return
+        self.last_print = now
+        it = getattr(self, "it", 0)
+        frac = min(1.0, it / max(self.total, 1))
+        bar = "#" * int(frac * 30) + "-" * (30 - int(frac * 30))
+        msg = (f"[{bar}] iter {it:>5}/{self.total}  loss {getattr(self, 'loss', float('nan')):.3f}"
+               f"  {self.state}  elapsed {_fmt(now - self.start)}")
+        if getattr(self, "eta", None):
+            msg += f"  eta {self.eta}"
+        if self.tty:
+            sys.stdout.write("\r" + msg[:150].ljust(150))
+        else:
+            sys.stdout.write(msg + "\n")
+        sys.stdout.flush()
+
+    def close(self) -> None:
+        if self.tty:
+            sys.stdout.write("\n")
+
+
+def _fmt(seconds: float) -> str:
+    m, s = divmod(int(seconds), 60)
+    return f"{m}:{s:02d}"
+
+
+def train(args, train_dir: str, log_path: str) -> None:
+    max_iter = int(_config_value(args.config_file, args.opts, "SOLVER.MAX_ITER"))
+    cmd = [sys.executable, os.path.join(REPO, "tools", "train_net.py"),
+           "--config-file", args.config_file, *args.opts, "OUTPUT_DIR", train_dir]
+    print(f"Training: {' '.join(cmd[1:])}\n  (full log: {log_path})", flush=True)
+    progress = Progress(max_iter)
+    tail = deque(maxlen=60)
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    with open(log_path, "w") as log, subprocess.Popen(
+        cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        bufsize=1,
+    ) as proc:
+        for line in proc.stdout:
+            log.write(line)
+            tail.append(line)
+            m = ITER_RE.search(line)
+            if m:
+                eta = ETA_RE.search(line)
+                progress.update(int(m.group(1)) + 1, float(m.group(2)),
+                                eta.group(1) if eta else None)
+            elif "Start inference on" in line:
+                progress.update(state="evaluating on val")
+            elif "Evaluation results for" in line or "copypaste: Task" in line:
+                progress.update(state="evaluated")
+        proc.wait()
+    progress.close()
+    if proc.returncode != 0:
+        sys.stdout.write("".join(tail))
+        raise SystemExit(f"train_net.py failed (exit code {proc.returncode}); log: {log_path}")
+
+
+def metrics_table(metrics: dict[str, float]) -> tuple[str, str]:
+    """(plain-text table for the terminal, Markdown table for the README)."""
+    rows = []
+    for key, (task, name, target) in TARGETS.items():
+        v = metrics.get(key)
+        rows.append((task, name, "n/a" if v is None else f"{v:.1f}", f">= {target:.0f}",
+                     "" if v is None else ("yes" if v >= target else "NO")))
+    for key, (task, name) in EXTRA.items():
+        if key in metrics:
+            rows.append((task, name, f"{metrics[key]:.1f}", "", ""))
+    header = ("Task", "Metric", "Val", "Target", "Reached")
+    widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
+    line = lambda r: "  ".join(str(c).ljust(w) for c, w in zip(r, widths))  # noqa: E731
+    text = "\n".join([line(header), line(["-" * w for w in widths])] + [line(r) for r in rows])
+    md = "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+                   + ["| " + " | ".join(r) + " |" for r in rows])
+    return text, md
+
+
+def draw_overlays(args, weights: str, out_dir: str, num_images: int) -> list[str]:
+    from mask2former.data.datasets.builtin_demo import prepare_demo_shapes
+
+    val_dir = os.path.join(prepare_demo_shapes(), "val")
+    images = [os.path.join(val_dir, f"{i:06d}.jpg") for i in range(num_images)]
+    cmd = [sys.executable, os.path.join(REPO, "demo", "demo.py"), "--config-file",
+           args.config_file, "--input", *images, "--output", out_dir, "--task", "all",
+           "--ground-truth", "demo_shapes_panoptic_val", "--confidence-threshold", "0.5",
+           "--opts", *args.opts, "MODEL.WEIGHTS", weights]
+    res = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    if res.returncode != 0:
+        sys.stdout.write(res.stdout[-3000:] + res.stderr[-3000:])
+        raise SystemExit("demo/demo.py failed")
+    return [os.path.join(out_dir, os.path.basename(p)[:-4] + ".png") for p in images]
+
+
+def main() -> None:
+    args = parse_args()
+    start = time.time()
+    out = os.path.abspath(args.output_dir)
+    train_dir = os.path.join(out, "train")
+    os.makedirs(train_dir, exist_ok=True)
+    import torch
+
+    print(f"Mask2Former demo on {torch.get_num_threads()} CPU thread(s); writing to {out}",
+          flush=True)
+
+    # 1. the dataset
+    from mask2former.data.datasets.builtin_demo import prepare_demo_shapes
+
+    t = time.time()
+    root = prepare_demo_shapes()
+    print(f"Dataset demo_shapes ready in {root} ({time.time() - t:.0f} s)", flush=True)
+
+    # 2. training, with periodic evaluation
+    log_path = os.path.join(out, "train.log")
+    if not args.skip_train:
+        train(args, train_dir, log_path)
+    weights = os.path.join(train_dir, "model_final.pth")
+    metrics_json = os.path.join(train_dir, "metrics.json")
+    if not os.path.exists(weights):
+        raise SystemExit(f"No trained model at {weights}; run without --skip-train.")
+    train_time = time.time() - start
+
+    # 3. the metrics
+    records = plot_training_curves.read_metrics(metrics_json)
+    metrics = plot_training_curves.last_metrics(records)
+    text, md = metrics_table(metrics)
+    with open(os.path.join(out, "metrics.md"), "w") as f:
+        f.write(md + "\n")
+    with open(os.path.join(out, "metrics.json"), "w") as f:
+        json.dump(metrics, f, indent=1, sort_keys=True)
+
+    # 4. curves, 5. overlays
+    curves = plot_training_curves.plot(metrics_json, os.path.join(out, "training_curves.png"))
+    overlays = draw_overlays(args, weights, os.path.join(out, "overlays"), args.num_images)
+
+    print(f"\nResults on demo_shapes val ({len(records)} logged steps, "
+          f"{_fmt(time.time() - start)} min:s in all, training {_fmt(train_time)}):\n")
+    print(text)
+    print("\nWritten:")
+    print(f"  model            {weights}")
+    print(f"  training log     {log_path}")
+    print(f"  metrics          {os.path.join(out, 'metrics.md')} (and metrics.json)")
+    print(f"  training curves  {curves}")
+    print(f"  overlays         {os.path.dirname(overlays[0])}/ ({len(overlays)} images: input | "
+          "panoptic | instance | semantic, ground truth above predictions)")
+    print("\nTry the model on your own images:\n  .venv/bin/python demo/demo.py --config-file "
+          f"{args.config_file} --input <image|folder|glob> --output out/ --opts MODEL.WEIGHTS "
+          f"{os.path.relpath(weights, REPO)}")
+
+
+if __name__ == "__main__":
+    main()
