@@ -57,7 +57,16 @@ def _msda_handle(inputs, outputs) -> int:
     return 4 * N * Lq * M * L * P * value[3]
 
 
+def _native_mha_handle(inputs, outputs) -> int:
+    """nn.MultiheadAttention's fused inference path: in/out projections and QK^T, AV."""
+    q, k = _shape(inputs[0]), _shape(inputs[1])  # (B, L, E), (B, S, E)
+    B, L, E = (q + [1])[:3] if len(q) == 2 else q
+    S = k[-2]
+    return B * (L * E * E + 2 * S * E * E + 2 * L * S * E + L * E * E)
+
+
 EXTRA_HANDLES = {
+    "aten::_native_multi_head_attention": _native_mha_handle,
     "aten::scaled_dot_product_attention": _sdpa_handle,
     "prim::PythonOp.MSDeformAttnFunction": _msda_handle,
     "prim::PythonOp._MSDeformAttnFunction": _msda_handle,
@@ -120,7 +129,7 @@ _IGNORED_KINDS = ("add", "sub", "mul", "div", "sigmoid", "relu", "gelu", "softma
                   "stack", "cat", "split", "chunk", "unbind", "view", "reshape", "permute", "transpose",
                   "contiguous", "to", "type_as", "masked", "max_pool", "avg_pool", "norm", "reciprocal",
                   "square", "silu", "hardtanh", "meshgrid", "unsqueeze", "squeeze", "flatten", "select",
-                  "slice", "narrow", "detach", "rand", "normal", "bernoulli", "im2col", "unfold")
+                  "slice", "narrow", "unflatten", "or", "and", "xor", "prod", "resolve", "detach", "rand", "normal", "bernoulli", "im2col", "unfold")
 
 
 def _elementwise(kind: str) -> bool:

@@ -65,9 +65,11 @@ def build(name: str, device: str, *, standin: bool = False, opts: list[str] | tu
     cfg = load_config(path, full_opts)
     model = build_model(cfg)
     if weights:
-        from detectron2.checkpoint import DetectionCheckpointer
-
-        DetectionCheckpointer(model).load(weights)
+        try:  # the project's checkpointer maps published names and reports missing keys
+            from mask2former.checkpoint import MaskFormerCheckpointer as Checkpointer
+        except ImportError:
+            from detectron2.checkpoint import DetectionCheckpointer as Checkpointer
+        Checkpointer(model).load(weights)
     model.train(train)
     return Built(name, model, cfg, int(cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES))
 

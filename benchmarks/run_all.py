@@ -142,7 +142,7 @@ class Harness:
 
     # ---- sections -----------------------------------------------------------------------------
     def device_rates(self) -> None:
-        n = None if not self.small else 256
+        n = None if not self.small else 512
         for dt in ("bf16", "fp32"):
             label = dtype_label(self.dev, dt)
 
@@ -221,7 +221,8 @@ class Harness:
             rows: list[dict] = []
             base = dict(section="check", model=name, device=self.dname, dtype=dtype_label(self.dev, "fp32"),
                         shape=inference.shape_label(shape_inputs[:2]))
-            r = run_row(dict(base), lambda r: inference.outputs_check(b.model, shape_inputs[:2], self.dev, rows, base),
+            r = run_row(dict(base), lambda r: inference.outputs_check(b.model, shape_inputs[:2], self.dev, rows, base,
+                                                               trained_weights=bool(self.weights.get(name))),
                         self.dev, log=self.log)
             if r["status"] != "ok" and not rows:
                 rows.append(dict(base, variant="all", status=r["status"]))

@@ -1,62 +1,60 @@
 """Training: iteration time and peak memory at LSJ crop size, per batch, AMP dtype and loss type.
 
-One iteration = the model's loss dict (forward, Hungarian matching, criterion) under autocast,
-backward (fp16 with a GradScaler, bf16 without), full-model gradient-norm clipping at 0.01 and an
-AdamW step, as the training recipe does (`SOLVER.CLIP_GRADIENTS` full_model, `SOLVER.AMP`).
-The model is built once per model and reset to the same initial weights for every row; the
-point-sampled vs full-mask switch is the criterion's `point_sampled` attribute (config key
-MODEL.MASK_FORMER.POINT_SAMPLED_LOSS) and is flipped in place. `tools/benchmark_training.py` (the
-training issue's tool) measures the same for one configuration at a time.
+One iteration is the project's own training step (`mask2former.engine.train_loop.
+MixedPrecisionTrainer.run_step`: forward with Hungarian matching and the criterion under autocast,
+backward with a GradScaler for fp16, loss metrics to the event storage, and the project's
+optimizer step with full-model gradient clipping), fed the same synthetic batch every time. Without
+the project (the stand-in) an equivalent loop runs here. The model is built once per model and
+loss type (MODEL.MASK_FORMER.POINT_SAMPLED_LOSS) and reset to the same initial weights for every
+row. `tools/benchmark_training.py` (the training issue's tool) measures one configuration per
+process; this module puts every row of the matrix into one table.
 """
 from __future__ import annotations
 
-import importlib.util
-import os
+import itertools
 
 import torch
 
 from .common import PeakMemory, autocast, time_fn
-from .models import REPO
 
-
-def set_point_sampled(model, flag: bool) -> int:
-    """Flip every `point_sampled` attribute (the criterion's; the stand-in's); returns how many."""
-    n = 0
-    for m in model.modules():
-        if hasattr(m, "point_sampled") and isinstance(getattr(m, "point_sampled"), bool):
-            m.point_sampled = flag
-            n += 1
-    return n
+PRECISION = {"fp16": "float16", "bf16": "bfloat16", "fp32": None}
 
 
 def build_optimizer(built):
-    """The project's optimizer (Trainer.build_optimizer in tools/train_net.py) when it can be
-    imported, else AdamW(lr 1e-4, weight decay 0.05): the step costs the same."""
-    path = os.path.join(REPO, "tools", "train_net.py")
-    if built.cfg is not None and os.path.exists(path):
-        try:
-            spec = importlib.util.spec_from_file_location("_m2f_train_net", path)
-            mod = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(mod)
-            return mod.Trainer.build_optimizer(built.cfg, built.model), "project"
-        except Exception:  # noqa: BLE001  fall back; the row says which optimizer ran
-            pass
+    """The project's optimizer (AdamW, backbone LR multiplier, no decay on norms/embeddings,
+    full-model gradient clipping inside `step()`) when there is a config, else AdamW."""
+    if built.cfg is not None:
+        from mask2former.engine import Trainer
+
+        return Trainer.build_optimizer(built.cfg, built.model), "project"
     params = [p for p in built.model.parameters() if p.requires_grad]
     return torch.optim.AdamW(params, lr=1e-4, weight_decay=0.05), "AdamW"
 
 
-def train_iterations(built, batch_inputs, device: str, amp: str, warmup: int, iters: int, row: dict,
-                     clip: float = 0.01) -> None:
+def _project_step(built, batch, device: str, amp: str, opt):
+    from detectron2.utils.events import EventStorage
+    from mask2former.engine.train_loop import MixedPrecisionTrainer
+
+    trainer = MixedPrecisionTrainer(built.model, itertools.repeat(batch), opt, PRECISION[amp],
+                                    torch.device(device).type)
+    storage = EventStorage(0)
+
+    def step(_):
+        with storage:
+            trainer.run_step()
+        storage.clear_histories() if hasattr(storage, "clear_histories") else None
+
+    return step
+
+
+def _plain_step(built, batch, device: str, amp: str, opt, clip: float = 0.01):
     model = built.model
-    model.train()
-    opt, opt_name = build_optimizer(built)
     params = [p for g in opt.param_groups for p in g["params"]]
     scaler = torch.amp.GradScaler(torch.device(device).type, enabled=(amp == "fp16"))
 
     def step(_):
         with autocast(device, amp):
-            losses = model(batch_inputs)
-            loss = sum(losses.values())
+            loss = sum(model(batch).values())
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.unscale_(opt)
@@ -64,14 +62,22 @@ def train_iterations(built, batch_inputs, device: str, amp: str, warmup: int, it
         scaler.step(opt)
         scaler.update()
 
+    return step
+
+
+def train_iterations(built, batch, device: str, amp: str, warmup: int, iters: int, row: dict) -> None:
+    built.model.train()
+    opt, opt_name = build_optimizer(built)
+    make = _project_step if opt_name == "project" else _plain_step
+    step = make(built, batch, device, amp, opt)
     # The memory window includes the warm-up: `static` is then the weights alone, and the peak
     # includes gradients, the optimizer state (allocated on the first step) and activations.
     with PeakMemory(device) as mem:
         for i in range(warmup):
             step(i)
         t = time_fn(step, device, 0, iters)
-    b = len(batch_inputs)
+    b = len(batch)
     row.update(ms=t.median, spread=t.spread, img_s=1000.0 * b / t.median, peak_gib=mem.peak_gib,
                gib_per_img=mem.peak_gib / b, act_gib_per_img=mem.growth_gib / b,
-               static_gib=mem.static / 2**30, optimizer=opt_name, n=len(t.times_ms))
-    del opt, scaler
+               static_gib=mem.static / 2**30, optimizer=opt_name + (" step" if opt_name == "project" else ""),
+               n=len(t.times_ms))

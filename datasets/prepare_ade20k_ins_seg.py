@@ -18,6 +18,7 @@ Output:
   (0-based), so instance and panoptic annotations share category ids.
 Usage: python datasets/prepare_ade20k_ins_seg.py [--root DIR] [--img-cat-ids F] [--catid-mapping F]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -49,7 +50,8 @@ def read_catid_mapping(path: str) -> dict[int, int]:
 
 
 def instances_from_png(ins: np.ndarray, mapping: dict[int, int]) -> list[dict]:
-    """(H, W, >=2) instance PNG -> [{category_id, segmentation (RLE), bbox, area}] by instance id."""
+    """(H, W, >=2) instance PNG -> one {category_id, segmentation (RLE), bbox, area} per
+    instance id."""
     anns = []
     ins_cat, ins_id = ins[..., 0], ins[..., 1]
     for inst in np.unique(ins_id):
@@ -58,19 +60,23 @@ def instances_from_png(ins: np.ndarray, mapping: dict[int, int]) -> list[dict]:
         mask = ins_id == inst
         cat_ids = np.unique(ins_cat[mask])
         if len(cat_ids) != 1 or int(cat_ids[0]) not in mapping:
-            raise ValueError(f"instance {inst} has instance-challenge categories {cat_ids.tolist()}; "
-                             "expected exactly one listed in the category mapping.")
+            raise ValueError(
+                f"instance {inst} has instance-challenge categories {cat_ids.tolist()}; "
+                "expected exactly one listed in the category mapping."
+            )
         ys, xs = np.nonzero(mask)
         x, y = int(xs.min()), int(ys.min())
         rle = mask_util.encode(np.asfortranarray(mask.astype(np.uint8)))
         rle["counts"] = rle["counts"].decode("utf-8")
-        anns.append({
-            "category_id": mapping[int(cat_ids[0])],
-            "segmentation": rle,
-            "bbox": [x, y, int(xs.max()) - x + 1, int(ys.max()) - y + 1],
-            "area": int(mask_util.area(rle)),
-            "iscrowd": 0,
-        })
+        anns.append(
+            {
+                "category_id": mapping[int(cat_ids[0])],
+                "segmentation": rle,
+                "bbox": [x, y, int(xs.max()) - x + 1, int(ys.max()) - y + 1],
+                "area": int(mask_util.area(rle)),
+                "iscrowd": 0,
+            }
+        )
     return anns
 
 
@@ -80,29 +86,41 @@ def process_image(image_file: str, instance_dir: str, mapping: dict[int, int]):
     ins = np.asarray(Image.open(os.path.join(instance_dir, stem + ".png")).convert("RGB"))
     if ins.shape[:2] != (height, width):
         raise ValueError(f"{stem}: image {width}x{height} but instance PNG {ins.shape[:2]}.")
-    image = {"id": stem, "file_name": os.path.basename(image_file), "width": width,
-             "height": height}
+    image = {
+        "id": stem,
+        "file_name": os.path.basename(image_file),
+        "width": width,
+        "height": height,
+    }
     return image, instances_from_png(ins, mapping)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--root", default=os.getenv("DETECTRON2_DATASETS", "datasets"))
-    parser.add_argument("--img-cat-ids", default=None,
-                        help="default: <root>/ade20k_instance_imgCatIds.json")
-    parser.add_argument("--catid-mapping", default=None,
-                        help="default: <root>/ade20k_instance_catid_mapping.txt")
+    parser.add_argument(
+        "--img-cat-ids", default=None, help="default: <root>/ade20k_instance_imgCatIds.json"
+    )
+    parser.add_argument(
+        "--catid-mapping", default=None, help="default: <root>/ade20k_instance_catid_mapping.txt"
+    )
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args(argv)
 
     cat_file = args.img_cat_ids or os.path.join(args.root, "ade20k_instance_imgCatIds.json")
-    mapping_file = args.catid_mapping or os.path.join(args.root, "ade20k_instance_catid_mapping.txt")
-    for f, what in ((cat_file, "ade20k_instance_imgCatIds.json"),
-                    (mapping_file, "ade20k_instance_catid_mapping.txt")):
+    mapping_file = args.catid_mapping or os.path.join(
+        args.root, "ade20k_instance_catid_mapping.txt"
+    )
+    for f, what in (
+        (cat_file, "ade20k_instance_imgCatIds.json"),
+        (mapping_file, "ade20k_instance_catid_mapping.txt"),
+    ):
         if not os.path.isfile(f):
-            sys.exit(f"'{f}' does not exist. It is the ADE20K instance challenge's {what}, "
-                     "shipped in the published Mask2Former repository's datasets/ folder; pass "
-                     "it with --img-cat-ids / --catid-mapping.")
+            sys.exit(
+                f"'{f}' does not exist. It is the ADE20K instance challenge's {what}, "
+                "shipped in the published Mask2Former repository's datasets/ folder; pass "
+                "it with --img-cat-ids / --catid-mapping."
+            )
     mapping = read_catid_mapping(mapping_file)
     with open(cat_file) as f:
         categories = [{**c, "id": mapping[c["id"]]} for c in json.load(f)["categories"]]

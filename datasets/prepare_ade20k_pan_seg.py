@@ -23,6 +23,7 @@ measured on the final map and segments left with no pixel are dropped. Segment i
 deterministic: the category colour, perturbed deterministically on collision.
 Usage: python datasets/prepare_ade20k_pan_seg.py [--root DIR] [--catid-mapping FILE] [--workers N]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -89,8 +90,9 @@ def new_segment_id(color, used: set, seed: int) -> int:
         c = np.clip(np.asarray(color) + rng.randint(-30, 31, size=3), 0, 255)
 
 
-def panoptic_from_ade(sem: np.ndarray, ins: np.ndarray, mapping: dict[int, int],
-                      colors: list) -> tuple[np.ndarray, list[dict]]:
+def panoptic_from_ade(
+    sem: np.ndarray, ins: np.ndarray, mapping: dict[int, int], colors: list
+) -> tuple[np.ndarray, list[dict]]:
     """(H, W) uint8 semantic labels (1..150) + (H, W, >=2) instance PNG -> (id map, segments)."""
     things = set(mapping.values())
     cats = sem.astype(np.int64) - 1  # -1 = unlabeled
@@ -110,8 +112,10 @@ def panoptic_from_ade(sem: np.ndarray, ins: np.ndarray, mapping: dict[int, int],
         mask = ins_id == inst
         cat_ids = np.unique(ins_cat[mask])
         if len(cat_ids) != 1 or int(cat_ids[0]) not in mapping:
-            raise ValueError(f"instance {inst} has instance-challenge categories {cat_ids.tolist()}; "
-                             "expected exactly one listed in the category mapping.")
+            raise ValueError(
+                f"instance {inst} has instance-challenge categories {cat_ids.tolist()}; "
+                "expected exactly one listed in the category mapping."
+            )
         cat = mapping[int(cat_ids[0])]
         sid = new_segment_id(colors[cat], used, seed=len(used))
         pan[mask] = sid
@@ -129,19 +133,31 @@ def panoptic_from_ade(sem: np.ndarray, ins: np.ndarray, mapping: dict[int, int],
     return pan, segments
 
 
-def process_image(image_file: str, semantic_dir: str, instance_dir: str, out_dir: str,
-                  mapping: dict[int, int], colors: list):
+def process_image(
+    image_file: str,
+    semantic_dir: str,
+    instance_dir: str,
+    out_dir: str,
+    mapping: dict[int, int],
+    colors: list,
+):
     stem = os.path.splitext(os.path.basename(image_file))[0]
     width, height = Image.open(image_file).size
     sem = np.asarray(Image.open(os.path.join(semantic_dir, stem + ".png")))
     ins = np.asarray(Image.open(os.path.join(instance_dir, stem + ".png")).convert("RGB"))
     if sem.shape != (height, width) or ins.shape[:2] != (height, width):
-        raise ValueError(f"{stem}: image {width}x{height}, semantic {sem.shape}, instance "
-                         f"{ins.shape[:2]}: sizes differ.")
+        raise ValueError(
+            f"{stem}: image {width}x{height}, semantic {sem.shape}, instance "
+            f"{ins.shape[:2]}: sizes differ."
+        )
     pan, segments = panoptic_from_ade(sem, ins, mapping, colors)
     Image.fromarray(id2rgb(pan)).save(os.path.join(out_dir, stem + ".png"))
-    image = {"id": stem, "file_name": os.path.basename(image_file), "width": width,
-             "height": height}
+    image = {
+        "id": stem,
+        "file_name": os.path.basename(image_file),
+        "width": width,
+        "height": height,
+    }
     annotation = {"image_id": stem, "file_name": stem + ".png", "segments_info": segments}
     return image, annotation
 
@@ -149,20 +165,27 @@ def process_image(image_file: str, semantic_dir: str, instance_dir: str, out_dir
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--root", default=os.getenv("DETECTRON2_DATASETS", "datasets"))
-    parser.add_argument("--catid-mapping", default=None,
-                        help="default: <root>/ade20k_instance_catid_mapping.txt")
+    parser.add_argument(
+        "--catid-mapping", default=None, help="default: <root>/ade20k_instance_catid_mapping.txt"
+    )
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args(argv)
 
-    mapping_file = args.catid_mapping or os.path.join(args.root, "ade20k_instance_catid_mapping.txt")
+    mapping_file = args.catid_mapping or os.path.join(
+        args.root, "ade20k_instance_catid_mapping.txt"
+    )
     if not os.path.isfile(mapping_file):
-        sys.exit(f"'{mapping_file}' does not exist. It is the ADE20K instance challenge's category "
-                 "table, shipped by the published Mask2Former repository as "
-                 "datasets/ade20k_instance_catid_mapping.txt; pass it with --catid-mapping.")
+        sys.exit(
+            f"'{mapping_file}' does not exist. It is the ADE20K instance challenge's category "
+            "table, shipped by the published Mask2Former repository as "
+            "datasets/ade20k_instance_catid_mapping.txt; pass it with --catid-mapping."
+        )
     mapping = read_catid_mapping(mapping_file)
     names, colors = load_ade20k_categories()
-    categories = [{"id": i, "name": n, "isthing": int(i in set(mapping.values())),
-                   "color": list(colors[i])} for i, n in enumerate(names)]
+    categories = [
+        {"id": i, "name": n, "isthing": int(i in set(mapping.values())), "color": list(colors[i])}
+        for i, n in enumerate(names)
+    ]
 
     base = os.path.join(args.root, "ADEChallengeData2016")
     for split, dirname in SPLITS.items():
@@ -175,12 +198,21 @@ def main(argv: list[str] | None = None) -> None:
         out_dir = os.path.join(base, f"ade20k_panoptic_{split}")
         os.makedirs(out_dir, exist_ok=True)
         files = sorted(str(p) for p in Path(image_dir).glob("*.jpg"))
-        fn = functools.partial(process_image, semantic_dir=semantic_dir, instance_dir=instance_dir,
-                               out_dir=out_dir, mapping=mapping, colors=colors)
+        fn = functools.partial(
+            process_image,
+            semantic_dir=semantic_dir,
+            instance_dir=instance_dir,
+            out_dir=out_dir,
+            mapping=mapping,
+            colors=colors,
+        )
         with Pool(max(1, args.workers)) as pool:
             results = list(tqdm(pool.imap(fn, files, chunksize=16), total=len(files), desc=split))
-        out = {"images": [r[0] for r in results], "annotations": [r[1] for r in results],
-               "categories": categories}
+        out = {
+            "images": [r[0] for r in results],
+            "annotations": [r[1] for r in results],
+            "categories": categories,
+        }
         out_json = os.path.join(base, f"ade20k_panoptic_{split}.json")
         with open(out_json, "w") as f:
             json.dump(out, f)

@@ -8,6 +8,7 @@ Writes $DETECTRON2_DATASETS/ADEChallengeData2016/annotations_detectron2/{trainin
 
 Usage: python datasets/prepare_ade20k_sem_seg.py [--root DIR] [--workers N]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,9 +33,11 @@ def convert(args: tuple[Path, Path]) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--root", default=os.getenv("DETECTRON2_DATASETS", "datasets"),
-                        help="folder holding ADEChallengeData2016 (default: $DETECTRON2_DATASETS "
-                        "or ./datasets)")
+    parser.add_argument(
+        "--root",
+        default=os.getenv("DETECTRON2_DATASETS", "datasets"),
+        help="folder holding ADEChallengeData2016 (default: $DETECTRON2_DATASETS or ./datasets)",
+    )
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args(argv)
 
@@ -42,13 +45,16 @@ def main(argv: list[str] | None = None) -> None:
     for split in ("training", "validation"):
         src_dir = base / "annotations" / split
         if not src_dir.is_dir():
-            sys.exit(f"'{src_dir}' does not exist: unzip ADEChallengeData2016.zip under {args.root}.")
+            sys.exit(
+                f"'{src_dir}' does not exist: unzip ADEChallengeData2016.zip under {args.root}."
+            )
         dst_dir = base / "annotations_detectron2" / split
         dst_dir.mkdir(parents=True, exist_ok=True)
         jobs = [(f, dst_dir / f.name) for f in sorted(src_dir.glob("*.png"))]
         with Pool(max(1, args.workers)) as pool:
-            for _ in tqdm(pool.imap_unordered(convert, jobs, chunksize=64), total=len(jobs),
-                          desc=split):
+            for _ in tqdm(
+                pool.imap_unordered(convert, jobs, chunksize=64), total=len(jobs), desc=split
+            ):
                 pass
         print(f"{split}: wrote {len(jobs)} label maps to {dst_dir}")
 

@@ -10,6 +10,7 @@ Writes $DETECTRON2_DATASETS/coco/panoptic_semseg_{train,val}2017/*.png: uint8, p
 Runs in parallel (--workers, default: all cores) with a progress bar.
 Usage: python datasets/prepare_coco_semantic_annos_from_panoptic_annos.py [--root DIR]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,8 +40,9 @@ def panoptic_png_to_semantic(job: tuple[str, str, list], id_map: dict[int, int])
     Image.fromarray(out).save(dst)
 
 
-def convert_split(panoptic_json: str, panoptic_root: str, sem_seg_root: str,
-                  categories: list[dict], workers: int) -> int:
+def convert_split(
+    panoptic_json: str, panoptic_root: str, sem_seg_root: str, categories: list[dict], workers: int
+) -> int:
     """Write a semantic PNG for every annotation of `panoptic_json`; returns how many."""
     if len(categories) > 255:
         raise ValueError("uint8 output holds at most 255 classes (255 is 'unlabeled').")
@@ -48,12 +50,21 @@ def convert_split(panoptic_json: str, panoptic_root: str, sem_seg_root: str,
     with open(panoptic_json) as f:
         annotations = json.load(f)["annotations"]
     os.makedirs(sem_seg_root, exist_ok=True)
-    jobs = [(os.path.join(panoptic_root, a["file_name"]), os.path.join(sem_seg_root, a["file_name"]),
-             a["segments_info"]) for a in annotations]
+    jobs = [
+        (
+            os.path.join(panoptic_root, a["file_name"]),
+            os.path.join(sem_seg_root, a["file_name"]),
+            a["segments_info"],
+        )
+        for a in annotations
+    ]
     fn = functools.partial(panoptic_png_to_semantic, id_map=id_map)
     with Pool(max(1, workers)) as pool:
-        for _ in tqdm(pool.imap_unordered(fn, jobs, chunksize=32), total=len(jobs),
-                      desc=os.path.basename(sem_seg_root)):
+        for _ in tqdm(
+            pool.imap_unordered(fn, jobs, chunksize=32),
+            total=len(jobs),
+            desc=os.path.basename(sem_seg_root),
+        ):
             pass
     return len(jobs)
 
@@ -66,13 +77,19 @@ def coco_categories() -> list[dict]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--root", default=os.getenv("DETECTRON2_DATASETS", "datasets"),
-                        help="folder holding coco/ (default: $DETECTRON2_DATASETS or ./datasets)")
+    parser.add_argument(
+        "--root",
+        default=os.getenv("DETECTRON2_DATASETS", "datasets"),
+        help="folder holding coco/ (default: $DETECTRON2_DATASETS or ./datasets)",
+    )
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--splits", nargs="+", default=["val2017", "train2017"])
-    parser.add_argument("--categories-from-json", action="store_true",
-                        help="number classes in the order of the JSON's categories instead of "
-                        "detectron2's COCO_CATEGORIES (for COCO-format data with other classes)")
+    parser.add_argument(
+        "--categories-from-json",
+        action="store_true",
+        help="number classes in the order of the JSON's categories instead of "
+        "detectron2's COCO_CATEGORIES (for COCO-format data with other classes)",
+    )
     args = parser.parse_args(argv)
 
     coco = os.path.join(args.root, "coco")
@@ -81,8 +98,10 @@ def main(argv: list[str] | None = None) -> None:
         pan_root = os.path.join(coco, f"panoptic_{split}")
         for p in (pan_json, pan_root):
             if not os.path.exists(p):
-                sys.exit(f"'{p}' does not exist: download the COCO 2017 panoptic annotations "
-                         f"and unzip panoptic_{split}.zip (see datasets/README.md).")
+                sys.exit(
+                    f"'{p}' does not exist: download the COCO 2017 panoptic annotations "
+                    f"and unzip panoptic_{split}.zip (see datasets/README.md)."
+                )
         if args.categories_from_json:
             with open(pan_json) as f:
                 cats = json.load(f)["categories"]

@@ -1,4 +1,4 @@
-"""Semantic test-time augmentation: average `sem_seg` over scales and horizontal flips (TEST.AUG)."""
+"""Semantic test-time augmentation: `sem_seg` averaged over scales and flips (TEST.AUG)."""
 import copy
 
 import numpy as np

@@ -87,7 +87,9 @@ def test_hand_worked_values_point_sampled(monkeypatch):
     def fixed_points(mask_logits, num_points, *args, **kwargs):
         return centres.expand(mask_logits.shape[0], -1, -1)
 
-    monkeypatch.setattr(criterion_module, "get_uncertain_point_coords_with_randomness", fixed_points)
+    monkeypatch.setattr(
+        criterion_module, "get_uncertain_point_coords_with_randomness", fixed_points
+    )
     crit = make_criterion(point_sampled=True, num_points=4, matcher=FixedMatcher(indices))
     losses = crit(outputs, targets)
     _, bce, dice = expected_losses()
@@ -155,7 +157,10 @@ def test_empty_targets_give_finite_losses_and_gradients(point_sampled):
 
 
 def test_mixed_empty_and_nonempty_images():
-    outputs = {"pred_logits": torch.randn(2, 4, NUM_CLASSES + 1), "pred_masks": torch.randn(2, 4, 8, 8)}
+    outputs = {
+        "pred_logits": torch.randn(2, 4, NUM_CLASSES + 1),
+        "pred_masks": torch.randn(2, 4, 8, 8),
+    }
     targets = [
         {"labels": torch.zeros(0, dtype=torch.int64), "masks": torch.zeros(0, 32, 32)},
         {"labels": torch.tensor([1, 2]), "masks": torch.rand(2, 32, 32) > 0.5},

@@ -62,7 +62,8 @@ def test_class_cost_alone_decides_when_masks_are_identical():
     masks = torch.ones(2, 8, 8)
     logits = torch.tensor([[[5.0, -5.0, 0.0], [-5.0, 5.0, 0.0]]])  # query 0 -> class 0
     outputs = {"pred_logits": logits, "pred_masks": torch.zeros(1, 2, 8, 8)}
-    (pred_idx, tgt_idx), = HungarianMatcher(num_points=64)(outputs, [{"labels": labels, "masks": masks}])
+    matcher = HungarianMatcher(num_points=64)
+    (pred_idx, tgt_idx), = matcher(outputs, [{"labels": labels, "masks": masks}])
     assert dict(zip(pred_idx.tolist(), tgt_idx.tolist())) == {0: 1, 1: 0}
 
 
@@ -96,6 +97,21 @@ def test_costs_are_fp32_under_autocast_and_no_grad():
 
 
 def test_nan_predictions_raise_a_clear_error():
-    outputs = {"pred_logits": torch.full((1, 2, 3), float("nan")), "pred_masks": torch.zeros(1, 2, 4, 4)}
+    outputs = {
+        "pred_logits": torch.full((1, 2, 3), float("nan")),
+        "pred_masks": torch.zeros(1, 2, 4, 4),
+    }
+    targets = [{"labels": torch.tensor([0]), "masks": torch.ones(1, 4, 4)}]
     with pytest.raises(ValueError, match="not finite"):
-        HungarianMatcher(num_points=8)(outputs, [{"labels": torch.tensor([0]), "masks": torch.ones(1, 4, 4)}])
+        HungarianMatcher(num_points=8)(outputs, targets)
+
+
+def test_batch_costs_match_a_float64_reference():
+    torch.manual_seed(2)
+    x = torch.randn(5, 40, dtype=torch.float64) * 4
+    t = (torch.rand(3, 40, dtype=torch.float64) > 0.5).double()
+    p = x.sigmoid()
+    bce = -(t[None] * p[:, None].log() + (1 - t[None]) * (1 - p[:, None]).log()).mean(-1)
+    dice = 1 - (2 * (p[:, None] * t[None]).sum(-1) + 1) / (p.sum(-1)[:, None] + t.sum(-1)[None] + 1)
+    assert torch.allclose(batch_sigmoid_ce_cost(x.float(), t.float()).double(), bce, atol=1e-5)
+    assert torch.allclose(batch_dice_cost(x.float(), t.float()).double(), dice, atol=1e-5)

@@ -92,7 +92,8 @@ def test_param_groups_have_the_intended_lr_and_decay():
 
 def test_embed_and_norm_decay_follow_the_config():
     model = FakeModel()
-    got = lr_and_decay(build_optimizer(make_cfg(WEIGHT_DECAY_NORM=0.3, WEIGHT_DECAY_EMBED=0.2), model))
+    cfg = make_cfg(WEIGHT_DECAY_NORM=0.3, WEIGHT_DECAY_EMBED=0.2)
+    got = lr_and_decay(build_optimizer(cfg, model))
     assert got[id(model.query_feat.weight)][1] == pytest.approx(0.2)
     assert got[id(model.head_norm.weight)][1] == pytest.approx(0.3)
 
@@ -114,14 +115,16 @@ def test_full_model_clipping_clips_the_global_norm():
     # Clipped to global norm 0.01: grads scaled by 0.01 / 5; SGD applies -lr * grad.
     assert a.grad.tolist() == pytest.approx([0.006, 0, 0], rel=1e-4)
     assert b.grad.tolist() == pytest.approx([0, 0.008, 0, 0], rel=1e-4)
-    assert torch.linalg.vector_norm(torch.cat([a.grad, b.grad])).item() == pytest.approx(0.01, rel=1e-4)
+    global_norm = torch.linalg.vector_norm(torch.cat([a.grad, b.grad])).item()
+    assert global_norm == pytest.approx(0.01, rel=1e-4)
     assert a.tolist() == pytest.approx([-0.006, 0, 0], rel=1e-4)
     assert b.tolist() == pytest.approx([0, -0.016, 0, 0], rel=1e-4)
 
 
 def test_built_optimizer_clips_and_small_grads_pass_unchanged():
     model = nn.Linear(2, 1, bias=False)
-    opt = build_optimizer(make_cfg(BASE_LR=1.0, WEIGHT_DECAY=0.0, OPTIMIZER="SGD", MOMENTUM=0.0), model)
+    cfg = make_cfg(BASE_LR=1.0, WEIGHT_DECAY=0.0, OPTIMIZER="SGD", MOMENTUM=0.0)
+    opt = build_optimizer(cfg, model)
     model.weight.grad = torch.tensor([[0.003, 0.004]])  # norm 0.005 < 0.01: untouched
     before = model.weight.detach().clone()
     opt.step()
@@ -132,9 +135,12 @@ def test_built_optimizer_clips_and_small_grads_pass_unchanged():
 
 
 def test_clipping_disabled_returns_the_plain_class():
-    assert maybe_add_full_model_gradient_clipping(torch.optim.AdamW, 0.01, enabled=False) is torch.optim.AdamW
-    opt = build_optimizer(make_cfg(CLIP_GRADIENTS=make_cfg().SOLVER.CLIP_GRADIENTS.clone()), FakeModel())
-    assert type(opt).__name__.startswith("FullModelGradientClipping")
+    plain = maybe_add_full_model_gradient_clipping(torch.optim.AdamW, 0.01, enabled=False)
+    assert plain is torch.optim.AdamW
+    assert type(build_optimizer(make_cfg(), FakeModel())).__name__.startswith("FullModelGradient")
+    cfg = make_cfg()
+    cfg.SOLVER.CLIP_GRADIENTS.ENABLED = False
+    assert type(build_optimizer(cfg, FakeModel())) is torch.optim.AdamW
 
 
 def test_poly_lr_values():

@@ -36,7 +36,7 @@ def load_train_net():
 
 
 def make_dataset(root: Path, n: int = 4, size: int = 64) -> list[dict]:
-    """Random images with 1-2 coloured rectangles; label 0 background, 1-2 rectangles, 255 ignore."""
+    """Random images with 2 bright rectangles; labels 0 background, 1-2 rectangles, 255 ignore."""
     rng = np.random.default_rng(0)
     root.mkdir(parents=True, exist_ok=True)
     records = []
@@ -327,3 +327,47 @@ def test_train_net_with_the_real_model(tiny_dataset, tmp_path):
     metrics = [json.loads(line) for line in (out / "metrics.json").read_text().splitlines()]
     assert np.isfinite([m for m in metrics if "total_loss" in m][-1]["total_loss"])
     assert os.path.exists(out / "last_checkpoint")
+
+
+@pytest.mark.parametrize("precision", ["float16", "bfloat16", None])
+def test_mixed_precision_step_and_scaler_state(precision):
+    """The fp16 path (GradScaler) and bf16 path on the CPU; the scaler state is checkpointed."""
+    from detectron2.utils.events import EventStorage
+
+    from mask2former.engine import MixedPrecisionTrainer
+
+    class Quadratic(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(4, 4)
+
+        def forward(self, batch):
+            out = self.lin(batch)
+            assert out.dtype == {"float16": torch.float16, "bfloat16": torch.bfloat16}.get(
+                precision, torch.float32
+            )
+            return {"loss": (out.float() ** 2).mean()}
+
+    model = Quadratic()
+    data = [torch.randn(8, 4) for _ in range(3)]
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    loop = MixedPrecisionTrainer(model, data, opt, precision=precision, device_type="cpu")
+    before = model.lin.weight.detach().clone()
+    with EventStorage(0):
+        for it in range(3):
+            loop.iter = it
+            loop.run_step()
+    assert not torch.equal(before, model.lin.weight.detach())
+    state = loop.state_dict()
+    assert ("grad_scaler" in state) == (precision == "float16")
+    if precision == "float16":
+        assert state["grad_scaler"]["scale"] > 0
+        loop.load_state_dict(state)
+
+
+def test_unknown_precision_raises():
+    from mask2former.engine import MixedPrecisionTrainer
+
+    with pytest.raises(ValueError, match="bfloat16"):
+        MixedPrecisionTrainer(nn.Linear(1, 1), [0], torch.optim.SGD([nn.Parameter(torch.ones(1))],
+                                                                  lr=1), "fp8", "cpu")

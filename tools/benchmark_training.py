@@ -201,7 +201,8 @@ def main(argv=None):
     if "point" in by_mode and "full" in by_mode:
         p, f = by_mode["point"], by_mode["full"]
         summary["full_over_point_peak"] = f["peak_mb"] / p["peak_mb"]
-        summary["full_over_point_step_growth"] = f["step_growth_mb"] / max(p["step_growth_mb"], 1e-9)
+        growth = f["step_growth_mb"] / max(p["step_growth_mb"], 1e-9)
+        summary["full_over_point_step_growth"] = growth
         print(
             f"full / point memory: {summary['full_over_point_step_growth']:.2f}x step growth, "
             f"{summary['full_over_point_peak']:.2f}x peak; time "

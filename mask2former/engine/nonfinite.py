@@ -156,6 +156,7 @@ def install_nonfinite_check(trainer: Any, checkpointer: Any = None) -> Callable[
         return lambda: None
     ckpt = checkpointer if checkpointer is not None else getattr(trainer, "checkpointer", None)
     original = inner._write_metrics
+    had_own = "_write_metrics" in vars(inner)
     if hasattr(inner, "_data_loader_iter"):
         inner._data_loader_iter = _RecordingIterator(inner._data_loader_iter)
 
@@ -179,7 +180,10 @@ def install_nonfinite_check(trainer: Any, checkpointer: Any = None) -> Callable[
     inner._nonfinite_check_installed = True
 
     def uninstall() -> None:
-        inner._write_metrics = original
+        if had_own:
+            inner._write_metrics = original
+        else:
+            del inner._write_metrics
         inner._nonfinite_check_installed = False
         if isinstance(getattr(inner, "_data_loader_iter", None), _RecordingIterator):
             inner._data_loader_iter = inner._data_loader_iter._it

@@ -153,7 +153,7 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def test_with_TTA(cls, cfg, model):
-        """Evaluate with multi-scale + flip semantic TTA (TEST.AUG) into OUTPUT_DIR/inference_TTA."""
+        """Semantic multi-scale + flip TTA (TEST.AUG) evaluation, into OUTPUT_DIR/inference_TTA."""
         from ..test_time_augmentation import SemanticSegmentorWithTTA
 
         logger.info("Running inference with test-time augmentation ...")

@@ -25,8 +25,8 @@ def batch_sigmoid_ce_cost(inputs: Tensor, targets: Tensor) -> Tensor:
     BCE(x, t) = t * BCE(x, 1) + (1 - t) * BCE(x, 0), so the (Q, N, P) tensor is never built.
     """
     num_points = inputs.shape[1]
-    pos = F.binary_cross_entropy_with_logits(inputs, torch.ones_like(inputs), reduction="none")
-    neg = F.binary_cross_entropy_with_logits(inputs, torch.zeros_like(inputs), reduction="none")
+    pos = F.softplus(-inputs)  # BCE(x, 1) = log(1 + exp(-x))
+    neg = F.softplus(inputs)  # BCE(x, 0) = log(1 + exp(x))
     return (pos @ targets.T + neg @ (1 - targets).T) / num_points
 
 

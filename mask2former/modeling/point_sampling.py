@@ -51,7 +51,9 @@ def get_uncertain_point_coords_with_randomness(
     if oversample_ratio < 1:
         raise ValueError(f"oversample_ratio must be >= 1, got {oversample_ratio}")
     if not 0 <= importance_sample_ratio <= 1:
-        raise ValueError(f"importance_sample_ratio must be in [0, 1], got {importance_sample_ratio}")
+        raise ValueError(
+            f"importance_sample_ratio must be in [0, 1], got {importance_sample_ratio}"
+        )
     num_masks = mask_logits.shape[0]
     device = mask_logits.device
     num_sampled = int(num_points * oversample_ratio)

@@ -106,7 +106,9 @@ def build_optimizer(cfg: CfgNode, model: nn.Module) -> torch.optim.Optimizer:
     )
     name = s.OPTIMIZER.upper()
     if name not in OPTIMIZERS:
-        raise ValueError(f"SOLVER.OPTIMIZER: unknown optimizer {s.OPTIMIZER!r}; valid: {OPTIMIZERS}")
+        raise ValueError(
+            f"SOLVER.OPTIMIZER: unknown optimizer {s.OPTIMIZER!r}; valid: {OPTIMIZERS}"
+        )
     full_model = s.CLIP_GRADIENTS.ENABLED and s.CLIP_GRADIENTS.CLIP_TYPE == "full_model"
     if name == "ADAMW":
         optimizer_cls, kwargs = torch.optim.AdamW, {}

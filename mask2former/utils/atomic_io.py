@@ -44,6 +44,7 @@ __all__ = [
     "AtomicCheckpointerMixin",
     "CorruptCheckpointError",
     "UnsafeCheckpointError",
+    "atomic_checkpointer_class",
     "atomic_open",
     "atomic_path",
     "atomic_torch_save",
@@ -387,3 +388,19 @@ class AtomicCheckpointerMixin:
 
 def _is_local(path: str) -> bool:
     return "://" not in str(path)
+
+
+_ATOMIC_CLASSES: dict[type, type] = {}
+
+
+def atomic_checkpointer_class(base: type) -> type:
+    """``base`` (a Checkpointer class) with :class:`AtomicCheckpointerMixin` in front (cached)."""
+    if issubclass(base, AtomicCheckpointerMixin):
+        return base
+    if base not in _ATOMIC_CLASSES:
+        _ATOMIC_CLASSES[base] = type(
+            base.__name__, (AtomicCheckpointerMixin, base),
+            {"__module__": base.__module__, "__qualname__": base.__qualname__,
+             "__doc__": (base.__doc__ or "") + "\n(Atomic saves and safe loads: mask2former.utils.atomic_io.)"},
+        )
+    return _ATOMIC_CLASSES[base]

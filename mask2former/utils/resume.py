@@ -8,8 +8,10 @@ not enough for the resumed run to *see* what the uninterrupted one would have se
 * the random streams (augmentation in the mapper, dropout, point sampling in the matcher and the
   loss) restart from the process seed.
 
-:class:`ResumableTrainingSampler` is Detectron2's ``TrainingSampler`` that can start at a given
-position of its stream (``skip`` = iterations done x total batch size), and
+:class:`SkippableSampler` wraps any Detectron2 training sampler so that its stream can start at a
+given position (iterations done x total batch size): :func:`build_resumable_train_loader` builds
+the usual loader with it and :func:`fast_forward_train_loader` moves a trainer's loader to the
+resumed iteration; and
 :class:`IterationSeedHook` re-seeds Python's ``random``, NumPy and PyTorch at the start of every
 iteration from (base seed, iteration, rank); its base seed is stored in the checkpoint (hook
 state), so a resumed run re-uses it even when ``SEED`` was random (< 0).
@@ -28,25 +30,79 @@ import random
 
 import numpy as np
 import torch
-from detectron2.data.samplers import TrainingSampler
 from detectron2.engine.train_loop import HookBase
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["IterationSeedHook", "ResumableTrainingSampler", "iteration_seed"]
+__all__ = [
+    "IterationSeedHook",
+    "SkippableSampler",
+    "build_resumable_train_loader",
+    "fast_forward_train_loader",
+    "iteration_seed",
+]
 
 
-class ResumableTrainingSampler(TrainingSampler):
-    """``TrainingSampler`` whose infinite stream starts after the first `skip` global indices."""
+class SkippableSampler(torch.utils.data.Sampler):
+    """Any per-rank infinite training sampler, minus the first `skip` indices of each rank.
 
-    def __init__(self, size: int, shuffle: bool = True, seed: int | None = None, skip: int = 0):
-        super().__init__(size, shuffle=shuffle, seed=seed)
-        self._skip = int(skip)
+    Detectron2's samplers give rank r the indices ``stream[r::world_size]``; skipping S global
+    indices (S a multiple of the world size, e.g. iterations x total batch) is skipping S/world of
+    each rank's. Set :attr:`skip` before the iterator is created.
+    """
+
+    def __init__(self, sampler, skip: int = 0):
+        self.sampler = sampler
+        self.skip = int(skip)
 
     def __iter__(self):
-        yield from itertools.islice(
-            self._infinite_indices(), self._skip + self._rank, None, self._world_size
-        )
+        yield from itertools.islice(iter(self.sampler), self.skip, None)
+
+
+def build_resumable_train_loader(cfg, mapper=None, **kwargs):
+    """``build_detection_train_loader(cfg, mapper=mapper)`` whose sampler can be fast-forwarded.
+
+    The returned loader has a ``resumable_sampler`` attribute (a :class:`SkippableSampler`) used
+    by :func:`fast_forward_train_loader`.
+    """
+    from detectron2.data.build import _train_loader_from_config, build_detection_train_loader
+
+    args = _train_loader_from_config(cfg, mapper, **kwargs)
+    sampler = SkippableSampler(args["sampler"])
+    args["sampler"] = sampler
+    loader = build_detection_train_loader(**args)
+    loader.resumable_sampler = sampler
+    return loader
+
+
+def fast_forward_train_loader(trainer, start_iter: int, total_batch_size: int) -> bool:
+    """Make `trainer`'s data start at iteration `start_iter` of the uninterrupted stream.
+
+    `trainer`: a ``DefaultTrainer`` (its ``_trainer``) or ``SimpleTrainer`` whose loader came from
+    :func:`build_resumable_train_loader`. Re-creates the data iterator (and its workers). Returns
+    False (and logs why) when the loader cannot be fast-forwarded.
+    """
+    from detectron2.utils import comm
+
+    inner = getattr(trainer, "_trainer", trainer)
+    loader = inner.data_loader
+    sampler = getattr(loader, "resumable_sampler", None)
+    if sampler is None:
+        logger.warning(
+            "Resuming at iteration %d: the training data loader cannot be fast-forwarded, so the "
+            "data order restarts from the beginning of its stream.", start_iter)
+        return False
+    world = comm.get_world_size()
+    sampler.skip = int(start_iter) * int(total_batch_size) // world
+    new_iter = iter(loader)
+    old = inner._data_loader_iter
+    if hasattr(old, "_it") and hasattr(old, "last"):  # nonfinite's recording wrapper: keep it
+        old._it = new_iter
+    else:
+        inner._data_loader_iter = new_iter
+    logger.info("Resuming the training data stream at iteration %d (%d samples per rank skipped).",
+                start_iter, sampler.skip)
+    return True
 
 
 def iteration_seed(base_seed: int, iteration: int, rank: int = 0) -> int:

@@ -8,6 +8,7 @@
 | `coco_instance_lsj`    | `COCOInstanceNewBaselineDatasetMapper`  |
 | `coco_panoptic_lsj`    | `COCOPanopticNewBaselineDatasetMapper`  |
 """
+
 from .coco_instance_new_baseline_dataset_mapper import COCOInstanceNewBaselineDatasetMapper
 from .coco_panoptic_new_baseline_dataset_mapper import COCOPanopticNewBaselineDatasetMapper
 from .mask_former_instance_dataset_mapper import MaskFormerInstanceDatasetMapper

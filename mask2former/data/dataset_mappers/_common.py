@@ -3,6 +3,7 @@ padding, and the record fields every mapper returns.
 
 Glossary: H, W = image size after augmentation (and padding); N = number of targets.
 """
+
 from __future__ import annotations
 
 import os
@@ -12,7 +13,6 @@ import numpy as np
 import pycocotools.mask as mask_util
 import torch
 import torch.nn.functional as F
-
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 from detectron2.structures import polygons_to_bitmask
@@ -20,6 +20,7 @@ from detectron2.structures import polygons_to_bitmask
 __all__ = [
     "rgb2id",
     "read_sem_seg",
+    "label_array",
     "read_pan_seg",
     "segmentation_to_mask",
     "annotations_to_masks",
@@ -41,14 +42,24 @@ def rgb2id(color: np.ndarray) -> np.ndarray:
 
 
 def read_sem_seg(path: str) -> np.ndarray:
-    """Read a semantic label map (8-bit PNG or 16-bit PNG/TIFF) as float64 (H, W).
+    """Read a semantic label map (8-bit PNG, or 16-bit PNG/TIFF) as (H, W).
 
-    float64 keeps 16-bit ids (e.g. ADE20K-full, ignore 65535) exact through detectron2's
-    nearest-neighbour resize, which needs a float array for non-uint8 inputs.
+    8-bit maps stay uint8, so detectron2 resizes them with PIL's nearest neighbour exactly like
+    the panoptic PNG and the masks (identical pixel selection); 16-bit maps (ADE20K-full,
+    ignore 65535) become float64, which detectron2's torch nearest-neighbour resize keeps exact.
     """
     sem = utils.read_image(path)
     if sem.ndim == 3:  # a label PNG saved as RGB/palette-expanded: take the first channel
         sem = sem[..., 0]
+    return label_array(sem)
+
+
+def label_array(sem: np.ndarray) -> np.ndarray:
+    """uint8 if all labels fit in 0..255, else float64 (see `read_sem_seg`)."""
+    if sem.dtype == np.uint8:
+        return sem
+    if sem.size and sem.min() >= 0 and sem.max() <= 255:
+        return sem.astype(np.uint8)
     return sem.astype("double")
 
 
@@ -92,7 +103,9 @@ def segmentation_to_mask(
         return polygons_to_bitmask(polygons, *out_hw).astype(np.uint8)
     if isinstance(segm, dict):
         if "counts" not in segm or "size" not in segm:
-            raise ValueError(f"An RLE segmentation needs 'counts' and 'size'; got keys {list(segm)}.")
+            raise ValueError(
+                f"An RLE segmentation needs 'counts' and 'size'; got keys {list(segm)}."
+            )
         if isinstance(segm["counts"], list):  # uncompressed RLE
             segm = mask_util.frPyObjects(segm, *segm["size"])
         mask = mask_util.decode(segm)
@@ -167,7 +180,9 @@ def build_flip(random_flip: str) -> list[T.Augmentation]:
         raise ValueError(
             f"INPUT.RANDOM_FLIP must be 'none', 'horizontal' or 'vertical'; got '{random_flip}'."
         )
-    return [T.RandomFlip(horizontal=random_flip == "horizontal", vertical=random_flip == "vertical")]
+    return [
+        T.RandomFlip(horizontal=random_flip == "horizontal", vertical=random_flip == "vertical")
+    ]
 
 
 def image_to_tensor(image: np.ndarray) -> torch.Tensor:

@@ -4,6 +4,7 @@ Pipeline (Sec. 4.1 of the paper, "large-scale jittering"): flip (INPUT.RANDOM_FL
 ResizeScale(MIN_SCALE..MAX_SCALE of IMAGE_SIZE) -> FixedSizeCrop(IMAGE_SIZE x IMAGE_SIZE), which
 pads the bottom/right (image with 128). Unlike upstream (polygons only) any mask format works.
 """
+
 from __future__ import annotations
 
 import copy
@@ -11,7 +12,6 @@ import logging
 
 import numpy as np
 import torch
-
 from detectron2.config import configurable
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
@@ -29,8 +29,10 @@ def build_lsj_augmentations(cfg, is_train: bool) -> list:
     size = cfg.INPUT.IMAGE_SIZE
     return build_flip(cfg.INPUT.RANDOM_FLIP) + [
         T.ResizeScale(
-            min_scale=cfg.INPUT.MIN_SCALE, max_scale=cfg.INPUT.MAX_SCALE,
-            target_height=size, target_width=size,
+            min_scale=cfg.INPUT.MIN_SCALE,
+            max_scale=cfg.INPUT.MAX_SCALE,
+            target_height=size,
+            target_width=size,
         ),
         # v0.6's FixedSizeCrop pads segmentation maps with 0 (no seg_pad_value argument);
         # the mappers fix the padded region themselves with `padding_mask`.

@@ -5,6 +5,7 @@ id 0 = VOID). Segments emptied by the crop are dropped (upstream keeps them: iss
 A semantic PNG, when the record has one, is returned as `sem_seg` with `ignore_label` on the
 padding (v0.6's FixedSizeCrop would pad it with 0, a real class).
 """
+
 from __future__ import annotations
 
 import copy
@@ -12,10 +13,9 @@ import logging
 
 import numpy as np
 import torch
-
 from detectron2.config import configurable
-from detectron2.data import detection_utils as utils
 from detectron2.data import MetadataCatalog
+from detectron2.data import detection_utils as utils
 
 from ._common import image_to_tensor, read_pan_seg, read_sem_seg, rgb2id, set_record_defaults
 from .coco_instance_new_baseline_dataset_mapper import (

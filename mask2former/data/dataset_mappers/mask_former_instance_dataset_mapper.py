@@ -4,13 +4,13 @@ Pipeline: ResizeShortestEdge -> plain RandomCrop -> SSD colour jitter (optional)
 SIZE_DIVISIBILITY. Polygons, RLE (compressed or not) and bitmasks are all accepted; crowd
 annotations are skipped and instances left empty by the crop are dropped.
 """
+
 from __future__ import annotations
 
 import copy
 import logging
 
 import torch
-
 from detectron2.config import configurable
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
@@ -35,7 +35,12 @@ class MaskFormerInstanceDatasetMapper:
 
     @configurable
     def __init__(
-        self, is_train: bool = True, *, augmentations: list, image_format: str, size_divisibility: int
+        self,
+        is_train: bool = True,
+        *,
+        augmentations: list,
+        image_format: str,
+        size_divisibility: int,
     ):
         self.is_train = is_train
         self.tfm_gens = augmentations
@@ -50,7 +55,9 @@ class MaskFormerInstanceDatasetMapper:
     def from_config(cls, cfg, is_train: bool = True):
         return {
             "is_train": is_train,
-            "augmentations": build_maskformer_augmentations(cfg, is_train, category_area_crop=False),
+            "augmentations": build_maskformer_augmentations(
+                cfg, is_train, category_area_crop=False
+            ),
             "image_format": cfg.INPUT.FORMAT,
             "size_divisibility": cfg.INPUT.SIZE_DIVISIBILITY if is_train else -1,
         }

@@ -5,19 +5,20 @@ that the crop removed entirely are dropped (upstream keeps them as empty targets
 bug: Mask2Former issues #118/#215). Without a semantic PNG, `sem_seg` is derived from the panoptic
 PNG so the category-area crop and the semantic output still work.
 """
+
 from __future__ import annotations
 
 import copy
 
 import numpy as np
 import torch
-
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 from detectron2.structures import Instances
 
 from ._common import (
     image_to_tensor,
+    label_array,
     masks_tensor,
     pad_to_divisibility,
     panoptic_to_semantic,
@@ -58,7 +59,7 @@ class MaskFormerPanopticDatasetMapper(MaskFormerSemanticDatasetMapper):
             sem_seg_gt = read_sem_seg(dataset_dict.pop("sem_seg_file_name"))
         else:
             sem = panoptic_to_semantic(rgb2id(pan_seg_gt), segments_info, self.ignore_label)
-            sem_seg_gt = sem.astype("double")
+            sem_seg_gt = label_array(sem)
 
         aug_input = T.AugInput(image, sem_seg=sem_seg_gt)
         aug_input, transforms = T.apply_transform_gens(self.tfm_gens, aug_input)

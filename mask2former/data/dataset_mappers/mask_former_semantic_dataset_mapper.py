@@ -4,6 +4,7 @@ Training pipeline (Sec. 4 / Appendix of the paper; upstream `MaskFormerSemanticD
 ResizeShortestEdge(MIN_SIZE_TRAIN, MAX_SIZE_TRAIN, sampling) -> RandomCrop with the
 single-category area limit -> SSD colour jitter (optional) -> flip -> pad to SIZE_DIVISIBILITY.
 """
+
 from __future__ import annotations
 
 import copy
@@ -11,7 +12,6 @@ import logging
 
 import numpy as np
 import torch
-
 from detectron2.config import configurable
 from detectron2.data import MetadataCatalog
 from detectron2.data import detection_utils as utils

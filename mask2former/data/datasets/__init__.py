@@ -1,5 +1,6 @@
 """Dataset registration. Importing this package registers the paper's datasets (paths under
 $DETECTRON2_DATASETS, default ./datasets) and exposes one-call helpers for custom data."""
+
 import importlib.util
 
 from . import (  # noqa: F401  (registration happens at import)
@@ -11,13 +12,18 @@ from . import (  # noqa: F401  (registration happens at import)
     register_mapillary_vistas,
     register_mapillary_vistas_panoptic,
 )
+from ._utils import register_user_datasets
 from .custom import register_instance_dataset, register_panoptic_dataset, register_semantic_dataset
 from .panoptic import semantic_from_panoptic_record, write_semantic_from_panoptic
 
 if importlib.util.find_spec(__name__ + ".builtin_demo") is not None:
     from . import builtin_demo  # noqa: F401  (the demo dataset, maintained with the demo)
 
+# the user's own registrations ($MASK2FORMER_DATASETS), after the built-in ones
+register_user_datasets()
+
 __all__ = [
+    "register_user_datasets",
     "register_instance_dataset",
     "register_panoptic_dataset",
     "register_semantic_dataset",

@@ -1,14 +1,19 @@
 """Registration helpers: the dataset root, loaders that say which preparation step is missing,
 and metadata whose class lists are read from the dataset's own files on first use."""
+
 from __future__ import annotations
 
+import importlib
 import os
+import runpy
 from typing import Callable, Iterable
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.catalog import Metadata
 
 __all__ = [
+    "USER_DATASETS_ENV",
+    "register_user_datasets",
     "dataset_root",
     "MissingDatasetError",
     "require_paths",
@@ -39,9 +44,7 @@ def require_paths(dataset_name: str, paths: Iterable[tuple[str, str]]) -> None:
             )
 
 
-def register_checked(
-    name: str, loader: Callable[[], list], paths: list[tuple[str, str]]
-) -> None:
+def register_checked(name: str, loader: Callable[[], list], paths: list[tuple[str, str]]) -> None:
     """`DatasetCatalog.register(name, loader)`, checking `paths` before loading."""
 
     def load():
@@ -114,3 +117,39 @@ def set_lazy_metadata(name: str, lazy_fields: Callable[[], dict], **static) -> L
     MetadataCatalog[name] = meta
     _LAZY_FIELDS[name] = lazy_fields
     return meta
+
+
+# Files/modules that register the user's datasets, run on every `import mask2former` (so also in
+# every training process that tools/train_net.py starts).
+USER_DATASETS_ENV = "MASK2FORMER_DATASETS"
+
+
+def register_user_datasets(spec: str | None = None) -> list[str]:
+    """Run each entry of `spec` (default: `$MASK2FORMER_DATASETS`), separated by `os.pathsep`:
+    a path to a `.py` file is executed, anything else is imported as a module. Returns the
+    entries run. Lets `tools/train_net.py` see datasets registered in the user's own file:
+
+        MASK2FORMER_DATASETS=my_datasets.py python tools/train_net.py --config-file ...
+    """
+    if spec is None:
+        spec = os.environ.get(USER_DATASETS_ENV, "")
+    entries = [e for e in spec.split(os.pathsep) if e.strip()]
+    for entry in entries:
+        try:
+            if entry.endswith(".py") or os.path.isfile(entry):
+                if not os.path.isfile(entry):
+                    raise FileNotFoundError(f"no such file: '{os.path.abspath(entry)}'")
+                runpy.run_path(entry, run_name="mask2former_user_datasets")
+            else:
+                importlib.import_module(entry)
+        except Exception as e:
+            hint = ""
+            if isinstance(e, ImportError):
+                hint = (
+                    " (the entry runs while `mask2former` is being imported: take the helpers "
+                    "from `mask2former.data.datasets`, not from `mask2former`)"
+                )
+            raise RuntimeError(
+                f"${USER_DATASETS_ENV} entry '{entry}' failed: {type(e).__name__}: {e}{hint}"
+            ) from e
+    return entries

@@ -7,6 +7,7 @@
 Each sets the metadata that the mappers, the model's post-processing and the evaluators read.
 Class lists that come from a JSON are read when first needed, so registering is instant.
 """
+
 from __future__ import annotations
 
 import json
@@ -65,8 +66,10 @@ def register_instance_dataset(
     register_checked(
         name,
         lambda: load_coco_json(json_file, image_root, name),
-        [(json_file, "Pass the path of a COCO instance JSON."),
-         (image_root, "Pass the folder holding the images.")],
+        [
+            (json_file, "Pass the path of a COCO instance JSON."),
+            (image_root, "Pass the folder holding the images."),
+        ],
     )
     set_lazy_metadata(
         name,
@@ -117,15 +120,21 @@ def register_panoptic_dataset(
     def load():
         meta = MetadataCatalog.get(name)
         return load_panoptic_json(
-            panoptic_json, image_root, panoptic_root,
-            {"thing_dataset_id_to_contiguous_id": meta.thing_dataset_id_to_contiguous_id,
-             "stuff_dataset_id_to_contiguous_id": meta.stuff_dataset_id_to_contiguous_id},
+            panoptic_json,
+            image_root,
+            panoptic_root,
+            {
+                "thing_dataset_id_to_contiguous_id": meta.thing_dataset_id_to_contiguous_id,
+                "stuff_dataset_id_to_contiguous_id": meta.stuff_dataset_id_to_contiguous_id,
+            },
             semseg_dir=sem_seg_root,
         )
 
-    paths = [(panoptic_json, "Pass the path of a COCO panoptic JSON."),
-             (image_root, "Pass the folder holding the images."),
-             (panoptic_root, "Pass the folder holding the panoptic PNGs.")]
+    paths = [
+        (panoptic_json, "Pass the path of a COCO panoptic JSON."),
+        (image_root, "Pass the folder holding the images."),
+        (panoptic_root, "Pass the folder holding the panoptic PNGs."),
+    ]
     if sem_seg_root is not None:
         paths.append((sem_seg_root, "Pass the folder of semantic PNGs, or sem_seg_root=None."))
     register_checked(name, load, paths)
@@ -180,8 +189,10 @@ def register_semantic_dataset(
         lambda: load_sem_seg(
             sem_seg_root, image_root, gt_ext=label_ext.lstrip("."), image_ext=image_ext.lstrip(".")
         ),
-        [(image_root, "Pass the folder holding the images."),
-         (sem_seg_root, "Pass the folder holding the label PNGs.")],
+        [
+            (image_root, "Pass the folder holding the images."),
+            (sem_seg_root, "Pass the folder holding the label PNGs."),
+        ],
     )
     colors = [list(c) for c in stuff_colors] if stuff_colors is not None else None
     meta = dict(

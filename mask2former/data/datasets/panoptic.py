@@ -1,5 +1,6 @@
 """COCO-format panoptic datasets: reading the JSON into detectron2 records, the metadata that the
 model and the evaluators need, and semantic labels derived from panoptic PNGs."""
+
 from __future__ import annotations
 
 import json

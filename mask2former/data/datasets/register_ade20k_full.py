@@ -10,6 +10,7 @@ name per line, line i = label i. Write it from the 847-entry ADE20K_SEM_SEG_FULL
 that preparation script (the names in order). Training and evaluation work without it (only the
 class-name metadata is missing).
 """
+
 from __future__ import annotations
 
 import os

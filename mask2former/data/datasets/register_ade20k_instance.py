@@ -1,6 +1,7 @@
 """ADE20K instance segmentation (`ade20k_instance_{train,val}`): a COCO-format JSON written by
 `datasets/prepare_ade20k_ins_seg.py` (RLE masks; category id = ADE150 label, 0-based; 100 thing
 classes, contiguous 0..99 in increasing id order)."""
+
 from __future__ import annotations
 
 import os

@@ -1,16 +1,16 @@
 """ADE20K-150 panoptic (`ade20k_panoptic_{train,val}`), plus colours for detectron2's
 `ade20k_sem_seg_{train,val}`.
 
-Layout under $DETECTRON2_DATASETS (see datasets/README.md):
-    ADEChallengeData2016/images/{training,validation}/*.jpg
-    ADEChallengeData2016/annotations_detectron2/{training,validation}/*.png   (prepare_ade20k_sem_seg.py)
-    ADEChallengeData2016/ade20k_panoptic_{train,val}/*.png + ade20k_panoptic_{train,val}.json
-                                                                            (prepare_ade20k_pan_seg.py)
-    ADEChallengeData2016/ade20k_instance_{train,val}.json                   (prepare_ade20k_ins_seg.py)
+Layout under $DETECTRON2_DATASETS/ADEChallengeData2016 (see datasets/README.md):
+    images/{training,validation}/*.jpg
+    annotations_detectron2/{training,validation}/*.png        (prepare_ade20k_sem_seg.py)
+    ade20k_panoptic_{train,val}/*.png, ade20k_panoptic_{train,val}.json  (prepare_ade20k_pan_seg.py)
+    ade20k_instance_{train,val}.json                          (prepare_ade20k_ins_seg.py)
 
 150 classes; contiguous id = ADE150 label (0..149) = panoptic category id. Stuff maps cover all
 150 classes (for the semantic evaluator); the 100 thing classes are read from the prepared files.
 """
+
 from __future__ import annotations
 
 import json
@@ -37,8 +37,9 @@ _SPLITS = {"train": "training", "val": "validation"}
 
 
 def read_catid_mapping(path: str) -> dict[int, int]:
-    """ADE instance-challenge `categoryMapping` table (header line, then rows
-    `Instance100_id SceneParse150_id FullADE20K_id`, 1-based) -> {instance id: ADE150 id (0-based)}."""
+    """The ADE instance challenge's category table (a header line, then rows
+    `Instance100_id SceneParse150_id FullADE20K_id`, 1-based) -> {instance id: ADE150 label}
+    with 0-based ADE150 labels."""
     mapping = {}
     with open(path) as f:
         for i, line in enumerate(f):
@@ -52,7 +53,8 @@ def read_catid_mapping(path: str) -> dict[int, int]:
 def ade20k_thing_ids(ade_root: str, split: str) -> list[int]:
     """The ADE150 labels (0-based) of the 100 thing classes, from the first file found: the
     category-mapping table, the panoptic JSON, or the instance JSON."""
-    mapping_file = os.path.join(dataset_root(), "ade20k_instance_catid_mapping.txt")
+    # the table sits next to ADEChallengeData2016/, where the preparation scripts look for it
+    mapping_file = os.path.join(os.path.dirname(ade_root), "ade20k_instance_catid_mapping.txt")
     if os.path.isfile(mapping_file):
         return sorted(set(read_catid_mapping(mapping_file).values()))
     pan_json = os.path.join(ade_root, f"ade20k_panoptic_{split}.json")
@@ -96,12 +98,16 @@ def register_all_ade20k_panoptic(root: str) -> None:
             }
             return load_panoptic_json(j, i, p, ids, semseg_dir=s)
 
-        register_checked(name, load, [
-            (image_root, ADE20K_PREP["images"]),
-            (sem_seg_root, ADE20K_PREP["sem_seg"]),
-            (panoptic_json, ADE20K_PREP["panoptic"]),
-            (panoptic_root, ADE20K_PREP["panoptic"]),
-        ])
+        register_checked(
+            name,
+            load,
+            [
+                (image_root, ADE20K_PREP["images"]),
+                (sem_seg_root, ADE20K_PREP["sem_seg"]),
+                (panoptic_json, ADE20K_PREP["panoptic"]),
+                (panoptic_root, ADE20K_PREP["panoptic"]),
+            ],
+        )
         set_lazy_metadata(
             name,
             lambda a=ade_root, s=split: _thing_meta(a, s),
@@ -125,9 +131,9 @@ def register_all_ade20k_panoptic(root: str) -> None:
             meta = MetadataCatalog.get(sem_name)
             if not hasattr(meta, "stuff_colors"):
                 meta.stuff_colors = [list(c) for c in ADE20K_150_COLORS]
-        wrap_with_path_check(sem_name, [
-            (image_root, ADE20K_PREP["images"]), (sem_seg_root, ADE20K_PREP["sem_seg"])
-        ])
+        wrap_with_path_check(
+            sem_name, [(image_root, ADE20K_PREP["images"]), (sem_seg_root, ADE20K_PREP["sem_seg"])]
+        )
 
 
 register_all_ade20k_panoptic(dataset_root())

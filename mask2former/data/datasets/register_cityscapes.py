@@ -6,6 +6,7 @@ Layout: cityscapes/leftImg8bit/{train,val}/<city>/*_leftImg8bit.png,
 cityscapes/gtFine/{train,val}/<city>/*_gtFine_{labelIds,labelTrainIds,instanceIds,polygons}...,
 cityscapes/gtFine/cityscapes_panoptic_{train,val}/ + cityscapes_panoptic_{train,val}.json.
 """
+
 from __future__ import annotations
 
 import os
@@ -51,11 +52,20 @@ def register_all_cityscapes_checks(root: str) -> None:
                 if not hasattr(meta, "thing_colors"):
                     meta.thing_colors = thing_colors
         name = f"cityscapes_fine_panoptic_{split}"
-        wrap_with_path_check(name, [
-            (img, _PREP["images"]),
-            (os.path.join(root, f"cityscapes/gtFine/cityscapes_panoptic_{split}.json"), _PREP["panoptic"]),
-            (os.path.join(root, f"cityscapes/gtFine/cityscapes_panoptic_{split}"), _PREP["panoptic"]),
-        ])
+        wrap_with_path_check(
+            name,
+            [
+                (img, _PREP["images"]),
+                (
+                    os.path.join(root, f"cityscapes/gtFine/cityscapes_panoptic_{split}.json"),
+                    _PREP["panoptic"],
+                ),
+                (
+                    os.path.join(root, f"cityscapes/gtFine/cityscapes_panoptic_{split}"),
+                    _PREP["panoptic"],
+                ),
+            ],
+        )
 
 
 register_all_cityscapes_checks(dataset_root())

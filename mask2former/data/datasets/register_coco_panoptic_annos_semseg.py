@@ -10,6 +10,7 @@ Layout under $DETECTRON2_DATASETS:
 As upstream, detectron2's own `coco_2017_{train,val}_panoptic` get `thing_classes`/`thing_colors`
 restricted to the 80 things (so the COCO instance evaluator's 0..79 check holds).
 """
+
 from __future__ import annotations
 
 import os
@@ -29,14 +30,20 @@ COCO_PREP = {
 }
 
 _SPLITS = {
-    "coco_2017_train_panoptic": ("coco/train2017", "coco/panoptic_train2017",
-                                 "coco/annotations/panoptic_train2017.json",
-                                 "coco/panoptic_semseg_train2017",
-                                 "coco/annotations/instances_train2017.json"),
-    "coco_2017_val_panoptic": ("coco/val2017", "coco/panoptic_val2017",
-                               "coco/annotations/panoptic_val2017.json",
-                               "coco/panoptic_semseg_val2017",
-                               "coco/annotations/instances_val2017.json"),
+    "coco_2017_train_panoptic": (
+        "coco/train2017",
+        "coco/panoptic_train2017",
+        "coco/annotations/panoptic_train2017.json",
+        "coco/panoptic_semseg_train2017",
+        "coco/annotations/instances_train2017.json",
+    ),
+    "coco_2017_val_panoptic": (
+        "coco/val2017",
+        "coco/panoptic_val2017",
+        "coco/annotations/panoptic_val2017.json",
+        "coco/panoptic_semseg_val2017",
+        "coco/annotations/instances_val2017.json",
+    ),
 }
 
 
@@ -48,7 +55,9 @@ def coco_panoptic_metadata() -> dict:
 def register_all_coco_panoptic_annos_sem_seg(root: str) -> None:
     meta = coco_panoptic_metadata()
     for panoptic_name, (img, pan, pan_json, sem, ins_json) in _SPLITS.items():
-        img, pan, pan_json, sem, ins_json = (os.path.join(root, p) for p in (img, pan, pan_json, sem, ins_json))
+        img, pan, pan_json, sem, ins_json = (
+            os.path.join(root, p) for p in (img, pan, pan_json, sem, ins_json)
+        )
 
         # detectron2's built-in panoptic split: upstream's thing_classes override + path checks
         if panoptic_name in MetadataCatalog.list():
@@ -57,16 +66,25 @@ def register_all_coco_panoptic_annos_sem_seg(root: str) -> None:
                 if hasattr(d2_meta, key):
                     delattr(d2_meta, key)
             d2_meta.set(thing_classes=meta["thing_classes"], thing_colors=meta["thing_colors"])
-        wrap_with_path_check(panoptic_name, [
-            (img, COCO_PREP["images"]), (pan_json, COCO_PREP["images"]), (pan, COCO_PREP["images"])
-        ])
+        wrap_with_path_check(
+            panoptic_name,
+            [
+                (img, COCO_PREP["images"]),
+                (pan_json, COCO_PREP["images"]),
+                (pan, COCO_PREP["images"]),
+            ],
+        )
 
         name = panoptic_name + "_with_sem_seg"
         register_checked(
             name,
             lambda j=pan_json, i=img, p=pan, s=sem: load_panoptic_json(j, i, p, meta, semseg_dir=s),
-            [(img, COCO_PREP["images"]), (pan_json, COCO_PREP["images"]),
-             (pan, COCO_PREP["images"]), (sem, COCO_PREP["sem_seg"])],
+            [
+                (img, COCO_PREP["images"]),
+                (pan_json, COCO_PREP["images"]),
+                (pan, COCO_PREP["images"]),
+                (sem, COCO_PREP["sem_seg"]),
+            ],
         )
         MetadataCatalog.get(name).set(
             sem_seg_root=sem,
@@ -82,10 +100,16 @@ def register_all_coco_panoptic_annos_sem_seg(root: str) -> None:
 
     # COCO instance splits (detectron2 built-ins): clear missing-files errors
     for name, split in (("coco_2017_train", "train2017"), ("coco_2017_val", "val2017")):
-        wrap_with_path_check(name, [
-            (os.path.join(root, "coco", split), COCO_PREP["images"]),
-            (os.path.join(root, f"coco/annotations/instances_{split}.json"), COCO_PREP["images"]),
-        ])
+        wrap_with_path_check(
+            name,
+            [
+                (os.path.join(root, "coco", split), COCO_PREP["images"]),
+                (
+                    os.path.join(root, f"coco/annotations/instances_{split}.json"),
+                    COCO_PREP["images"],
+                ),
+            ],
+        )
 
 
 register_all_coco_panoptic_annos_sem_seg(dataset_root())

@@ -3,6 +3,7 @@
 Layout: mapillary_vistas/{training,validation}/images/*.jpg and .../labels/*.png (the official
 label PNGs: values 0..64 = the 65 evaluated classes, 65 = unlabeled = ignore). No preparation.
 """
+
 from __future__ import annotations
 
 import os

@@ -5,6 +5,7 @@ panoptic/*.png, panoptic/panoptic_2018.json} (official files, no preparation). 6
 contiguous id = position in the JSON's categories (= the semantic label value); which classes
 are things (37) is read from the JSON's `isthing` on first use. ignore 65, label_divisor 1000.
 """
+
 from __future__ import annotations
 
 import os
@@ -13,7 +14,7 @@ from detectron2.data import MetadataCatalog
 
 from ._utils import dataset_root, register_checked, set_lazy_metadata
 from .panoptic import load_panoptic_json, read_panoptic_categories
-from .register_mapillary_vistas import NUM_CLASSES, MAPILLARY_PREP, mapillary_vistas_metadata
+from .register_mapillary_vistas import MAPILLARY_PREP, NUM_CLASSES, mapillary_vistas_metadata
 
 _SPLITS = {"train": "training", "val": "validation"}
 
@@ -53,10 +54,15 @@ def register_all_mapillary_vistas_panoptic(root: str) -> None:
             }
             return load_panoptic_json(j, i, p, ids, semseg_dir=s)
 
-        register_checked(name, load, [
-            (image_root, MAPILLARY_PREP), (panoptic_json, MAPILLARY_PREP),
-            (sem_seg_root, MAPILLARY_PREP),
-        ])
+        register_checked(
+            name,
+            load,
+            [
+                (image_root, MAPILLARY_PREP),
+                (panoptic_json, MAPILLARY_PREP),
+                (sem_seg_root, MAPILLARY_PREP),
+            ],
+        )
         set_lazy_metadata(
             name,
             lambda j=panoptic_json: _category_meta(j),

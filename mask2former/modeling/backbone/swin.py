@@ -9,6 +9,8 @@ mask, the same computation as the explicit softmax(q k^T * scale + bias) v.
 
 Shapes: B images, (H, W) token grid of a stage, C channels, N = window_size**2 tokens a window.
 """
+import functools
+
 import torch
 import torch.nn.functional as F
 import torch.utils.checkpoint as checkpoint
@@ -22,14 +24,32 @@ def window_partition(x: torch.Tensor, window_size: int) -> torch.Tensor:
     """(B, H, W, C) -> (B * num_windows, window_size, window_size, C)."""
     B, H, W, C = x.shape
     x = x.view(B, H // window_size, window_size, W // window_size, window_size, C)
-    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, window_size, window_size, C)
+    return x.permute(0, 1, 3, 2, 4, 5).contiguous().view(-1, window_size, window_size, C)
 
 
 def window_reverse(windows: torch.Tensor, window_size: int, H: int, W: int) -> torch.Tensor:
     """(B * num_windows, window_size, window_size, C) -> (B, H, W, C)."""
     B = int(windows.shape[0] / (H * W / window_size / window_size))
     x = windows.view(B, H // window_size, W // window_size, window_size, window_size, -1)
-    return x.permute(0, 1, 3, 2, 4, 5).reshape(B, H, W, -1)
+    return x.permute(0, 1, 3, 2, 4, 5).contiguous().view(B, H, W, -1)
+
+
+@functools.lru_cache(maxsize=None)
+def relative_position_index(wh: int, ww: int) -> torch.Tensor:
+    """Index into the (2Wh-1)(2Ww-1) bias table for every pair of tokens of a window, (N, N).
+
+    Built on the CPU (also when the model is constructed on the meta device) and cached.
+    """
+    coords = torch.stack(
+        torch.meshgrid(
+            torch.arange(wh, device="cpu"), torch.arange(ww, device="cpu"), indexing="ij"
+        )
+    ).flatten(1)  # (2, N)
+    relative_coords = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0).contiguous()
+    relative_coords[:, :, 0] += wh - 1
+    relative_coords[:, :, 1] += ww - 1
+    relative_coords[:, :, 0] *= 2 * ww - 1
+    return relative_coords.sum(-1)
 
 
 class WindowAttention(nn.Module):
@@ -55,20 +75,7 @@ class WindowAttention(nn.Module):
         self.relative_position_bias_table = nn.Parameter(
             torch.zeros((2 * window_size[0] - 1) * (2 * window_size[1] - 1), num_heads)
         )
-        # Pairwise relative position index of the tokens of a window, (N, N). Built on the CPU
-        # so that the model can be constructed on the meta device.
-        coords = torch.stack(
-            torch.meshgrid(
-                torch.arange(window_size[0], device="cpu"),
-                torch.arange(window_size[1], device="cpu"),
-                indexing="ij",
-            )
-        ).flatten(1)  # (2, N)
-        relative_coords = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0).contiguous()
-        relative_coords[:, :, 0] += window_size[0] - 1
-        relative_coords[:, :, 1] += window_size[1] - 1
-        relative_coords[:, :, 0] *= 2 * window_size[1] - 1
-        self.register_buffer("relative_position_index", relative_coords.sum(-1))
+        self.register_buffer("relative_position_index", relative_position_index(*window_size).clone())
 
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
         self.attn_drop = attn_drop
@@ -79,17 +86,18 @@ class WindowAttention(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """x: (B * nW, N, C); mask: (nW, N, N) additive (0 or -100) or None -> (B * nW, N, C)."""
         B_, N, C = x.shape
-        qkv = self.qkv(x).reshape(B_, N, 3, self.num_heads, C // self.num_heads).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv[0], qkv[1], qkv[2]  # (B_, h, N, C/h)
-
+        h = self.num_heads
         bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
         bias = bias.view(N, N, -1).permute(2, 0, 1).unsqueeze(0)  # (1, h, N, N)
-        if mask is not None:
+        qkv = self.qkv(x)  # (B_, N, 3C)
+        if mask is None:
+            qkv = qkv.reshape(B_, N, 3, h, C // h).permute(2, 0, 3, 1, 4)  # (3, B_, h, N, C/h)
+        else:
+            # Windows of one image share the shift mask: (B, nW, h, N, C/h) against (nW, 1, N, N).
             nW = mask.shape[0]
-            bias = bias + mask.unsqueeze(1).unsqueeze(0)  # (1, nW, h, N, N) broadcast below
-            q = q.view(B_ // nW, nW, self.num_heads, N, -1)
-            k = k.view(B_ // nW, nW, self.num_heads, N, -1)
-            v = v.view(B_ // nW, nW, self.num_heads, N, -1)
+            qkv = qkv.reshape(B_ // nW, nW, N, 3, h, C // h).permute(3, 0, 1, 4, 2, 5)
+            bias = bias + mask.unsqueeze(1)  # (nW, h, N, N)
+        q, k, v = qkv[0], qkv[1], qkv[2]
         bias = bias.to(q.dtype)
         dropout_p = self.attn_drop if self.training else 0.0
         x = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout_p, scale=self.scale)

@@ -11,6 +11,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <atomic>
 #include <tuple>
 #include <vector>
 
@@ -20,12 +21,22 @@
 namespace msda {
 namespace {
 
+// Runs f(begin, end) over [0, n) in chunks handed out dynamically to at::parallel_for's threads,
+// so a thread that the OS preempts (busy machines) does not hold up a fixed share of the work.
+template <typename F>
+void parallel_chunks(int64_t n, int64_t chunk, const F& f) {
+  std::atomic<int64_t> next{0};
+  at::parallel_for(0, at::get_num_threads(), 1, [&](int64_t, int64_t) {
+    for (int64_t b = next.fetch_add(chunk); b < n; b = next.fetch_add(chunk)) f(b, std::min(n, b + chunk));
+  });
+}
+
 // Forward: parallel over (n, q); each (n, q, m) accumulates its L*P samples in acc_t.
 template <typename scalar_t, typename acc_t>
 void forward_kernel(const scalar_t* value, const int64_t* shapes, const int64_t* starts,
                     const acc_t* loc, const acc_t* attn, scalar_t* out, const Dims d) {
   const int64_t row = d.M * d.D;  // stride between two positions of the value map
-  at::parallel_for(0, d.N * d.Lq, 16, [&](int64_t begin, int64_t end) {
+  parallel_chunks(d.N * d.Lq, 64, [&](int64_t begin, int64_t end) {
     std::vector<acc_t> acc(d.D);
     const std::vector<scalar_t> zeros(d.D, scalar_t(0));  // stands in for corners outside the map
     for (int64_t nq = begin; nq < end; ++nq) {
@@ -67,7 +78,7 @@ void backward_kernel(const scalar_t* value, const int64_t* shapes, const int64_t
                      const acc_t* loc, const acc_t* attn, const scalar_t* grad_out,
                      acc_t* grad_value, acc_t* grad_loc, acc_t* grad_attn, const Dims d) {
   const int64_t row = d.M * d.D;
-  at::parallel_for(0, d.N * d.M * d.L, 1, [&](int64_t begin, int64_t end) {
+  parallel_chunks(d.N * d.M * d.L, 1, [&](int64_t begin, int64_t end) {
     std::vector<acc_t> g(d.D), sink(d.D);  // grad_output in acc_t; target for outside corners
     const std::vector<scalar_t> zeros(d.D, scalar_t(0));
     for (int64_t task = begin; task < end; ++task) {

@@ -26,10 +26,11 @@ at::Tensor forward(const at::Tensor& value, const at::Tensor& spatial_shapes,
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, value.scalar_type(), "msda_forward_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    C10_CUDA_CHECK(launch_forward<scalar_t, acc_t>(
+    const cudaError_t err = launch_forward<scalar_t, acc_t>(
         value.const_data_ptr<scalar_t>(), spatial_shapes.const_data_ptr<int64_t>(),
         level_start_index.const_data_ptr<int64_t>(), loc.const_data_ptr<acc_t>(),
-        attn.const_data_ptr<acc_t>(), out.mutable_data_ptr<scalar_t>(), d, stream));
+        attn.const_data_ptr<acc_t>(), out.mutable_data_ptr<scalar_t>(), d, stream);
+    C10_CUDA_CHECK(err);
   });
   return out;
 }
@@ -51,12 +52,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward(
     const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, value.scalar_type(), "msda_backward_cuda", [&] {
       using acc_t = at::opmath_type<scalar_t>;
-      C10_CUDA_CHECK(launch_backward<scalar_t, acc_t>(
+      const cudaError_t err = launch_backward<scalar_t, acc_t>(
           value.const_data_ptr<scalar_t>(), spatial_shapes.const_data_ptr<int64_t>(),
           level_start_index.const_data_ptr<int64_t>(), loc.const_data_ptr<acc_t>(),
           attn.const_data_ptr<acc_t>(), grad_output.const_data_ptr<scalar_t>(),
           grad_value.mutable_data_ptr<acc_t>(), grad_loc.mutable_data_ptr<acc_t>(),
-          grad_attn.mutable_data_ptr<acc_t>(), d, stream));
+          grad_attn.mutable_data_ptr<acc_t>(), d, stream);
+      C10_CUDA_CHECK(err);
     });
   }
   return {grad_value.to(value.scalar_type()), grad_loc, grad_attn};

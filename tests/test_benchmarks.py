@@ -1,0 +1,97 @@
+"""Smoke tests of the benchmark harness (benchmarks/): it runs on the CPU at tiny sizes and prints
+every table with its columns; OOM becomes a row status; the outputs check sees a change."""
+import os
+import time
+
+import pytest
+import torch
+
+from benchmarks import common, inference, run_all
+from benchmarks.models import MODELS, REPO
+
+TINY = ["--device", "cpu", "--small", "--warmup", "0", "--iters", "1", "--train-batches", "2",
+        "--train-amp", "bf16", "--infer-dtypes", "fp32,bf16"]
+
+HEADERS = {
+    "Device": ["matmul TFLOP/s"],
+    "MSDeformAttn forward / forward+backward": ["backend", "fwd ms", "fwd+bwd ms", "rel err vs fp32 pytorch"],
+    "Inference throughput": ["img/s", "ms/img", "backbone", "pixel dec", "tr. decoder", "pre+post", "peak GiB"],
+    "Masked attention's share": ["masked cross-attn", "share %"],
+    "Outputs unchanged": ["variant", "logits rel", "panoptic px agree %", "verdict"],
+    "FLOPs (fvcore": ["GFLOPs", "achieved TFLOP/s", "MFU %"],
+    "Training iteration": ["AMP", "batch", "loss", "ms/iter", "peak GiB", "GiB/img", "MFU %"],
+}
+
+
+def _check_printed(out: str, tables) -> None:
+    for title, cols in HEADERS.items():
+        assert f"### {title}" in out, title
+        for c in ["device", "dtype" if title != "Training iteration" else "AMP", "shape"] + cols:
+            assert f" {c} " in out, (title, c)
+    for t in tables:
+        for r in t.rows:
+            assert r.get("device") and r.get("shape") and r.get("dtype"), r
+            assert r["status"].startswith("ok") or r["status"].startswith("n/a"), (t.title, r)
+
+
+def test_run_all_standin_cpu_small(capsys):
+    t0 = time.time()
+    tables = run_all.main(TINY + ["--standin", "--models", "R50", "--losses", "point,full"])
+    out = capsys.readouterr().out
+    _check_printed(out, tables)
+    train = [r for t in tables if t.title.startswith("Training") for r in t.rows]
+    assert {r["loss"] for r in train} == {"point", "full"}
+    verdicts = [r.get("verdict") for t in tables if t.title.startswith("Outputs") for r in t.rows]
+    assert verdicts and all(v == "pass" for v in verdicts)
+    assert time.time() - t0 < 60
+
+
+@pytest.mark.skipif(not os.path.exists(os.path.join(REPO, MODELS["R50"])), reason="R50 config not present yet")
+def test_run_all_real_r50_cpu_small(capsys, tmp_path):
+    tables = run_all.main(TINY + ["--models", "R50", "--losses", "point", "--sections", "inference,check,flops,training",
+                                  "--json", str(tmp_path / "b.json")])
+    out = capsys.readouterr().out
+    assert "### Inference throughput" in out and "### Training iteration" in out
+    for t in tables:
+        for r in t.rows:
+            assert not r["status"].startswith("error"), (t.title, r)
+    assert (tmp_path / "b.json").stat().st_size > 0
+
+
+def test_oom_and_errors_become_row_status():
+    def oom(_):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    def broken(_):
+        raise ValueError("bad shape")
+
+    assert common.run_row({}, oom, "cpu", log=lambda m: None)["status"] == "OOM"
+    assert common.run_row({}, broken, "cpu", log=lambda m: None)["status"].startswith("error: ValueError")
+    t = common.Table("T", [("device", "device"), ("status", "status")], [{"device": "cpu", "status": "OOM"}])
+    assert "| cpu    | OOM    |" in t.render()
+
+
+def test_outputs_compare_sees_a_change():
+    seg = torch.tensor([[1, 1], [2, 2]], dtype=torch.int32)
+    info = [{"id": 1, "category_id": 3, "isthing": True}, {"id": 2, "category_id": 5, "isthing": False}]
+    ref = [{"logits": torch.ones(2, 3), "masks": torch.ones(2, 4, 4),
+            "out": {"panoptic_seg": (seg, info), "sem_seg": torch.rand(4, 2, 2)}}]
+    same = inference.compare(ref, ref)
+    assert same["logits_rel"] == 0 and same["pan_agree"] == 100.0
+    seg2 = seg.clone()
+    seg2[0, 0] = 2
+    cand = [{"logits": torch.ones(2, 3) * 1.1, "masks": torch.ones(2, 4, 4),
+             "out": {"panoptic_seg": (seg2, info), "sem_seg": ref[0]["out"]["sem_seg"]}}]
+    diff = inference.compare(ref, cand)
+    assert diff["logits_rel"] == pytest.approx(0.1) and diff["pan_agree"] == 75.0
+
+
+def test_timing_and_memory_helpers():
+    t = common.time_fn(lambda i: torch.ones(64, 64) @ torch.ones(64, 64), "cpu", warmup=1, iters=5)
+    assert len(t.times_ms) == 5 and t.median > 0
+    with common.PeakMemory("cpu") as mem:
+        x = torch.ones(64, 1024, 1024)  # 256 MiB
+        x += 1
+        time.sleep(0.02)
+    del x
+    assert mem.peak >= mem.static

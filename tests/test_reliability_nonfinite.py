@@ -1,0 +1,90 @@
+"""A non-finite loss stops training, names the iteration and the terms, keeps the last checkpoint."""
+import math
+import os
+
+import pytest
+import torch
+from torch import nn
+
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.engine import SimpleTrainer, hooks
+
+from mask2former.engine.nonfinite import NonFiniteLossError, check_losses_finite, install_nonfinite_check, nonfinite_terms
+from mask2former.utils.atomic_io import AtomicCheckpointerMixin, load_checkpoint_file
+
+
+class Ckpt(AtomicCheckpointerMixin, DetectionCheckpointer):
+    pass
+
+
+def test_nonfinite_terms():
+    d = {"loss_ce": torch.tensor(1.0), "loss_mask": torch.tensor(float("nan")),
+         "loss_dice": torch.tensor(float("inf")), "n": 3}
+    assert set(nonfinite_terms(d)) == {"loss_mask", "loss_dice"}
+    check_losses_finite({"a": torch.tensor(0.5)}, 3)
+    with pytest.raises(NonFiniteLossError) as e:
+        check_losses_finite(d, 17, last_checkpoint="out/model_0000009.pth")
+    msg = str(e.value)
+    assert "iteration 17" in msg and "loss_mask=nan" in msg and "loss_dice=inf" in msg
+    assert "2 other loss terms were finite" in msg and "out/model_0000009.pth" in msg and "BASE_LR" in msg
+    assert e.value.iteration == 17 and set(e.value.terms) == {"loss_mask", "loss_dice"}
+    assert isinstance(e.value, FloatingPointError)
+
+
+class _ToyModel(nn.Module):
+    """Returns a dict of losses; from iteration `bad_iter` on, `loss_b` is NaN."""
+
+    def __init__(self, bad_iter):
+        super().__init__()
+        self.lin = nn.Linear(3, 1)
+        self.bad_iter = bad_iter
+        self.calls = 0
+
+    def forward(self, batch):
+        x = torch.stack([d["x"] for d in batch])
+        out = self.lin(x).mean()
+        loss_b = out * 0.5
+        if self.calls >= self.bad_iter:
+            loss_b = loss_b * float("nan")
+        self.calls += 1
+        return {"loss_a": out**2, "loss_b": loss_b}
+
+
+def _loader():
+    i = 0
+    while True:
+        yield [{"x": torch.randn(3), "file_name": f"/data/img_{i:03d}.jpg"}]
+        i += 1
+
+
+def test_training_stops_and_last_good_checkpoint_is_intact(tmp_path):
+    model = _ToyModel(bad_iter=7)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    trainer = SimpleTrainer(model, _loader(), opt)
+    ck = Ckpt(model, str(tmp_path), optimizer=opt, trainer=trainer)
+    trainer.register_hooks([hooks.IterationTimer(), hooks.PeriodicCheckpointer(ck, period=3)])
+    install_nonfinite_check(trainer, ck)
+    with pytest.raises(NonFiniteLossError) as e:
+        trainer.train(0, 20)
+    msg = str(e.value)
+    assert "Non-finite loss at iteration 7: loss_b=nan" in msg
+    assert "model_0000005.pth" in msg and "img_007.jpg" in msg
+    # checkpoints at iterations 2 and 5 only (period 3); nothing written after the bad step
+    assert sorted(f for f in os.listdir(tmp_path) if f.endswith(".pth")) == ["model_0000002.pth", "model_0000005.pth"]
+    assert (tmp_path / "last_checkpoint").read_text() == "model_0000005.pth"
+    ckpt = load_checkpoint_file(tmp_path / "model_0000005.pth")
+    assert all(torch.isfinite(v).all() for v in ckpt["model"].values())
+    assert ckpt["trainer"]["iteration"] == 5
+    # the weights in memory were not updated with NaN either (stopped before optimizer.step)
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_install_twice_is_harmless_and_uninstall_restores():
+    model = _ToyModel(bad_iter=10**9)
+    trainer = SimpleTrainer(model, _loader(), torch.optim.SGD(model.parameters(), lr=0.01))
+    undo = install_nonfinite_check(trainer)
+    install_nonfinite_check(trainer)
+    trainer.train(0, 2)
+    undo()
+    assert "_write_metrics" not in vars(trainer)
+    assert math.isfinite(float(model.lin.weight.sum()))
