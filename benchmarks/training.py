@@ -42,7 +42,6 @@ def _project_step(built, batch, device: str, amp: str, opt):
     def step(_):
         with storage:
             trainer.run_step()
-        storage.clear_histories() if hasattr(storage, "clear_histories") else None
 
     return step
 
@@ -67,6 +66,7 @@ def _plain_step(built, batch, device: str, amp: str, opt, clip: float = 0.01):
 
 def train_iterations(built, batch, device: str, amp: str, warmup: int, iters: int, row: dict) -> None:
     built.model.train()
+    built.model.zero_grad(set_to_none=True)  # nothing left over from an earlier (OOM) row
     opt, opt_name = build_optimizer(built)
     make = _project_step if opt_name == "project" else _plain_step
     step = make(built, batch, device, amp, opt)

@@ -46,15 +46,22 @@ def test_run_all_standin_cpu_small(capsys):
     assert time.time() - t0 < 60
 
 
-@pytest.mark.skipif(not os.path.exists(os.path.join(REPO, MODELS["R50"])), reason="R50 config not present yet")
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.exists(os.path.join(REPO, MODELS["R50"])), reason="R50 config not present")
 def test_run_all_real_r50_cpu_small(capsys, tmp_path):
-    tables = run_all.main(TINY + ["--models", "R50", "--losses", "point", "--sections", "inference,check,flops,training",
-                                  "--json", str(tmp_path / "b.json")])
+    """The real R50 COCO panoptic model through every model section, at 64-96 px, one iteration."""
+    argv = ["--device", "cpu", "--small", "--warmup", "0", "--iters", "1", "--models", "R50",
+            "--infer-dtypes", "fp32", "--train-batches", "1", "--train-amp", "bf16", "--losses", "point",
+            "--crop", "64", "--sections", "inference,check,flops,training", "--json", str(tmp_path / "b.json")]
+    tables = run_all.main(argv)
     out = capsys.readouterr().out
-    assert "### Inference throughput" in out and "### Training iteration" in out
+    for title in ("Inference throughput", "Masked attention", "Outputs unchanged", "FLOPs", "Training iteration"):
+        assert f"### {title}" in out, title
     for t in tables:
         for r in t.rows:
-            assert not r["status"].startswith("error"), (t.title, r)
+            assert "error" not in r["status"] and "OOM" not in r["status"], (t.title, r)
+    flops_row = next(r for t in tables if t.title.startswith("FLOPs") for r in t.rows)
+    assert 43.9 < flops_row["params_m"] < 44.1 and flops_row["gflops"] > 0
     assert (tmp_path / "b.json").stat().st_size > 0
 
 

@@ -173,7 +173,8 @@ def _write_panoptic(root):
 
 
 @pytest.mark.parametrize("with_semantic_pngs", [False, True])
-def test_register_panoptic_dataset(tmp_path, unique_name, with_semantic_pngs):
+def test_register_panoptic_dataset(tmp_path, unique_name, monkeypatch, with_semantic_pngs):
+    monkeypatch.setenv("MASK2FORMER_CACHE", str(tmp_path / "cache"))
     ids = _write_panoptic(tmp_path)
     name = unique_name("pan")
     sem_root = None
@@ -190,16 +191,30 @@ def test_register_panoptic_dataset(tmp_path, unique_name, with_semantic_pngs):
         tmp_path / "panoptic",
         tmp_path / "panoptic.json",
         sem_seg_root=sem_root,
-        instances_json=tmp_path / "instances.json",
+        instances_json=tmp_path / "given.json" if with_semantic_pngs else None,
     )
     meta = MetadataCatalog.get(name)
     assert meta.evaluator_type == "coco_panoptic_seg"
     assert (meta.ignore_label, meta.label_divisor) == (255, 1000)
-    assert meta.stuff_classes == ["ball", "grass"] and meta.thing_classes == ["ball", "grass"]
+    assert meta.stuff_classes == ["ball", "grass"] and meta.thing_classes == ["ball"]
     assert meta.thing_dataset_id_to_contiguous_id == {3: 0}
     assert meta.stuff_dataset_id_to_contiguous_id == {3: 0, 9: 1}  # covers all classes
     assert meta.stuff_colors[0] == [250, 0, 0] and len(meta.stuff_colors[1]) == 3
-    assert meta.json_file.endswith("instances.json")
+    if with_semantic_pngs:
+        assert meta.json_file.endswith("given.json")
+    else:  # instance ground truth written from the panoptic PNGs on first use
+        assert meta.json_file.startswith(str(tmp_path / "cache"))
+        gt = json.loads(open(meta.json_file).read())
+        assert gt["categories"] == [{"id": 3, "name": "ball", "isthing": 1, "color": [250, 0, 0]}]
+        assert [
+            (a["image_id"], a["category_id"], a["bbox"], a["area"]) for a in gt["annotations"]
+        ] == [
+            (0, 3, [4, 4, 8, 8], 64),
+            (0, 3, [20, 14, 10, 6], 60),
+            (1, 3, [4, 4, 8, 8], 64),
+            (1, 3, [20, 14, 10, 6], 60),
+        ]
+        assert np.array_equal(mask_util.decode(gt["annotations"][1]["segmentation"]), ids == 301)
     assert meta.panoptic_json.endswith("panoptic.json") and meta.panoptic_root.endswith("panoptic")
 
     records = DatasetCatalog.get(name)
@@ -293,7 +308,8 @@ def test_user_datasets_file_runs_on_import(tmp_path):
     )
     code = (
         "import mask2former\nfrom detectron2.data import DatasetCatalog, MetadataCatalog\n"
-        "print(len(DatasetCatalog.get('mine_train')), MetadataCatalog.get('mine_train').stuff_classes)"
+        "print(len(DatasetCatalog.get('mine_train')),"
+        " MetadataCatalog.get('mine_train').stuff_classes)"
     )
     env = dict(os.environ, MASK2FORMER_DATASETS=str(tmp_path / "my_datasets.py"))
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)

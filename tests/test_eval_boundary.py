@@ -113,3 +113,28 @@ def test_bad_mode_is_a_clear_error():
 
     with pytest.raises(ValueError, match="min"):
         make_boundary_cocoeval(COCO(), COCO(), iou_mode="mean")
+
+
+def test_rle_boundary_on_the_bounding_box_equals_the_full_image(monkeypatch):
+    from mask2former.evaluation import boundary
+    from mask2former.evaluation.boundary import _boundaries, rle_boundary
+
+    monkeypatch.setattr(boundary, "_MIN_MASKS_PER_WORKER", 10)
+
+    rng = np.random.default_rng(0)
+    rles, expected = [], []
+    for k in range(12):
+        h, w = rng.integers(20, 90, size=2)
+        m = np.zeros((h, w), np.uint8)
+        for _ in range(3):  # blobs, some touching the image border
+            r0, c0 = rng.integers(0, h - 5), rng.integers(0, w - 5)
+            m[r0 : r0 + rng.integers(3, h), c0 : c0 + rng.integers(3, w)] = 1
+        m[rng.random((h, w)) < 0.05] ^= 1  # ragged edges and holes
+        if k == 0:
+            m[:] = 0
+        rle = mask_util.encode(np.asfortranarray(m))
+        rles.append(rle)
+        expected.append(mask_to_boundary(m, 0.05))
+        assert np.array_equal(mask_util.decode(rle_boundary(rle, 0.05)), expected[-1])
+    pooled = _boundaries(rles * 4, 0.05, workers=2)  # the process-pool path
+    assert all(np.array_equal(mask_util.decode(b), e) for b, e in zip(pooled, expected * 4))

@@ -2,11 +2,12 @@
 import json
 import math
 
+import pytest
 import torch.multiprocessing as mp
+from detectron2.config import CfgNode
 
 from mask2former.evaluation import build_evaluator
 from mask2former.evaluation import testing as T
-from detectron2.config import CfgNode
 
 CFG = {
     "OUTPUT_DIR": "",
@@ -28,6 +29,7 @@ def _same(a, b):
             ), (task, k, v, w)
 
 
+@pytest.mark.timeout(300)
 def test_two_gloo_processes_match_one(tmp_path):
     world = T.make_panoptic_world(str(tmp_path / "data"))
     records = T.register_panoptic_world("_eval_dist_world", world)
@@ -36,9 +38,9 @@ def test_two_gloo_processes_match_one(tmp_path):
         records, T.partial_outputs())
     out = tmp_path / "dist"
     out.mkdir()
-    # fork: the children start in a second instead of re-importing torch and detectron2
-    mp.start_processes(T.distributed_worker, nprocs=2, join=True, start_method="fork",
-                       args=(2, str(tmp_path / "init"), world, CFG, str(out)))
+    # spawn (not fork: forked children of a process that has used torch's thread pool can hang)
+    mp.spawn(T.distributed_worker, nprocs=2, join=True,
+             args=(2, str(tmp_path / "init"), world, CFG, str(out)))
     dist = json.loads((out / "results.json").read_text())
     single = json.loads(json.dumps(single))  # same NaN/float handling as the worker's file
     assert set(single) == {"panoptic_seg", "bbox", "segm", "boundary", "sem_seg"}

@@ -9,8 +9,12 @@ import json
 import pytest
 from detectron2.config import CfgNode
 
-from mask2former.evaluation import (COCOPanopticEvaluator, InstanceSegEvaluator, SemSegEvaluator,
-                                    build_evaluator)
+from mask2former.evaluation import (
+    COCOPanopticEvaluator,
+    InstanceSegEvaluator,
+    SemSegEvaluator,
+    build_evaluator,
+)
 from mask2former.evaluation import testing as T
 
 
@@ -80,6 +84,16 @@ def test_hand_worked_partial_case(world, tmp_path):
     assert res["segm"]["AP50"] == pytest.approx(50)
 
 
+def test_instance_gt_from_panoptic_when_no_instance_json(world, tmp_path):
+    """Mapillary Vistas has no instance json: the thing segments of the panoptic PNGs are used."""
+    records = T.register_panoptic_world("_eval_world", world, "mapillary_vistas_panoptic_seg",
+                                        instance_json=False)
+    res = T.run_evaluator(build_evaluator(make_cfg(tmp_path, True, True, False), "_eval_world"),
+                          records, T.partial_outputs())
+    assert res["segm"]["AP-cat"] == pytest.approx(100 * (6 + 51 / 101) / 10)
+    assert res["segm"]["AP-dog"] == pytest.approx(0)
+
+
 def test_empty_predictions_give_0(world, tmp_path):
     records = T.register_panoptic_world("_eval_world", world)
     res = T.run_evaluator(build_evaluator(make_cfg(tmp_path, boundary=True), "_eval_world"),
@@ -116,3 +130,20 @@ def test_unknown_predicted_class_is_a_clear_error(world, tmp_path):
     outputs[1]["instances"].pred_classes[:] = 0  # "sky" is not a thing class
     with pytest.raises(ValueError, match="thing_dataset_id_to_contiguous_id"):
         T.run_evaluator(build_evaluator(make_cfg(tmp_path), "_eval_world"), records, outputs)
+
+
+def test_no_stuff_category_gives_nan_not_a_crash(tmp_path):
+    """panopticapi's pq_average divides by zero when a group has no category; here it is NaN."""
+    world = T.make_panoptic_world(str(tmp_path / "data"))
+    with open(world["panoptic_json"]) as f:
+        pj = json.load(f)
+    pj["categories"] = [dict(c, isthing=1) for c in pj["categories"]]
+    with open(world["panoptic_json"], "w") as f:
+        json.dump(pj, f)
+    records = T.register_panoptic_world("_eval_world_things", world)
+    outputs = T.partial_outputs()
+    before = [dict(s) for s in outputs[1]["panoptic_seg"][1]]
+    res = T.run_evaluator(COCOPanopticEvaluator("_eval_world_things"), records, outputs)
+    p = res["panoptic_seg"]
+    assert p["PQ"] == pytest.approx(p["PQ_th"]) and p["PQ_st"] != p["PQ_st"]  # NaN
+    assert outputs[1]["panoptic_seg"][1] == before  # the model's segments_info is not mutated

@@ -10,12 +10,12 @@ import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from PIL import Image
 
-from mask2former.evaluation import SemSegEvaluator, semantic_pq
+from mask2former.evaluation import SemSegEvaluator
 from mask2former.evaluation.testing import run_evaluator
 
-I = 255  # ignore
+IGN = 255  # ignore
 GT = [
-    np.array([[0, 0, 1, 1], [0, 0, 1, 1], [2, 2, I, I], [2, 2, I, I]]),
+    np.array([[0, 0, 1, 1], [0, 0, 1, 1], [2, 2, IGN, IGN], [2, 2, IGN, IGN]]),
     np.array([[0, 0, 0, 0], [3, 3, 3, 3], [3, 3, 3, 3], [3, 3, 3, 3]]),
 ]
 PRED = [
@@ -23,7 +23,8 @@ PRED = [
     np.array([[0, 0, 3, 3], [3, 3, 3, 3], [3, 3, 3, 3], [3, 3, 2, 2]]),
 ]
 NAMES = ["a", "b", "c", "d"]
-# By hand: tp = (6, 3, 3, 10), GT pixels = (8, 4, 4, 12), predicted pixels on valid GT = (7, 4, 5, 12)
+# By hand: tp = (6, 3, 3, 10), GT pixels = (8, 4, 4, 12),
+# predicted pixels on valid GT = (7, 4, 5, 12)
 IOU = np.array([6 / 9, 3 / 5, 3 / 6, 10 / 14])
 ACC = np.array([6 / 8, 3 / 4, 3 / 4, 10 / 12])
 EXPECTED = {
@@ -39,10 +40,10 @@ def _scores(labels):
     return torch.nn.functional.one_hot(torch.from_numpy(labels), 4).permute(2, 0, 1).float()
 
 
-def _register(name, tmp_path, ignore=I, writer=None):
+def _register(name, tmp_path, ignore=IGN, writer=None):
     records = []
     for i, gt in enumerate(GT):
-        gt = np.where(gt == I, ignore, gt)
+        gt = np.where(gt == IGN, ignore, gt)
         path = writer(tmp_path, i, gt) if writer else str(tmp_path / f"{name}_{i}.png")
         if not writer:
             Image.fromarray(gt.astype(np.uint8)).save(path)
@@ -52,7 +53,8 @@ def _register(name, tmp_path, ignore=I, writer=None):
         DatasetCatalog.remove(name)
         MetadataCatalog.remove(name)
     DatasetCatalog.register(name, lambda: records)
-    MetadataCatalog.get(name).set(stuff_classes=NAMES, ignore_label=ignore, evaluator_type="sem_seg")
+    MetadataCatalog.get(name).set(stuff_classes=NAMES, ignore_label=ignore,
+                                  evaluator_type="sem_seg")
     return records
 
 
@@ -93,7 +95,7 @@ def test_16bit_tif_and_png_with_ignore_65535(tmp_path):
 
 def test_perfect_is_100_and_labels_out_of_range_raise(tmp_path):
     recs = _register("_eval_sem_perfect", tmp_path)
-    perfect = {i: {"sem_seg": _scores(np.where(g == I, 0, g))} for i, g in enumerate(GT)}
+    perfect = {i: {"sem_seg": _scores(np.where(g == IGN, 0, g))} for i, g in enumerate(GT)}
     res = run_evaluator(SemSegEvaluator("_eval_sem_perfect"), recs, perfect)["sem_seg"]
     assert res["mIoU"] == res["fwIoU"] == res["mACC"] == res["pACC"] == 100.0
 
@@ -111,7 +113,7 @@ def test_semantic_gt_from_panoptic_pngs(tmp_path):
     for i, gt in enumerate(GT):
         pan = np.zeros(gt.shape, np.int32)
         infos = []
-        for seg_id, c in enumerate(np.unique(gt[gt != I]), start=1):
+        for seg_id, c in enumerate(np.unique(gt[gt != IGN]), start=1):
             pan[gt == c] = seg_id * 7  # arbitrary ids
             infos.append({"id": seg_id * 7, "category_id": int(c), "iscrowd": 0})
         path = str(tmp_path / f"pan{i}.png")
@@ -123,7 +125,7 @@ def test_semantic_gt_from_panoptic_pngs(tmp_path):
         DatasetCatalog.remove(name)
         MetadataCatalog.remove(name)
     DatasetCatalog.register(name, lambda: records)
-    MetadataCatalog.get(name).set(stuff_classes=NAMES, ignore_label=I)
+    MetadataCatalog.get(name).set(stuff_classes=NAMES, ignore_label=IGN)
     res = run_evaluator(SemSegEvaluator(name), records,
                         {i: {"sem_seg": _scores(p)} for i, p in enumerate(PRED)})
     _check(res["sem_seg"])

@@ -366,3 +366,18 @@ def test_lsj_from_config_end_to_end(scene):
         assert masks.shape[1:] == (32, 32) and masks.flatten(1).any(1).all()  # no empty mask
         assert not masks[:, out["padding_mask"]].any()
         assert (out["image"][:, out["padding_mask"]] == 128).all()
+
+
+def test_test_time_mapping_resizes_without_crop_or_padding(scene):
+    cfg = _cfg(
+        **{
+            "INPUT.MIN_SIZE_TEST": 40,
+            "INPUT.MAX_SIZE_TEST": 100,
+            "INPUT.SIZE_DIVISIBILITY": 512,
+            "INPUT.CROP.ENABLED": True,
+        }
+    )
+    mapper = MaskFormerSemanticDatasetMapper(cfg, is_train=False)
+    out = mapper(_sem_record(scene))
+    assert out["image"].shape == (3, 40, 60) and out["sem_seg"].shape == (40, 60)
+    assert out["instances"].gt_classes.tolist() == [0, 1]

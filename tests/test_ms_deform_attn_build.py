@@ -49,7 +49,10 @@ def test_install_time_extensions_only_with_cuda(monkeypatch):
     ext_modules, cmdclass = build.install_time_extensions()
     names = sorted(e.name for e in ext_modules)
     assert names == ["mask2former.modeling.pixel_decoder.ops._msda_cpu", "mask2former.modeling.pixel_decoder.ops._msda_cuda"]
-    assert all((REPO / s).is_file() for e in ext_modules for s in e.sources)
+    for e in ext_modules:
+        assert all((REPO / s).is_file() for s in e.sources)
+        # setuptools' ninja build names objects by stem: a.cpp and a.cu would collide
+        assert len({Path(s).stem for s in e.sources}) == len(e.sources)
     assert "build_ext" in cmdclass
 
 
@@ -57,11 +60,15 @@ def test_install_time_extensions_only_with_cuda(monkeypatch):
 @pytest.mark.skipif(_nvcc() is None, reason="no nvcc (or a CPU-only PyTorch)")
 def test_cuda_extension_compiles(tmp_path):
     """A fresh build in a temporary directory, in a subprocess (loading it here would register
-    the operators in the test process)."""
+    the operators in the test process). Loading resolves every symbol, so a missing kernel
+    instantiation fails here too."""
     proc = _run(
         f"""
+        import torch
         from mask2former.modeling.pixel_decoder.ops import build
         build.jit_compile("cuda", cuda_arch_list="9.0", build_dir={str(tmp_path)!r})
+        ops = torch.ops.mask2former_msda_cuda
+        assert hasattr(ops, "forward") and hasattr(ops, "backward")
         """
     )
     assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-5000:]

@@ -17,8 +17,11 @@ GPU; on the CPU the growth of the resident set (VmHWM after resetting it through
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -103,12 +106,24 @@ def available_backends(device: str) -> list[str]:
     for name in ("cpp",) if device == "cpu" else ("cuda",):
         os.environ[backends.ENV_VAR] = name
         try:
-            backends.select_backend(device)
+            backends.select_backend(device)  # loads, or compiles, the extension once
             names.append(name)
         except Exception as e:  # noqa: BLE001
             reason = (str(e).strip().splitlines() or [""])[-1]
             print(f"# {name}: unavailable ({type(e).__name__}: {reason})")
     return names
+
+
+def bench_backend(name: str, args) -> dict:
+    """Time one backend, then compare its output with the pytorch backend's (after measuring, so
+    the reference does not count against its memory)."""
+    inputs = make_inputs(args, args.device)
+    os.environ[backends.ENV_VAR] = name
+    fwd, fwd_bwd = measure(inputs, False, args), measure(inputs, True, args)
+    out = run_once(inputs, False, args.device).float()
+    os.environ[backends.ENV_VAR] = "pytorch"
+    diff = (out - run_once(inputs, False, args.device).float()).abs().max().item()
+    return dict(fwd=fwd, fwd_bwd=fwd_bwd, diff=diff)
 
 
 def main() -> None:
@@ -120,28 +135,35 @@ def main() -> None:
     parser.add_argument("--heads", type=int, default=8)
     parser.add_argument("--channels", type=int, default=32, help="channels per head")
     parser.add_argument("--points", type=int, default=4)
-    parser.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16", "float64"])
+    parser.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16", "float64"],
+                        help="value dtype (locations and weights stay float32, as under autocast)")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads (torch.set_num_threads)")
     parser.add_argument("--repeat", type=int, default=3, help="timed runs; the median is reported")
     parser.add_argument("--backends", nargs="+", help="subset to run (default: all available)")
+    parser.add_argument("--child", help=argparse.SUPPRESS)  # internal: one backend, JSON out
     args = parser.parse_args()
-    args.dtype = getattr(torch, args.dtype)
+    dtype_name, args.dtype = args.dtype, getattr(torch, args.dtype)
     torch.set_num_threads(args.threads)
+    if args.child:
+        print(json.dumps(bench_backend(args.child, args)))
+        return
 
-    inputs = make_inputs(args, args.device)
-    N, S, M, D = inputs[0].shape
-    Lq = inputs[3].shape[1]
+    S = sum(s * s for s in args.levels)
+    device_name = torch.cuda.get_device_name() if args.device == "cuda" else f"{args.threads} threads"
     print(
-        f"# device={args.device} ({torch.cuda.get_device_name() if args.device == 'cuda' else f'{args.threads} threads'})"
-        f" dtype={str(args.dtype).removeprefix('torch.')} N={N} levels={args.levels} S={S} Lq={Lq}"
-        f" M={M} D={D} P={args.points} torch={torch.__version__}"
+        f"# device={args.device} ({device_name}) dtype={dtype_name} N={args.batch} levels={args.levels} "
+        f"S={S} Lq={args.queries or S} M={args.heads} D={args.channels} P={args.points} torch={torch.__version__}"
     )
-    names = args.backends or available_backends(args.device)
-    results, outputs = {}, {}
-    for name in names:
-        os.environ[backends.ENV_VAR] = name
-        outputs[name] = run_once(inputs, False, args.device).float()
-        results[name] = (measure(inputs, False, args), measure(inputs, True, args))
+    results = {}
+    for name in args.backends or available_backends(args.device):
+        # A fresh process per backend: memory one backend's allocator kept does not hide another's.
+        proc = subprocess.run(
+            [sys.executable, __file__, *sys.argv[1:], "--child", name], capture_output=True, text=True
+        )
+        if proc.returncode != 0:
+            print(f"# {name}: failed\n{proc.stderr[-3000:]}")
+            continue
+        results[name] = json.loads(proc.stdout.strip().splitlines()[-1])
 
     base = results.get("pytorch")
     # Wall time is what a user waits; process CPU time (all threads) is robust to other load on
@@ -151,12 +173,14 @@ def main() -> None:
         "| fwd+bwd peak MiB | speed-up fwd | speed-up fwd+bwd | max abs diff vs pytorch |"
     )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for name, (fwd, fwd_bwd) in results.items():
-        speed = [f"{b[0] / r[0]:.1f}x" if base else "-" for b, r in zip(base or (None, None), (fwd, fwd_bwd))]
-        diff = (outputs[name] - outputs["pytorch"]).abs().max().item() if "pytorch" in outputs else float("nan")
+    for name, r in results.items():
+        (t_f, c_f, m_f), (t_b, c_b, m_b) = r["fwd"], r["fwd_bwd"]
+        speed_f = f"{base['fwd'][0] / t_f:.1f}x" if base else "-"
+        speed_b = f"{base['fwd_bwd'][0] / t_b:.1f}x" if base else "-"
         print(
-            f"| {name} | {1e3 * fwd[0]:.1f} | {1e3 * fwd_bwd[0]:.1f} | {1e3 * fwd[1]:.0f} | {1e3 * fwd_bwd[1]:.0f} "
-            f"| {max(0.0, fwd[2]) / 2**20:.0f} | {max(0.0, fwd_bwd[2]) / 2**20:.0f} | {speed[0]} | {speed[1]} | {diff:.2e} |"
+            f"| {name} | {1e3 * t_f:.1f} | {1e3 * t_b:.1f} | {1e3 * c_f:.0f} | {1e3 * c_b:.0f} "
+            f"| {max(0.0, m_f) / 2**20:.0f} | {max(0.0, m_b) / 2**20:.0f} | {speed_f} | {speed_b} "
+            f"| {r['diff']:.2e} |"
         )
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
 from typing import Iterable
 
 import cv2
@@ -34,9 +35,11 @@ __all__ = [
     "boundary_width",
     "mask_to_boundary",
     "make_boundary_cocoeval",
+    "rle_boundary",
 ]
 
 BOUNDARY_IOU_MODES = ("min", "boundary")
+_MIN_MASKS_PER_WORKER = 2000  # below this, a process pool costs more than it saves
 
 
 def boundary_width(height: int, width: int, dilation_ratio: float = 0.02) -> int:
@@ -48,12 +51,8 @@ def boundary_width(height: int, width: int, dilation_ratio: float = 0.02) -> int
 def mask_to_boundary(mask: np.ndarray, dilation_ratio: float = 0.02) -> np.ndarray:
     """(H, W) binary mask -> (H, W) uint8 boundary G_d ∩ G (mask minus its erosion by d)."""
     mask = np.ascontiguousarray(mask, dtype=np.uint8)
-    h, w = mask.shape
-    d = boundary_width(h, w, dilation_ratio)
-    # Pad with background so the image border counts as contour.
-    padded = cv2.copyMakeBorder(mask, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
-    eroded = cv2.erode(padded, np.ones((3, 3), dtype=np.uint8), iterations=d)[1 : h + 1, 1 : w + 1]
-    return mask - eroded
+    # Padded with background so that the image border counts as contour.
+    return _erode_boundary(mask, boundary_width(*mask.shape, dilation_ratio))
 
 
 def boundary_iou(gt: np.ndarray, pred: np.ndarray, dilation_ratio: float = 0.02) -> float:
@@ -64,10 +63,40 @@ def boundary_iou(gt: np.ndarray, pred: np.ndarray, dilation_ratio: float = 0.02)
     return float(np.logical_and(g, p).sum() / union) if union else 1.0
 
 
-def _rle_boundary(rle: dict, dilation_ratio: float) -> dict:
-    """COCO RLE of a mask -> COCO RLE of its boundary."""
-    boundary = mask_to_boundary(mask_util.decode(rle), dilation_ratio)
-    return mask_util.encode(np.asfortranarray(boundary))
+def _erode_boundary(mask: np.ndarray, d: int) -> np.ndarray:
+    padded = cv2.copyMakeBorder(mask, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
+    eroded = cv2.erode(padded, np.ones((3, 3), dtype=np.uint8), iterations=d)
+    return mask - eroded[1:-1, 1:-1]
+
+
+def rle_boundary(rle: dict, dilation_ratio: float = 0.02) -> dict:
+    """COCO RLE of a mask -> COCO RLE of its boundary (same as `mask_to_boundary`).
+
+    The erosion runs on the mask's bounding box grown by d + 1 pixels only: beyond it the mask is
+    0, or the image ends, which the zero padding reproduces exactly.
+    """
+    h, w = rle["size"]
+    d = boundary_width(h, w, dilation_ratio)
+    out = np.zeros((h, w), dtype=np.uint8, order="F")
+    x, y, bw, bh = mask_util.toBbox(rle)
+    if bw > 0 and bh > 0:
+        y0, x0 = max(int(y) - d - 1, 0), max(int(x) - d - 1, 0)
+        y1 = min(int(np.ceil(y + bh)) + d + 1, h)
+        x1 = min(int(np.ceil(x + bw)) + d + 1, w)
+        crop = np.ascontiguousarray(mask_util.decode(rle)[y0:y1, x0:x1])
+        out[y0:y1, x0:x1] = _erode_boundary(crop, d)
+    return mask_util.encode(out)
+
+
+def _boundaries(rles: list[dict], dilation_ratio: float, workers: int) -> list[dict]:
+    if workers <= 1 or len(rles) < _MIN_MASKS_PER_WORKER * 2:
+        return [rle_boundary(r, dilation_ratio) for r in rles]
+    import multiprocessing
+    from functools import partial
+
+    chunk = max(1, len(rles) // (workers * 8))
+    with multiprocessing.get_context("fork").Pool(workers) as pool:
+        return pool.map(partial(rle_boundary, dilation_ratio=dilation_ratio), rles, chunk)
 
 
 class _BoundaryIoUMixin:
@@ -80,14 +109,21 @@ class _BoundaryIoUMixin:
 
     dilation_ratio: float = 0.02
     iou_mode: str = "min"
+    num_workers: int = 1
 
     def _prepare(self):
         super()._prepare()  # converts polygons/RLEs of gts and dts to RLE ("segmentation")
         key = f"_boundary@{self.dilation_ratio}"
-        for anns in list(self._gts.values()) + list(self._dts.values()):
-            for ann in anns:
-                if key not in ann:
-                    ann[key] = _rle_boundary(ann["segmentation"], self.dilation_ratio)
+        todo = [
+            ann
+            for anns in list(self._gts.values()) + list(self._dts.values())
+            for ann in anns
+            if key not in ann
+        ]
+        boundaries = _boundaries([a["segmentation"] for a in todo], self.dilation_ratio,
+                                 self.num_workers)
+        for ann, b in zip(todo, boundaries):
+            ann[key] = b
 
     def computeIoU(self, imgId, catId):  # noqa: N802 (pycocotools' name)
         p = self.params
@@ -120,9 +156,13 @@ def make_boundary_cocoeval(
     dilation_ratio: float = 0.02,
     iou_mode: str = "min",
     use_fast_impl: bool = False,
+    num_workers: int | None = None,
 ):
     """A COCOeval (pycocotools, or detectron2's `COCOeval_opt` if `use_fast_impl`) that computes
-    Boundary AP. Call `.evaluate(); .accumulate(); .summarize()` on it as usual."""
+    Boundary AP. Call `.evaluate(); .accumulate(); .summarize()` on it as usual.
+
+    Boundaries of many masks (COCO val: ~0.5 M) are computed by `num_workers` processes (default:
+    up to 8 CPU cores)."""
     if iou_mode not in BOUNDARY_IOU_MODES:
         raise ValueError(
             f"iou_mode={iou_mode!r} is not one of {BOUNDARY_IOU_MODES}: 'min' = min(mask IoU, "
@@ -137,6 +177,9 @@ def make_boundary_cocoeval(
     ev = cls(coco_gt, coco_dt, "segm")
     ev.dilation_ratio = float(dilation_ratio)
     ev.iou_mode = iou_mode
+    if num_workers is None:
+        num_workers = min(8, os.cpu_count() or 1)
+    ev.num_workers = num_workers
     return ev
 
 

@@ -4,17 +4,14 @@ Same selection as the published `Trainer.build_evaluator` (train_net.py), so a p
 three outputs are evaluated in one run when `MODEL.MASK_FORMER.TEST.{PANOPTIC,INSTANCE,
 SEMANTIC}_ON` are set:
 
-| evaluator_type                | evaluators                                                      |
-|-------------------------------|-----------------------------------------------------------------|
-| sem_seg                       | SemSeg                                                          |
-| ade20k_panoptic_seg           | SemSeg if SEMANTIC_ON, Panoptic if PANOPTIC_ON, Instance if INSTANCE_ON |
-| coco                          | Instance (bbox + segm)                                          |
-| coco_panoptic_seg             | Panoptic if PANOPTIC_ON, Instance if INSTANCE_ON, SemSeg if SEMANTIC_ON |
-| mapillary_vistas_panoptic_seg | Panoptic if PANOPTIC_ON, Instance if INSTANCE_ON, SemSeg if SEMANTIC_ON |
-| cityscapes_instance           | CityscapesInstance                                              |
-| cityscapes_sem_seg            | CityscapesSemSeg                                                |
-| cityscapes_panoptic_seg       | Panoptic if PANOPTIC_ON, CityscapesSemSeg if SEMANTIC_ON, CityscapesInstance if INSTANCE_ON |
-| lvis                          | LVIS (needs the `lvis` package)                                 |
+* sem_seg: SemSeg
+* ade20k_panoptic_seg, coco_panoptic_seg, mapillary_vistas_panoptic_seg: Panoptic if PANOPTIC_ON,
+  Instance if INSTANCE_ON, SemSeg if SEMANTIC_ON
+* coco: Instance (bbox + segm)
+* cityscapes_instance: CityscapesInstance; cityscapes_sem_seg: CityscapesSemSeg
+* cityscapes_panoptic_seg: Panoptic if PANOPTIC_ON, CityscapesSemSeg if SEMANTIC_ON,
+  CityscapesInstance if INSTANCE_ON
+* lvis: LVIS (needs the `lvis` package)
 
 Differences from the published code: "Instance" is `InstanceSegEvaluator` everywhere (COCO's ids
 work with it too), which adds Boundary AP when `TEST.BOUNDARY_AP` is true; ADE20K-panoptic's

@@ -201,13 +201,13 @@ class SemSegEvaluator(DatasetEvaluator):
 
         res = semseg_metrics(self._conf_matrix, self._class_names)
         if self._output_dir:
-            with PathManager.open(os.path.join(self._output_dir, "sem_seg_evaluation.pth"), "wb") as f:
+            path = os.path.join(self._output_dir, "sem_seg_evaluation.pth")
+            with PathManager.open(path, "wb") as f:
                 torch.save(dict(res), f)
         results = OrderedDict({"sem_seg": res})
         logger.info(
-            "Semantic segmentation on {}: mIoU {:.2f}, fwIoU {:.2f}, mACC {:.2f}, pACC {:.2f}".format(
-                self._dataset_name, res["mIoU"], res["fwIoU"], res["mACC"], res["pACC"]
-            )
+            f"Semantic segmentation on {self._dataset_name}: mIoU {res['mIoU']:.2f}, "
+            f"fwIoU {res['fwIoU']:.2f}, mACC {res['mACC']:.2f}, pACC {res['pACC']:.2f}"
         )
         return results
 
@@ -227,5 +227,7 @@ class SemSegEvaluator(DatasetEvaluator):
                 dataset_id = label
             rle = mask_util.encode(np.asfortranarray((sem_seg == label).astype(np.uint8)))
             rle["counts"] = rle["counts"].decode("utf-8")
-            out.append({"file_name": input_file_name, "category_id": dataset_id, "segmentation": rle})
+            out.append(
+                {"file_name": input_file_name, "category_id": dataset_id, "segmentation": rle}
+            )
         return out

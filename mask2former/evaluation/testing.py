@@ -4,7 +4,8 @@
 no semantic PNGs so the semantic GT comes from the panoptic PNGs) with interleaved thing/stuff
 classes and dataset ids that are not 0..N-1:
 
-    contiguous  0 sky (stuff, id 20)  1 cat (thing, id 7)  2 grass (stuff, id 25)  3 dog (thing, id 12)
+    contiguous: 0 sky (stuff, id 20), 1 cat (thing, id 7), 2 grass (stuff, id 25),
+                3 dog (thing, id 12)
 
 `perfect_outputs` returns model outputs equal to the ground truth; `partial_outputs` the
 hand-worked case whose PQ and AP are derived in tests/test_eval_panoptic_instance.py.
@@ -88,7 +89,8 @@ def make_panoptic_world(root: str) -> dict:
     images, pan_anns, inst_anns = [], [], []
     for image_id, segs in gt_segments().items():
         name = f"img{image_id}"
-        Image.fromarray(np.full((H, W, 3), 128, np.uint8)).save(os.path.join(img_dir, name + ".jpg"))
+        image = np.full((H, W, 3), 128, np.uint8)
+        Image.fromarray(image).save(os.path.join(img_dir, name + ".jpg"))
         pan, painted = _paint(segs)
         Image.fromarray(id2rgb(pan)).save(os.path.join(pan_dir, name + ".png"))
         images.append({"id": image_id, "file_name": name + ".jpg", "height": H, "width": W})
@@ -128,8 +130,11 @@ def make_panoptic_world(root: str) -> dict:
     }
 
 
-def register_panoptic_world(name: str, world: dict, evaluator_type: str = "coco_panoptic_seg"):
-    """Register `world` (from make_panoptic_world) as dataset `name` (idempotent)."""
+def register_panoptic_world(
+    name: str, world: dict, evaluator_type: str = "coco_panoptic_seg", instance_json: bool = True
+):
+    """Register `world` (from make_panoptic_world) as dataset `name` (replacing any previous
+    one); without `instance_json` the metadata has no `json_file` (like Mapillary Vistas)."""
     from detectron2.data import DatasetCatalog, MetadataCatalog
 
     with open(world["panoptic_json"]) as f:
@@ -165,7 +170,7 @@ def register_panoptic_world(name: str, world: dict, evaluator_type: str = "coco_
         evaluator_type=evaluator_type,
         panoptic_json=world["panoptic_json"],
         panoptic_root=world["panoptic_root"],
-        json_file=world["json_file"],
+        **({"json_file": world["json_file"]} if instance_json else {}),
     )
     return records
 

@@ -11,9 +11,9 @@ not enough for the resumed run to *see* what the uninterrupted one would have se
 :class:`SkippableSampler` wraps any Detectron2 training sampler so that its stream can start at a
 given position (iterations done x total batch size): :func:`build_resumable_train_loader` builds
 the usual loader with it and :func:`fast_forward_train_loader` moves a trainer's loader to the
-resumed iteration; and
-:class:`IterationSeedHook` re-seeds Python's ``random``, NumPy and PyTorch at the start of every
-iteration from (base seed, iteration, rank); its base seed is stored in the checkpoint (hook
+resumed iteration. :class:`IterationSeedHook` re-seeds Python's ``random``, NumPy and PyTorch
+from (base seed, iteration, rank) at the start of every iteration and again once its batch is
+loaded; its base seed is stored in the checkpoint (hook
 state), so a resumed run re-uses it even when ``SEED`` was random (< 0).
 
 With ``DATALOADER.NUM_WORKERS 0`` and square-or-same-aspect images this reproduces the data and
@@ -105,9 +105,10 @@ def fast_forward_train_loader(trainer, start_iter: int, total_batch_size: int) -
     return True
 
 
-def iteration_seed(base_seed: int, iteration: int, rank: int = 0) -> int:
-    """A 32-bit seed that depends only on (base seed, iteration, rank)."""
-    return int(np.random.SeedSequence([int(base_seed) % 2**32, int(iteration), int(rank)]).generate_state(1)[0])
+def iteration_seed(base_seed: int, iteration: int, rank: int = 0, stream: int = 0) -> int:
+    """A 32-bit seed that depends only on (base seed, iteration, rank, stream)."""
+    entropy = [int(base_seed) % 2**32, int(iteration), int(rank), int(stream)]
+    return int(np.random.SeedSequence(entropy).generate_state(1)[0])
 
 
 def seed_everything(seed: int) -> None:
@@ -116,8 +117,30 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)  # also seeds every CUDA device
 
 
+class _ReseedAfterData:
+    """Wraps the trainer's data iterator: re-seeds once the batch is loaded, before the forward.
+
+    Loading may draw a different number of random numbers after a resume (e.g. a new
+    DataLoader iterator draws its base seed from the global RNG on its first use); re-seeding
+    here makes the model's random numbers (dropout, point sampling) independent of that.
+    """
+
+    def __init__(self, it, hook):
+        self._it = it
+        self._hook = hook
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        batch = next(self._it)
+        self._hook._seed(stream=1)
+        return batch
+
+
 class IterationSeedHook(HookBase):
-    """Re-seed all RNGs at the start of every iteration from (base seed, iteration, rank).
+    """Re-seed all RNGs from (base seed, iteration, rank) at the start of every iteration (for
+    the data) and again once the batch is loaded (for the model).
 
     Put it first in the hook list so that it runs before the data of the iteration is loaded
     (with ``NUM_WORKERS 0`` the mapper runs inside ``run_step``).
@@ -130,10 +153,25 @@ class IterationSeedHook(HookBase):
             base_seed = int(comm.shared_random_seed())
         self.base_seed = int(base_seed)
 
-    def before_step(self):
+    def _seed(self, stream: int) -> None:
         from detectron2.utils import comm
 
-        seed_everything(iteration_seed(self.base_seed, self.trainer.iter, comm.get_rank()))
+        seed_everything(iteration_seed(self.base_seed, self.trainer.iter, comm.get_rank(), stream))
+
+    def before_train(self):
+        inner = getattr(self.trainer, "_trainer", self.trainer)
+        it = getattr(inner, "_data_loader_iter", None)
+        if it is not None and not isinstance(it, _ReseedAfterData):
+            inner._data_loader_iter = _ReseedAfterData(it, self)
+
+    def after_train(self):
+        inner = getattr(self.trainer, "_trainer", self.trainer)
+        it = getattr(inner, "_data_loader_iter", None)
+        if isinstance(it, _ReseedAfterData):
+            inner._data_loader_iter = it._it
+
+    def before_step(self):
+        self._seed(stream=0)
 
     def state_dict(self):
         return {"base_seed": self.base_seed}

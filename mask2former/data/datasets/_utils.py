@@ -72,27 +72,30 @@ def wrap_with_path_check(name: str, paths: list[tuple[str, str]]) -> None:
     DatasetCatalog.register(name, load)
 
 
-# dataset name -> function returning the metadata fields that are read from dataset files
-_LAZY_FIELDS: dict[str, Callable[[], dict]] = {}
+# dataset name -> [(keys it provides or None for "any missing key", function returning fields)]
+_LAZY_FIELDS: dict[str, list[tuple[frozenset | None, Callable[[], dict]]]] = {}
 
 
 class LazyMetadata(Metadata):
-    """detectron2 `Metadata` whose missing fields are filled, on first access, by a function that
-    reads them from the dataset's files (e.g. the categories of a panoptic JSON).
+    """detectron2 `Metadata` whose missing fields are filled, on first access, by functions that
+    read them from the dataset's files (e.g. the categories of a panoptic JSON).
 
-    Static fields are available at once; the reading happens only when a field that is not set
-    yet is asked for. If the files are missing, the AttributeError names the missing path and
+    Static fields are available at once; a loader runs only when a field it provides is asked
+    for and not set yet. If the files are missing, the AttributeError names the missing path and
     the preparation step (`metadata.get(key, default)` then returns the default).
     """
 
     def __getattr__(self, key):
         if not key.startswith("__"):
-            fn = _LAZY_FIELDS.pop(self.__dict__.get("name", ""), None)
-            if fn is not None:
+            loaders = _LAZY_FIELDS.get(self.__dict__.get("name", ""), [])
+            pick = next((x for x in loaders if x[0] is not None and key in x[0]), None)
+            pick = pick or next((x for x in loaders if x[0] is None), None)
+            if pick is not None:
+                loaders.remove(pick)  # first: the loader may read other fields of self
                 try:
-                    fields = fn()
+                    fields = pick[1]()
                 except (FileNotFoundError, OSError, ValueError) as e:
-                    _LAZY_FIELDS[self.name] = fn  # try again later (e.g. after preparation)
+                    loaders.append(pick)  # try again later (e.g. after preparation)
                     raise AttributeError(
                         f"Metadata '{key}' of dataset '{self.name}' is read from the dataset "
                         f"files, which could not be read: {e}"
@@ -105,9 +108,15 @@ class LazyMetadata(Metadata):
         return super().__getattr__(key)
 
 
-def set_lazy_metadata(name: str, lazy_fields: Callable[[], dict], **static) -> LazyMetadata:
+def set_lazy_metadata(
+    name: str,
+    lazy_fields: Callable[[], dict] | None = None,
+    lazy_keys: Iterable[tuple[Iterable[str], Callable[[], dict]]] = (),
+    **static,
+) -> LazyMetadata:
     """Put a `LazyMetadata` with `static` fields for `name` in the MetadataCatalog (keeping any
-    fields already set there) and register `lazy_fields` to fill the rest on first use."""
+    fields already set there). `lazy_fields` fills any other field on first use; each
+    `(keys, function)` of `lazy_keys` runs only when one of its keys is asked for."""
     old = MetadataCatalog.get(name).as_dict() if name in MetadataCatalog.list() else {}
     old.pop("name", None)
     fields = {**old, **static}
@@ -115,7 +124,10 @@ def set_lazy_metadata(name: str, lazy_fields: Callable[[], dict], **static) -> L
     if name in MetadataCatalog.list():
         MetadataCatalog.remove(name)
     MetadataCatalog[name] = meta
-    _LAZY_FIELDS[name] = lazy_fields
+    loaders = [(frozenset(keys), fn) for keys, fn in lazy_keys]
+    if lazy_fields is not None:
+        loaders.append((None, lazy_fields))
+    _LAZY_FIELDS[name] = loaders
     return meta
 
 

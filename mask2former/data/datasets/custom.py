@@ -18,7 +18,12 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import load_coco_json, load_sem_seg
 
 from ._utils import register_checked, set_lazy_metadata
-from .panoptic import load_panoptic_json, panoptic_metadata, read_panoptic_categories
+from .panoptic import (
+    instances_json_from_panoptic,
+    load_panoptic_json,
+    panoptic_metadata,
+    read_panoptic_categories,
+)
 
 __all__ = ["register_instance_dataset", "register_panoptic_dataset", "register_semantic_dataset"]
 
@@ -102,7 +107,9 @@ def register_panoptic_dataset(
             pixel value = contiguous id, `ignore_label` elsewhere). Without it the panoptic
             mapper derives semantic labels from the panoptic PNG (see
             `panoptic.semantic_from_panoptic_record`).
-        instances_json: optional COCO instance JSON of the same images (for instance AP).
+        instances_json: optional COCO instance JSON of the same images, for instance AP (same
+            category ids). Without it, one is written from the panoptic PNGs the first time an
+            evaluator asks for it (`metadata.json_file`; see `instances_json_from_panoptic`).
         label_divisor: panoptic id = category * label_divisor + instance, in model outputs.
         ignore_label: semantic label of unlabeled pixels.
 
@@ -147,9 +154,16 @@ def register_panoptic_dataset(
         ignore_label=ignore_label,
         label_divisor=label_divisor,
     )
+
+    def instances_json_meta() -> dict:  # instance ground truth, written on first use
+        return {"json_file": instances_json_from_panoptic(panoptic_json, panoptic_root)}
+
+    lazy_keys = []
     if instances_json is not None:
         static["json_file"] = os.fspath(instances_json)
-    set_lazy_metadata(name, categories_meta, **static)
+    else:
+        lazy_keys.append((["json_file"], instances_json_meta))
+    set_lazy_metadata(name, categories_meta, lazy_keys=lazy_keys, **static)
 
 
 def register_semantic_dataset(

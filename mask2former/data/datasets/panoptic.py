@@ -3,8 +3,10 @@ model and the evaluators need, and semantic labels derived from panoptic PNGs.""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import tempfile
 from typing import Sequence
 
 import numpy as np
@@ -16,6 +18,7 @@ __all__ = [
     "read_panoptic_categories",
     "semantic_from_panoptic_record",
     "write_semantic_from_panoptic",
+    "instances_json_from_panoptic",
 ]
 
 
@@ -28,15 +31,17 @@ def read_panoptic_categories(json_file: str) -> list[dict]:
     return cats
 
 
-def panoptic_metadata(categories: Sequence[dict], all_in_thing_classes: bool = True) -> dict:
+def panoptic_metadata(categories: Sequence[dict], all_in_thing_classes: bool = False) -> dict:
     """Metadata for categories `[{"id", "name", "isthing", "color"?}, ...]`, contiguous id =
     position in the list.
 
     `stuff_classes`/`stuff_colors` list every class, and `stuff_dataset_id_to_contiguous_id`
     covers every class (as upstream, so the semantic evaluator can use it);
     `thing_dataset_id_to_contiguous_id` covers the things (the model's "is thing" test).
-    `thing_classes` lists every class when `all_in_thing_classes` (detectron2's Visualizer indexes
-    it by contiguous id) and only the things otherwise (upstream's COCO/ADE20K registration).
+    `thing_classes`/`thing_colors` list the things only, in contiguous-id order (as upstream's
+    COCO/ADE20K registration; the COCO-style instance evaluator needs one name per thing
+    category); `all_in_thing_classes=True` lists every class instead (detectron2's "standard"
+    panoptic metadata). Name a contiguous id with `stuff_classes[id]`.
     """
     colors = [list(c["color"]) if "color" in c else _color_for(i) for i, c in enumerate(categories)]
     names = [c["name"] for c in categories]
@@ -148,3 +153,74 @@ def write_semantic_from_panoptic(
         Image.fromarray(sem.astype(dtype)).save(path)
         out.append({**r, "sem_seg_file_name": path})
     return out
+
+
+def _cache_dir() -> str:
+    return os.path.expanduser(
+        os.getenv("MASK2FORMER_CACHE", os.path.join("~", ".cache", "mask2former"))
+    )
+
+
+def instances_json_from_panoptic(
+    panoptic_json: str, panoptic_root: str, out_file: str | None = None
+) -> str:
+    """Write a COCO instance JSON (RLE masks) of the thing segments of a COCO panoptic dataset
+    and return its path; category ids are the panoptic ones (things only), crowd kept as crowd.
+
+    This is the ground truth of the instance evaluator for a panoptic dataset registered without
+    `instances_json`. Default `out_file`: a file in $MASK2FORMER_CACHE (default
+    ~/.cache/mask2former) keyed by the panoptic JSON's path, size and modification time, so it is
+    written once.
+    """
+    import pycocotools.mask as mask_util
+
+    from ..dataset_mappers._common import rgb2id
+
+    if out_file is None:
+        st = os.stat(panoptic_json)
+        key = f"{os.path.abspath(panoptic_json)}|{os.path.abspath(panoptic_root)}|"
+        key += f"{st.st_size}|{st.st_mtime_ns}"
+        digest = hashlib.sha1(key.encode()).hexdigest()[:16]
+        stem = os.path.splitext(os.path.basename(panoptic_json))[0]
+        out_file = os.path.join(_cache_dir(), f"{stem}_instances_{digest}.json")
+        if os.path.isfile(out_file):
+            return out_file
+    with open(panoptic_json) as f:
+        data = json.load(f)
+    things = [c for c in data["categories"] if c.get("isthing", 0)]
+    thing_ids = {c["id"] for c in things}
+    annotations = []
+    for ann in data["annotations"]:
+        segs = [s for s in ann["segments_info"] if s["category_id"] in thing_ids]
+        if not segs:
+            continue
+        png = os.path.join(panoptic_root, ann["file_name"])
+        pan = rgb2id(np.asarray(Image.open(png).convert("RGB")))
+        for seg in segs:
+            mask = pan == seg["id"]
+            if not mask.any():
+                continue
+            rle = mask_util.encode(np.asfortranarray(mask.astype(np.uint8)))
+            rle["counts"] = rle["counts"].decode("ascii")
+            ys, xs = np.nonzero(mask)
+            x, y = int(xs.min()), int(ys.min())
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": ann["image_id"],
+                    "category_id": seg["category_id"],
+                    "segmentation": rle,
+                    "area": int(mask.sum()),
+                    "bbox": [x, y, int(xs.max()) - x + 1, int(ys.max()) - y + 1],
+                    "iscrowd": int(seg.get("iscrowd", 0)),
+                }
+            )
+    images = data.get("images") or [{"id": a["image_id"]} for a in data["annotations"]]
+    out = {"images": images, "annotations": annotations, "categories": things}
+    os.makedirs(os.path.dirname(os.path.abspath(out_file)), exist_ok=True)
+    # write-then-rename: several evaluation processes may do this at once
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(out_file)), suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(out, f)
+    os.replace(tmp, out_file)
+    return out_file

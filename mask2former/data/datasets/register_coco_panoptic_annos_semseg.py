@@ -49,7 +49,7 @@ _SPLITS = {
 
 def coco_panoptic_metadata() -> dict:
     """Upstream's metadata: 80 thing_classes, 133 stuff_classes, stuff map over all classes."""
-    return panoptic_metadata(COCO_CATEGORIES, all_in_thing_classes=False)
+    return panoptic_metadata(COCO_CATEGORIES)
 
 
 def register_all_coco_panoptic_annos_sem_seg(root: str) -> None:

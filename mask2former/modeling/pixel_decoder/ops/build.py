@@ -2,7 +2,7 @@
 
 Two libraries, each registering `forward` and `backward` operators in its own namespace:
     torch.ops.mask2former_msda_cpu   C++/OpenMP kernel (`csrc/ms_deform_attn_cpu.cpp`)
-    torch.ops.mask2former_msda_cuda  CUDA kernel (`csrc/ms_deform_attn_cuda.{cu,cpp}`)
+    torch.ops.mask2former_msda_cuda  CUDA kernel (`csrc/ms_deform_attn_cuda.cu`, `csrc/ms_deform_attn_cuda_ops.cpp`)
 
 Each is built either at install time (`install_time_extensions`, called by setup.py, when CUDA is
 usable or FORCE_CUDA=1) or on first use with `torch.utils.cpp_extension.load`, cached under
@@ -26,7 +26,7 @@ logger = logging.getLogger(__name__)
 
 CSRC = Path(__file__).resolve().parent / "csrc"
 CPU_SOURCES = [CSRC / "ms_deform_attn_cpu.cpp"]
-CUDA_SOURCES = [CSRC / "ms_deform_attn_cuda.cpp", CSRC / "ms_deform_attn_cuda.cu"]
+CUDA_SOURCES = [CSRC / "ms_deform_attn_cuda_ops.cpp", CSRC / "ms_deform_attn_cuda.cu"]
 _PACKAGE = __name__.rsplit(".", 1)[0]  # mask2former.modeling.pixel_decoder.ops
 _INSTALLED = {"cpu": "_msda_cpu", "cuda": "_msda_cuda"}  # install-time module names
 _NAMESPACE = {"cpu": "mask2former_msda_cpu", "cuda": "mask2former_msda_cuda"}

@@ -1,6 +1,6 @@
 // Multi-scale deformable attention on CUDA: forward and backward kernels and their launchers.
 // Only light headers here (no ATen): tensors, checks and dtype dispatch live in
-// ms_deform_attn_cuda.cpp, which keeps nvcc's share of the build short.
+// ms_deform_attn_cuda_ops.cpp, which keeps nvcc's share of the build short.
 //
 // One warp per (n, q, m): lane c handles channel c (and c + 32, ...), so the D channels of each
 // bilinear corner are one coalesced load. Locations and attention weights are read in acc_t
