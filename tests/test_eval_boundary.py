@@ -138,3 +138,27 @@ def test_rle_boundary_on_the_bounding_box_equals_the_full_image(monkeypatch):
         assert np.array_equal(mask_util.decode(rle_boundary(rle, 0.05)), expected[-1])
     pooled = _boundaries(rles * 4, 0.05, workers=2)  # the process-pool path
     assert all(np.array_equal(mask_util.decode(b), e) for b, e in zip(pooled, expected * 4))
+
+
+def test_fast_coco_eval_when_present_pycocotools_otherwise(tool, tmp_path, caplog):
+    """With detectron2's compiled ops the fast COCOeval_opt is the base class; without them the
+    official pycocotools COCOeval is used and a warning says so once."""
+    from detectron2.evaluation.fast_eval_api import COCOeval_opt
+    from pycocotools.coco import COCO
+
+    from mask2former.evaluation import make_boundary_cocoeval
+    from mask2former.evaluation.instance_evaluation import fast_coco_eval_available
+
+    gt, dt = _write(tmp_path, [G], [(SHIFT1, 0.9)])
+    coco = COCO(gt)
+    assert isinstance(make_boundary_cocoeval(coco, coco, use_fast_impl=True), COCOeval_opt)
+    try:
+        from detectron2 import _C  # noqa: F401
+    except ImportError:
+        with caplog.at_level("WARNING"):
+            tool.evaluate(gt, dt)
+            tool.evaluate(gt, dt)
+            assert not fast_coco_eval_available()
+        assert len([r for r in caplog.records if "pycocotools" in r.getMessage()]) <= 1
+    else:
+        assert fast_coco_eval_available()

@@ -77,6 +77,9 @@ def test_hand_worked_partial_case(world, tmp_path):
     assert p["PQ_th"] == pytest.approx(100 * (cat + dog) / 2)
     assert p["RQ_th"] == pytest.approx(50)
     assert p["PQ_st"] == pytest.approx(100 * (sky + grass) / 2)
+    for name, v in (("sky", sky), ("grass", grass), ("cat", cat), ("dog", dog)):
+        assert p[f"PQ-{name}"] == pytest.approx(100 * v)
+    assert p["RQ-dog"] == 0 and p["RQ-cat"] == 100
     ap_cat = (6 + 51 / 101) / 10
     assert res["segm"]["AP-cat"] == pytest.approx(100 * ap_cat)
     assert res["segm"]["AP-dog"] == pytest.approx(0)

@@ -114,7 +114,11 @@ def test_sigkill_at_random_iteration_then_resume_matches_uninterrupted(tmp_path)
 def test_two_cpu_processes_match_one(tmp_path):
     data = tmp_path / "data"
     n_iter = 3
-    common = {"SOLVER.MAX_ITER": n_iter, "SOLVER.CHECKPOINT_PERIOD": 1000}
+    # Dense points (the whole 64x64 mask) so that the matcher's random point sampling, which
+    # differs between one process and two, hardly changes the matching; full-mask losses.
+    common = {"SOLVER.MAX_ITER": n_iter, "SOLVER.CHECKPOINT_PERIOD": 1000,
+              "MODEL.MASK_FORMER.TRAIN_NUM_POINTS": 64 * 64,
+              "MODEL.MASK_FORMER.POINT_SAMPLED_LOSS": False}
     # one process, total batch 4 (in this process)
     one = tmp_path / "one"
     _in_process(data, one, **common)

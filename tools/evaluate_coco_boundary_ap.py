@@ -31,18 +31,10 @@ def evaluate(gt_json, dt_json, iou_type="boundary", dilation_ratio=0.02, iou_mod
     from pycocotools.cocoeval import COCOeval
 
     from mask2former.evaluation.boundary import make_boundary_cocoeval, strip_boxes
+    from mask2former.evaluation.instance_evaluation import fast_coco_eval_available
 
     if use_fast_impl is None:
-        try:
-            from detectron2 import _C  # noqa: F401
-
-            use_fast_impl = True
-        except ImportError:
-            logging.getLogger(__name__).warning(
-                "detectron2's compiled fast COCO evaluation is not installed; using the "
-                "official pycocotools COCOeval (same numbers, slower)."
-            )
-            use_fast_impl = False
+        use_fast_impl = fast_coco_eval_available()
     with contextlib.redirect_stdout(io.StringIO()):
         coco_gt = COCO(gt_json)
     with open(dt_json) as f:

@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -49,6 +50,13 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--skip-train", action="store_true",
                    help="reuse <output-dir>/train/model_final.pth and its metrics.json")
     p.add_argument("--num-images", type=int, default=4, help="val images to draw (default 4)")
+    p.add_argument("--time-budget", type=float, default=20.0, metavar="MIN",
+                   help="minutes for the whole run (default 20): on a machine too slow to train "
+                   "the config's SOLVER.MAX_ITER in time, train fewer iterations (measured by a "
+                   "short calibration run); 0 always trains the full schedule")
+    p.add_argument("--readme-assets", metavar="DIR",
+                   help="also write small copies of an overlay and the curves into DIR (e.g. "
+                   "docs/images) and print the README's Markdown snippet")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides for train_net.py")
     return p.parse_args()
 
@@ -114,11 +122,63 @@ def _fmt(seconds: float) -> str:
     return f"{m}:{s:02d}"
 
 
-def train(args, train_dir: str, log_path: str) -> None:
+def calibrate(args, out_dir: str, iters: int = 12) -> tuple[float, float]:
+    """Run `iters` training iterations: (seconds per iteration, start-up seconds)."""
+    cmd = [sys.executable, os.path.join(REPO, "tools", "train_net.py"), "--config-file",
+           args.config_file, *args.opts, "SOLVER.MAX_ITER", str(iters), "TEST.EVAL_PERIOD", "0",
+           "SOLVER.CHECKPOINT_PERIOD", "100000", "OUTPUT_DIR", out_dir]
+    shutil.rmtree(out_dir, ignore_errors=True)
+    start = time.time()
+    res = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    wall = time.time() - start
+    records = plot_training_curves.read_metrics(os.path.join(out_dir, "metrics.json"))
+    times = [r["time"] for r in records if isinstance(r.get("time"), (int, float))]
+    if res.returncode != 0 or not times:
+        sys.stdout.write(res.stdout[-3000:])
+        raise SystemExit("The calibration run of train_net.py failed (see above).")
+    per_iter = times[-1]
+    return per_iter, max(0.0, wall - iters * per_iter)
+
+
+def plan_iterations(args, out: str, start_time: float) -> list[str]:
+    """Config overrides that fit training into the time budget (none if it fits as it is)."""
     max_iter = int(_config_value(args.config_file, args.opts, "SOLVER.MAX_ITER"))
+    if args.time_budget <= 0:
+        return []
+    print("Measuring the training speed on this machine (a short calibration run) ...",
+          flush=True)
+    per_iter, startup = calibrate(args, os.path.join(out, "calibration"))
+    batch = int(_config_value(args.config_file, args.opts, "SOLVER.IMS_PER_BATCH"))
+    period = int(_config_value(args.config_file, args.opts, "TEST.EVAL_PERIOD"))
+    num_val = 100
+    # Inference on one 256-px val image ~ a third of a training image's forward-backward at the
+    # crop size, x the area ratio; plus the evaluators; plus drawing the overlays at the end.
+    eval_s = num_val * per_iter / batch * 0.6 + 15
+    n_evals = max_iter // period if period > 0 else 1
+    left = args.time_budget * 60 - (time.time() - start_time) - startup - 40
+    fits = int((left - n_evals * eval_s) / per_iter)
+    eta = startup + max_iter * per_iter + n_evals * eval_s
+    print(f"  {per_iter:.2f} s per iteration (batch {batch}); the full schedule ({max_iter} "
+          f"iterations) needs about {eta / 60:.0f} min.", flush=True)
+    if fits >= max_iter:
+        return []
+    new = max(50, fits // 10 * 10)
+    print(f"  This machine is too slow for {max_iter} iterations in the {args.time_budget:.0f}-min "
+          f"budget: training {new} instead. Expect lower metrics than the README's (they are for "
+          "the full schedule); --time-budget 0 trains it in full.", flush=True)
+    overrides = ["SOLVER.MAX_ITER", str(new)]
+    if period > 0:
+        overrides += ["TEST.EVAL_PERIOD", str(max(10, new // max(1, n_evals)))]
+    return overrides
+
+
+def train(args, train_dir: str, log_path: str, overrides: list[str]) -> None:
+    opts = [*args.opts, *overrides]
+    max_iter = int(_config_value(args.config_file, opts, "SOLVER.MAX_ITER"))
     cmd = [sys.executable, os.path.join(REPO, "tools", "train_net.py"),
-           "--config-file", args.config_file, *args.opts, "OUTPUT_DIR", train_dir]
+           "--config-file", args.config_file, *opts, "OUTPUT_DIR", train_dir]
     print(f"Training: {' '.join(cmd[1:])}\n  (full log: {log_path})", flush=True)
+    shutil.rmtree(train_dir, ignore_errors=True)  # metrics.json is appended to: start afresh
     progress = Progress(max_iter)
     tail = deque(maxlen=60)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -180,12 +240,40 @@ def draw_overlays(args, weights: str, out_dir: str, num_images: int) -> list[str
     return [os.path.join(out_dir, os.path.basename(p)[:-4] + ".png") for p in images]
 
 
+def write_readme_assets(dst: str, overlays: list[str], curves: str, md_table: str,
+                        summary: str) -> None:
+    """Small PNGs for the README (palette-quantised) and the Markdown that shows them."""
+    from PIL import Image
+
+    os.makedirs(dst, exist_ok=True)
+    panels = [Image.open(p).convert("RGB") for p in overlays[:2]]
+    width = max(p.width for p in panels)
+    sheet = Image.new("RGB", (width, sum(p.height for p in panels) + 6 * (len(panels) - 1)),
+                      (255, 255, 255))
+    y = 0
+    for p in panels:
+        sheet.paste(p, (0, y))
+        y += p.height + 6
+    sheet = sheet.resize((sheet.width * 3 // 4, sheet.height * 3 // 4), Image.LANCZOS)
+    out_overlay = os.path.join(dst, "demo_predictions.png")
+    sheet.quantize(256, method=Image.Quantize.MEDIANCUT).save(out_overlay, optimize=True)
+    out_curves = os.path.join(dst, "demo_training_curves.png")
+    Image.open(curves).convert("RGB").quantize(128).save(out_curves, optimize=True)
+    rel = os.path.relpath(dst, REPO)
+    print("\nREADME snippet:\n")
+    print(f"![make demo: ground truth (top) and predictions (bottom) on demo_shapes val]"
+          f"({rel}/demo_predictions.png)\n")
+    print(md_table + "\n")
+    print(summary + "\n")
+    print(f"![make demo: training curves]({rel}/demo_training_curves.png)")
+
+
 def main() -> None:
     args = parse_args()
     start = time.time()
     out = os.path.abspath(args.output_dir)
     train_dir = os.path.join(out, "train")
-    os.makedirs(train_dir, exist_ok=True)
+    os.makedirs(out, exist_ok=True)
     import torch
 
     print(f"Mask2Former demo on {torch.get_num_threads()} CPU thread(s); writing to {out}",
@@ -201,7 +289,8 @@ def main() -> None:
     # 2. training, with periodic evaluation
     log_path = os.path.join(out, "train.log")
     if not args.skip_train:
-        train(args, train_dir, log_path)
+        overrides = plan_iterations(args, out, start)
+        train(args, train_dir, log_path, overrides)
     weights = os.path.join(train_dir, "model_final.pth")
     metrics_json = os.path.join(train_dir, "metrics.json")
     if not os.path.exists(weights):
@@ -221,8 +310,9 @@ def main() -> None:
     curves = plot_training_curves.plot(metrics_json, os.path.join(out, "training_curves.png"))
     overlays = draw_overlays(args, weights, os.path.join(out, "overlays"), args.num_images)
 
-    print(f"\nResults on demo_shapes val ({len(records)} logged steps, "
-          f"{_fmt(time.time() - start)} min:s in all, training {_fmt(train_time)}):\n")
+    iters = max((r["iteration"] + 1 for r in records), default=0)
+    print(f"\nResults on demo_shapes val after {iters} iterations ({_fmt(time.time() - start)} "
+          f"min:s in all, {_fmt(train_time)} up to the end of training):\n")
     print(text)
     print("\nWritten:")
     print(f"  model            {weights}")
@@ -231,6 +321,10 @@ def main() -> None:
     print(f"  training curves  {curves}")
     print(f"  overlays         {os.path.dirname(overlays[0])}/ ({len(overlays)} images: input | "
           "panoptic | instance | semantic, ground truth above predictions)")
+    if args.readme_assets:
+        summary = (f"`make demo`: {iters} iterations, {_fmt(time.time() - start)} (min:s) in "
+                   f"all on {torch.get_num_threads()} CPU threads.")
+        write_readme_assets(args.readme_assets, overlays, curves, md, summary)
     print("\nTry the model on your own images:\n  .venv/bin/python demo/demo.py --config-file "
           f"{args.config_file} --input <image|folder|glob> --output out/ --opts MODEL.WEIGHTS "
           f"{os.path.relpath(weights, REPO)}")

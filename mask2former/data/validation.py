@@ -216,7 +216,13 @@ def check_sem_seg(
     image_file: str | None = None,
 ) -> None:
     """Every value must be in [0, num_classes) or equal `ignore_label`."""
-    values, counts = np.unique(np.asarray(label), return_counts=True)
+    label = np.asarray(label)
+    if label.dtype in (np.uint8, np.uint16):  # the usual case: a histogram is ~10x faster
+        hist = np.bincount(label.ravel())
+        values = np.flatnonzero(hist)
+        counts = hist[values]
+    else:
+        values, counts = np.unique(label, return_counts=True)
     bad = [(int(v), int(c)) for v, c in zip(values, counts)
            if not (0 <= v < num_classes) and int(v) != int(ignore_label)]
     if not bad:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import itertools
 import json
+import logging
 import os
 import tempfile
 
@@ -26,6 +27,25 @@ from PIL import Image
 from pycocotools.cocoeval import COCOeval
 
 from .boundary import BOUNDARY_IOU_MODES, make_boundary_cocoeval, strip_boxes
+
+_SAID_NO_FAST_EVAL = []
+
+
+def fast_coco_eval_available() -> bool:
+    """Whether detectron2's compiled fast COCOeval (`_C`) is installed; says once if it is not.
+
+    (`InstanceSegEvaluator` gets the same fallback from detectron2's `COCOEvaluator`.)"""
+    try:
+        from detectron2 import _C  # noqa: F401
+    except ImportError:
+        if not _SAID_NO_FAST_EVAL:
+            _SAID_NO_FAST_EVAL.append(True)
+            logging.getLogger(__name__).warning(
+                "detectron2's compiled fast COCO evaluation is not installed; using the official "
+                "pycocotools COCOeval (same numbers, slower)."
+            )
+        return False
+    return True
 
 
 def coco_instances_from_panoptic(panoptic_json: str, panoptic_root: str, out_path: str) -> str:

@@ -37,7 +37,8 @@ _MIN_IMAGES_PER_WORKER = 64
 
 def pq_from_stat(pq_stat, categories: dict, isthing: bool | None) -> tuple[dict, dict]:
     """panopticapi's `PQStat.pq_average`, but with NaN instead of ZeroDivisionError when no
-    category of the group has a ground-truth or predicted segment."""
+    category of the group has a ground-truth or predicted segment (and NaN, not 0, as the
+    per-class value of such a category)."""
     pq = sq = rq = 0.0
     n = 0
     per_class = {}
@@ -46,7 +47,7 @@ def pq_from_stat(pq_stat, categories: dict, isthing: bool | None) -> tuple[dict,
             continue
         s = pq_stat[label]
         if s.tp + s.fp + s.fn == 0:
-            per_class[label] = {"pq": 0.0, "sq": 0.0, "rq": 0.0}
+            per_class[label] = {"pq": float("nan"), "sq": float("nan"), "rq": float("nan")}
             continue
         n += 1
         denom = s.tp + 0.5 * s.fp + 0.5 * s.fn
@@ -231,6 +232,9 @@ class COCOPanopticEvaluator(DatasetEvaluator):
                 res[m.upper() + key] = 100 * pq_res[group][m]
         names = {c["id"]: c["name"] for c in gt_json["categories"]}
         per_class = {names.get(k, str(k)): v for k, v in pq_res["per_class"].items()}
+        for name, v in per_class.items():  # "-" keys: per-class, not printed by print_csv_format
+            for m in ("pq", "sq", "rq"):
+                res[f"{m.upper()}-{name}"] = 100 * v[m]
         if self._output_dir:
             path = os.path.join(self._output_dir, "panoptic_per_class.json")
             with PathManager.open(path, "w") as f:

@@ -103,16 +103,20 @@ def panoptic_inference(
 
 
 def boxes_from_masks(masks: torch.Tensor) -> torch.Tensor:
-    """Tight XYXY boxes of binary masks (N, H, W) -> (N, 4) float32; empty masks give zeros.
+    """Tight XYXY boxes of binary (bool or 0/1 float) masks (N, H, W) -> (N, 4) float32;
+    empty masks give zeros.
 
     Same convention as detectron2's `BitMasks.get_bounding_boxes` (x1, y1 exclusive: last + 1).
     """
     N, H, W = masks.shape
     if N == 0:
         return torch.zeros((0, 4), dtype=torch.float32, device=masks.device)
-    masks = masks.bool()
-    x_any = masks.any(dim=1)  # (N, W)
-    y_any = masks.any(dim=2)  # (N, H)
+    if masks.dtype == torch.bool:
+        x_any = masks.any(dim=1)  # (N, W)
+        y_any = masks.any(dim=2)  # (N, H)
+    else:  # 0/1 float masks: float reductions are much faster than bool ones on the CPU
+        x_any = masks.sum(dim=1) > 0
+        y_any = masks.sum(dim=2) > 0
     xs = torch.arange(W, device=masks.device)
     ys = torch.arange(H, device=masks.device)
     x0 = torch.where(x_any, xs, W).amin(1)
@@ -155,17 +159,22 @@ def instance_inference(
         query_indices = query_indices[keep]
 
     # Per-query quantities once (a query can appear with several classes), then gathered.
+    # Float 0/1 masks: their sums and dot products use fast float kernels.
     used, inverse = torch.unique(query_indices, return_inverse=True)
-    binary = mask_pred[used] > 0  # (U, H, W)
-    prob = mask_prob[used] if mask_prob is not None else mask_pred[used].sigmoid()
-    binary_f = binary.flatten(1).to(prob.dtype)
-    mask_scores = (prob.flatten(1) * binary_f).sum(1) / (binary_f.sum(1) + 1e-6)  # (U,)
-    boxes = boxes_from_masks(binary)  # (U, 4)
-
+    logits = mask_pred if len(used) == Q else mask_pred[used]
+    binary_f = (logits > 0).flatten(1).to(mask_pred.dtype)  # (U, H*W) 0/1
+    if mask_prob is None:
+        prob = logits.sigmoid().flatten(1)
+    else:
+        prob = (mask_prob if len(used) == Q else mask_prob[used]).flatten(1)
+    area = binary_f.sum(1)
+    inside = torch.bmm(prob[:, None, :], binary_f[:, :, None]).view(-1)  # sum of prob in mask
+    mask_scores = inside / (area + 1e-6)  # (U,) mean mask probability inside the binary mask
+    binary_f = binary_f.view(-1, *image_size)
+    boxes = boxes_from_masks(binary_f)  # (U, 4)
     result = Instances(image_size)
-    result.pred_masks = binary[inverse].float()  # (N, H, W) 0/1
+    result.pred_masks = binary_f[inverse]  # (N, H, W) 0/1 float
     result.pred_boxes = Boxes(boxes[inverse])
     result.scores = scores_per_image * mask_scores[inverse]
     result.pred_classes = labels_per_image
-    del Q
     return result

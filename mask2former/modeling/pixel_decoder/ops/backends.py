@@ -17,11 +17,14 @@ import os
 from types import ModuleType
 from typing import NamedTuple
 
+from . import build
+
 logger = logging.getLogger(__name__)
 
 ENV_VAR = "MASK2FORMER_MSDA_BACKEND"
 CHOICES = ("auto", "cuda", "cpp", "pytorch")
 _DEVICE_OF = {"cuda": "cuda", "cpp": "cpu"}  # compiled backend -> the device type it runs on
+_COMPILED_FOR = {device: name for name, device in _DEVICE_OF.items()}
 
 
 class Backend(NamedTuple):
@@ -65,7 +68,7 @@ def _select(device_type: str, requested: str) -> Backend:
 
 
 def _auto(device_type: str) -> Backend:
-    name = {"cuda": "cuda", "cpu": "cpp"}.get(device_type)
+    name = _COMPILED_FOR.get(device_type)
     if name is None:
         return Backend("pytorch", None)
     try:
@@ -80,6 +83,4 @@ def _auto(device_type: str) -> Backend:
 
 
 def _load(name: str) -> ModuleType:
-    from . import build  # noqa: PLC0415  (imports torch.utils.cpp_extension: only when needed)
-
     return build.load_cuda_extension() if name == "cuda" else build.load_cpu_extension()
