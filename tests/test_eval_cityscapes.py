@@ -92,7 +92,8 @@ def test_semantic_perfect_and_hand_worked(split, tmp_path):
     assert res["sem_seg"]["IoU"] == pytest.approx(50)
 
 
-def test_instance_perfect_and_missed_car(split, tmp_path):
+def test_instance_perfect_and_missed_car(split, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     recs = _register("_eval_cs_inst", split, "cityscapes_instance")
     ev = build_evaluator(_cfg(tmp_path), "_eval_cs_inst")
     assert [type(e) for e in ev.evaluators] == [CityscapesInstanceEvaluator]
@@ -103,6 +104,7 @@ def test_instance_perfect_and_missed_car(split, tmp_path):
     res = run_evaluator(build_evaluator(_cfg(tmp_path), "_eval_cs_inst"), recs,
                         {NAME: {"instances": _instances([(PERSON, "person", 0.8)])}})
     assert res["segm"]["AP"] == pytest.approx(50)
+    assert not (tmp_path / "matches.json").exists()  # the script's dump stays out of the cwd
 
 
 def test_panoptic_type_selects_three_evaluators(split, tmp_path):

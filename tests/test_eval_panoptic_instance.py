@@ -87,8 +87,9 @@ def test_hand_worked_partial_case(world, tmp_path):
     assert res["segm"]["AP50"] == pytest.approx(50)
 
 
-def test_instance_gt_from_panoptic_when_no_instance_json(world, tmp_path):
+def test_instance_gt_from_panoptic_when_no_instance_json(world, tmp_path, monkeypatch):
     """Mapillary Vistas has no instance json: the thing segments of the panoptic PNGs are used."""
+    monkeypatch.setenv("MASK2FORMER_CACHE", str(tmp_path / "cache"))
     records = T.register_panoptic_world("_eval_world", world, "mapillary_vistas_panoptic_seg",
                                         instance_json=False)
     res = T.run_evaluator(build_evaluator(make_cfg(tmp_path, True, True, False), "_eval_world"),

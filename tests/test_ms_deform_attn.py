@@ -1,5 +1,6 @@
 """MSDeformAttn: every backend against an independent float64 reference, gradients, the module's
 parameters and initialisation, and backend selection by MASK2FORMER_MSDA_BACKEND."""
+
 import itertools
 import logging
 import math
@@ -41,7 +42,9 @@ def reference_ms_deform_attn(value, spatial_shapes, sampling_locations, attentio
 def make_inputs(N, shapes, Lq, M, D, P, dtype=torch.float64, device="cpu", margin=0.25):
     """Random inputs; locations spread `margin` beyond [0, 1] on each side."""
     spatial_shapes = torch.tensor(shapes, dtype=torch.int64, device=device)
-    level_start_index = torch.cat([spatial_shapes.new_zeros(1), spatial_shapes.prod(1).cumsum(0)[:-1]])
+    level_start_index = torch.cat(
+        [spatial_shapes.new_zeros(1), spatial_shapes.prod(1).cumsum(0)[:-1]]
+    )
     S, L = int(spatial_shapes.prod(1).sum()), len(shapes)
     value = torch.randn(N, S, M, D, dtype=dtype, device=device)
     loc = torch.rand(N, Lq, M, L, P, 2, dtype=dtype, device=device) * (1 + 2 * margin) - margin
@@ -53,7 +56,9 @@ def make_inputs(N, shapes, Lq, M, D, P, dtype=torch.float64, device="cpu", margi
 BACKENDS = [
     "pytorch",
     pytest.param("cpp", marks=pytest.mark.skipif(not HAS_CXX, reason="no C++ compiler")),
-    pytest.param("cuda", marks=[pytest.mark.cuda, pytest.mark.skipif(not HAS_CUDA, reason="no CUDA")]),
+    pytest.param(
+        "cuda", marks=[pytest.mark.cuda, pytest.mark.skipif(not HAS_CUDA, reason="no CUDA")]
+    ),
 ]
 
 
@@ -83,7 +88,9 @@ SHAPES = [  # (N, level shapes, Lq, M, D, P)
 
 @pytest.mark.parametrize("N,shapes,Lq,M,D,P", SHAPES)
 def test_matches_reference(backend, N, shapes, Lq, M, D, P):
-    value, spatial_shapes, level_start_index, loc, attn = make_inputs(N, shapes, Lq, M, D, P, device=backend)
+    value, spatial_shapes, level_start_index, loc, attn = make_inputs(
+        N, shapes, Lq, M, D, P, device=backend
+    )
     out = ms_deform_attn(value, spatial_shapes, level_start_index, loc, attn)
     expected = reference_ms_deform_attn(value, spatial_shapes, loc, attn)
     assert out.shape == (N, Lq, M * D) and out.dtype == torch.float64
@@ -105,23 +112,31 @@ def test_float32_matches_reference(backend):
         2, [(8, 6), (4, 3), (1, 1)], 10, 2, 8, 4, dtype=torch.float32, device=backend
     )
     out = ms_deform_attn(value, spatial_shapes, level_start_index, loc, attn)
-    torch.testing.assert_close(out.double().cpu(), reference_ms_deform_attn(value, spatial_shapes, loc, attn))
+    expected = reference_ms_deform_attn(value, spatial_shapes, loc, attn)
+    torch.testing.assert_close(out.double().cpu(), expected, rtol=1e-5, atol=1e-6)
 
 
 def test_gradcheck(backend):
-    value, spatial_shapes, level_start_index, loc, attn = make_inputs(1, [(3, 4), (2, 1), (1, 1)], 3, 2, 2, 2, device=backend)
+    value, spatial_shapes, level_start_index, loc, attn = make_inputs(
+        1, [(3, 4), (2, 1), (1, 1)], 3, 2, 2, 2, device=backend
+    )
     for t in (value, loc, attn):
         t.requires_grad_(True)
 
     def fn(value, loc, attn):
         return ms_deform_attn(value, spatial_shapes, level_start_index, loc, attn)
 
-    assert torch.autograd.gradcheck(fn, (value, loc, attn), eps=1e-6, atol=1e-5, rtol=1e-4)
+    # nondet_tol: the CUDA backward sums grad_value with atomics, in no fixed order
+    assert torch.autograd.gradcheck(
+        fn, (value, loc, attn), eps=1e-6, atol=1e-5, rtol=1e-4, nondet_tol=1e-12
+    )
 
 
 def test_gradients_agree_with_pytorch(backend, monkeypatch):
     """Gradients at a larger shape than gradcheck affords, against the grid_sample path."""
-    inputs = make_inputs(2, [(9, 7), (5, 4), (2, 3)], 20, 4, 8, 4, dtype=torch.float64, device=backend)
+    inputs = make_inputs(
+        2, [(9, 7), (5, 4), (2, 3)], 20, 4, 8, 4, dtype=torch.float64, device=backend
+    )
     grad_out = torch.randn(2, 20, 32, dtype=torch.float64, device=backend)
 
     def grads():
@@ -133,12 +148,14 @@ def test_gradients_agree_with_pytorch(backend, monkeypatch):
 
     got = grads()
     monkeypatch.setenv(backends.ENV_VAR, "pytorch")
-    for g, e in zip(got, grads()):
+    for g, e in zip(got, grads(), strict=True):
         torch.testing.assert_close(g, e, rtol=1e-9, atol=1e-11)
 
 
 def test_empty_queries(backend):
-    value, spatial_shapes, level_start_index, loc, attn = make_inputs(2, [(4, 3)], 0, 2, 4, 2, device=backend)
+    value, spatial_shapes, level_start_index, loc, attn = make_inputs(
+        2, [(4, 3)], 0, 2, 4, 2, device=backend
+    )
     value.requires_grad_(True)
     out = ms_deform_attn(value, spatial_shapes, level_start_index, loc, attn)
     assert out.shape == (2, 0, 8)
@@ -150,7 +167,9 @@ def test_empty_queries(backend):
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_cpp_half_precision(monkeypatch, fresh_selection, dtype):
     monkeypatch.setenv(backends.ENV_VAR, "cpp")
-    value, spatial_shapes, level_start_index, loc, attn = make_inputs(2, [(6, 5), (3, 2)], 6, 2, 8, 2, dtype=torch.float32)
+    value, spatial_shapes, level_start_index, loc, attn = make_inputs(
+        2, [(6, 5), (3, 2)], 6, 2, 8, 2, dtype=torch.float32
+    )
     out = ms_deform_attn(value.to(dtype), spatial_shapes, level_start_index, loc, attn)
     assert out.dtype == dtype
     expected = reference_ms_deform_attn(value.to(dtype), spatial_shapes, loc, attn)
@@ -167,7 +186,9 @@ def test_cuda_half_precision(monkeypatch, fresh_selection, dtype):
     """Half-precision values (locations and weights in float32, as under autocast) stay within
     1e-2 relative error of float32, forward and backward."""
     monkeypatch.setenv(backends.ENV_VAR, "cuda")
-    inputs = make_inputs(2, [(32, 32), (16, 16), (8, 8)], 500, 8, 32, 4, dtype=torch.float32, device="cuda")
+    inputs = make_inputs(
+        2, [(32, 32), (16, 16), (8, 8)], 500, 8, 32, 4, dtype=torch.float32, device="cuda"
+    )
 
     def run(value_dtype):
         value, spatial_shapes, level_start_index, loc, attn = (t.detach().clone() for t in inputs)
@@ -178,7 +199,7 @@ def test_cuda_half_precision(monkeypatch, fresh_selection, dtype):
         out.float().square().sum().backward()
         return out.float(), value.grad.float(), loc.grad, attn.grad
 
-    for got, expected in zip(run(dtype), run(torch.float32)):
+    for got, expected in zip(run(dtype), run(torch.float32), strict=True):
         rel = (got - expected).norm() / expected.norm()
         assert rel < 1e-2, rel
 
@@ -200,10 +221,16 @@ def test_module_parameters_and_init():
         "output_proj.bias": (256,),
     }
     assert not m.sampling_offsets.weight.any() and not m.attention_weights.weight.any()
-    assert not m.attention_weights.bias.any() and not m.value_proj.bias.any() and not m.output_proj.bias.any()
+    assert (
+        not m.attention_weights.bias.any()
+        and not m.value_proj.bias.any()
+        and not m.output_proj.bias.any()
+    )
     bias = m.sampling_offsets.bias.detach().view(8, 3, 4, 2)  # (M, L, P, 2)
     # head h points at angle 2*pi*h/8, scaled so its larger coordinate is 1, times (point + 1)
-    directions = torch.tensor([[1, 0], [1, 1], [0, 1], [-1, 1], [-1, 0], [-1, -1], [0, -1], [1, -1]])
+    directions = torch.tensor(
+        [[1, 0], [1, 1], [0, 1], [-1, 1], [-1, 0], [-1, -1], [0, -1], [1, -1]]
+    )
     expected = directions[:, None, None, :] * torch.arange(1, 5)[None, None, :, None]
     torch.testing.assert_close(bias, expected.float().expand(8, 3, 4, 2), atol=1e-5, rtol=0)
     bound = math.sqrt(6 / (256 + 256))  # xavier_uniform
@@ -212,7 +239,9 @@ def test_module_parameters_and_init():
 
 def _module_inputs(m, N=2, shapes=((6, 5), (3, 3), (1, 2)), Lq=7, ref_dim=2):
     spatial_shapes = torch.tensor(shapes)
-    level_start_index = torch.cat([spatial_shapes.new_zeros(1), spatial_shapes.prod(1).cumsum(0)[:-1]])
+    level_start_index = torch.cat(
+        [spatial_shapes.new_zeros(1), spatial_shapes.prod(1).cumsum(0)[:-1]]
+    )
     S = int(spatial_shapes.prod(1).sum())
     query = torch.randn(N, Lq, m.d_model)
     ref = torch.rand(N, Lq, len(shapes), ref_dim)
@@ -225,7 +254,9 @@ def test_module_matches_reference(ref_dim):
     with torch.no_grad():  # non-trivial offsets and weights
         for p in (m.sampling_offsets.weight, m.attention_weights.weight, m.attention_weights.bias):
             p.normal_(0, 0.5)
-    query, ref, src, shapes, lsi = (t.double() if t.is_floating_point() else t for t in _module_inputs(m, ref_dim=ref_dim))
+    query, ref, src, shapes, lsi = (
+        t.double() if t.is_floating_point() else t for t in _module_inputs(m, ref_dim=ref_dim)
+    )
     out = m(query, ref, src, shapes, lsi)
 
     N, Lq, _ = query.shape

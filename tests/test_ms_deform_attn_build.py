@@ -1,5 +1,6 @@
 """Building the MSDeformAttn extensions: importing never builds, setup.py's hook, and the CUDA
 sources compile with this machine's nvcc (no GPU needed: one architecture, sm_90)."""
+
 import os
 import subprocess
 import sys
@@ -25,7 +26,11 @@ def _nvcc() -> Path | None:
 def _run(code: str, **env) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)],
-        cwd=REPO, env={**os.environ, **env}, capture_output=True, text=True, timeout=600,
+        cwd=REPO,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
 
 
@@ -48,7 +53,10 @@ def test_install_time_extensions_only_with_cuda(monkeypatch):
     monkeypatch.chdir(REPO)
     ext_modules, cmdclass = build.install_time_extensions()
     names = sorted(e.name for e in ext_modules)
-    assert names == ["mask2former.modeling.pixel_decoder.ops._msda_cpu", "mask2former.modeling.pixel_decoder.ops._msda_cuda"]
+    assert names == [
+        "mask2former.modeling.pixel_decoder.ops._msda_cpu",
+        "mask2former.modeling.pixel_decoder.ops._msda_cuda",
+    ]
     for e in ext_modules:
         assert all((REPO / s).is_file() for s in e.sources)
         # setuptools' ninja build names objects by stem: a.cpp and a.cu would collide

@@ -147,6 +147,13 @@ def test_semantic_label_rgb_rejected(tmp_path):
         read_sem_seg(str(p), num_classes=3)
 
 
+def test_semantic_label_gray_saved_as_rgb_is_accepted(tmp_path):
+    lab = np.array([[0, 1], [2, 255]], np.uint8)
+    p = tmp_path / "g.png"
+    Image.fromarray(np.stack([lab] * 3, -1)).save(p)
+    np.testing.assert_array_equal(read_sem_seg(str(p), num_classes=3), lab)
+
+
 def test_missing_semantic_label_file(tmp_path):
     with pytest.raises(MissingFileError, match=r"semantic label file .*x\.png \(annotation of image a\.jpg\) does not exist"):
         read_sem_seg(str(tmp_path / "x.png"), 3, image_file="a.jpg")

@@ -321,6 +321,7 @@ def test_train_net_with_the_real_model(tiny_dataset, tmp_path):
         "INPUT.SIZE_DIVISIBILITY": 64,
         "SOLVER.AMP.ENABLED": True,
         "SOLVER.AMP.PRECISION": "bfloat16",
+        "DATASETS.TEST": (),
     })
     run_train_net(opts)
     assert (out / "model_final.pth").exists()

@@ -14,6 +14,7 @@ Peak memory is what the call allocates beyond its inputs: torch.cuda.max_memory_
 GPU; on the CPU the growth of the resident set (VmHWM after resetting it through
 /proc/self/clear_refs, Linux only; memory the allocator kept from earlier calls is not counted).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -130,14 +131,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--batch", type=int, default=2)
-    parser.add_argument("--levels", type=int, nargs="+", default=[128, 64, 32], help="square level sizes")
-    parser.add_argument("--queries", type=int, default=0, help="queries per image (0: all positions)")
+    parser.add_argument(
+        "--levels", type=int, nargs="+", default=[128, 64, 32], help="square level sizes"
+    )
+    parser.add_argument(
+        "--queries", type=int, default=0, help="queries per image (0: all positions)"
+    )
     parser.add_argument("--heads", type=int, default=8)
     parser.add_argument("--channels", type=int, default=32, help="channels per head")
     parser.add_argument("--points", type=int, default=4)
-    parser.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16", "float64"],
-                        help="value dtype (locations and weights stay float32, as under autocast)")
-    parser.add_argument("--threads", type=int, default=2, help="CPU threads (torch.set_num_threads)")
+    parser.add_argument(
+        "--dtype",
+        default="float32",
+        choices=["float32", "float16", "bfloat16", "float64"],
+        help="value dtype (locations and weights stay float32, as under autocast)",
+    )
+    parser.add_argument(
+        "--threads", type=int, default=2, help="CPU threads (torch.set_num_threads)"
+    )
     parser.add_argument("--repeat", type=int, default=3, help="timed runs; the median is reported")
     parser.add_argument("--backends", nargs="+", help="subset to run (default: all available)")
     parser.add_argument("--child", help=argparse.SUPPRESS)  # internal: one backend, JSON out
@@ -149,16 +160,21 @@ def main() -> None:
         return
 
     S = sum(s * s for s in args.levels)
-    device_name = torch.cuda.get_device_name() if args.device == "cuda" else f"{args.threads} threads"
+    device_name = (
+        torch.cuda.get_device_name() if args.device == "cuda" else f"{args.threads} threads"
+    )
     print(
-        f"# device={args.device} ({device_name}) dtype={dtype_name} N={args.batch} levels={args.levels} "
-        f"S={S} Lq={args.queries or S} M={args.heads} D={args.channels} P={args.points} torch={torch.__version__}"
+        f"# device={args.device} ({device_name}) dtype={dtype_name} N={args.batch} "
+        f"levels={args.levels} S={S} Lq={args.queries or S} M={args.heads} D={args.channels} "
+        f"P={args.points} torch={torch.__version__}"
     )
     results = {}
     for name in args.backends or available_backends(args.device):
         # A fresh process per backend: memory one backend's allocator kept does not hide another's.
         proc = subprocess.run(
-            [sys.executable, __file__, *sys.argv[1:], "--child", name], capture_output=True, text=True
+            [sys.executable, __file__, *sys.argv[1:], "--child", name],
+            capture_output=True,
+            text=True,
         )
         if proc.returncode != 0:
             print(f"# {name}: failed\n{proc.stderr[-3000:]}")

@@ -185,8 +185,17 @@ def read_sem_seg(
     *,
     image_file: str | None = None,
 ) -> np.ndarray:
-    """Read a semantic label PNG as an (H, W) integer array and check its values."""
+    """Read a semantic label PNG as an (H, W) integer array and check its values.
+
+    8-bit (L), palette (P: the indices) and 16-bit PNGs keep their values (no EXIF rotation: label
+    files carry none). An RGB file whose three channels are equal is read as its first channel;
+    any other RGB file is a colour-coded mask and raises.
+    """
     img = _open_image(file_name, "semantic label file", image_file)
+    if img.mode in ("RGB", "RGBA"):
+        arr = np.asarray(img)
+        if (arr[..., 0] == arr[..., 1]).all() and (arr[..., 0] == arr[..., 2]).all():
+            img = img.getchannel(0)  # class indices saved as gray RGB: unambiguous
     if img.mode in ("RGB", "RGBA", "CMYK", "YCbCr", "LAB", "HSV"):
         raise InvalidInputError(
             f"semantic label file {_where(file_name, image_file)} has {len(img.getbands())} "
@@ -267,8 +276,14 @@ def check_panoptic_segments(
 ) -> None:
     """Every non-zero id in the PNG must be listed in `segments_info` (0 = unlabeled/void)."""
     listed = {int(s["id"]) for s in segments_info}
-    values, counts = np.unique(pan_ids, return_counts=True)
-    missing = [(int(v), int(c)) for v, c in zip(values, counts) if int(v) != 0 and int(v) not in listed]
+    pan_ids = np.asarray(pan_ids)
+    allowed = np.array(sorted(listed | {0}), dtype=np.int64)
+    known = np.isin(pan_ids, allowed, kind="table" if pan_ids.dtype.kind in "iu" else None)
+    if known.all():  # the usual case, O(pixels)
+        missing = []
+    else:
+        values, counts = np.unique(pan_ids[~known], return_counts=True)
+        missing = [(int(v), int(c)) for v, c in zip(values, counts)]
     if missing:
         shown = ", ".join(f"{v} ({c} px)" for v, c in missing[:8]) + (" ..." if len(missing) > 8 else "")
         raise InvalidInputError(
@@ -319,6 +334,12 @@ def check_category_id(
     )
 
 
+def _polygon_length(poly: Any) -> int:
+    if isinstance(poly, (list, tuple)) and (not poly or not isinstance(poly[0], (list, tuple))):
+        return len(poly)  # the usual flat list: no array conversion (fast on COCO-sized data)
+    return int(np.asarray(poly, dtype=np.float64).size)
+
+
 def clean_polygons(
     segmentation: Any, file_name: str | None = None, *, what: str = "annotation"
 ) -> tuple[Any, int]:
@@ -330,14 +351,14 @@ def clean_polygons(
         return segmentation, 0
     kept, dropped = [], 0
     for poly in segmentation:
-        coords = np.asarray(poly, dtype=np.float64).reshape(-1)
-        if coords.size % 2 == 1:
+        n = _polygon_length(poly)
+        if n % 2 == 1:
             raise InvalidInputError(
                 f"{what} in {file_name}: a polygon has an odd number of coordinates "
-                f"({coords.size}); polygons are flat lists [x1, y1, x2, y2, ...]. Fix: correct the "
+                f"({n}); polygons are flat lists [x1, y1, x2, y2, ...]. Fix: correct the "
                 "annotation converter that wrote it."
             )
-        if coords.size < 6:
+        if n < 6:
             dropped += 1
             continue
         kept.append(poly)

@@ -7,8 +7,9 @@ case (tests/test_eval_cityscapes.py). They glob *every* ground-truth file under 
 `gt_dir` (`<gt_dir>/<city>/*_gtFine_{labelIds,instanceIds}.png`) and need a prediction for each,
 and they work on a single machine only (all ranks write into rank 0's temporary folder).
 
-The subclasses below only route the scripts' per-image console output to the log (DEBUG) and
-keep the summary tables at INFO.
+The subclasses below only route the scripts' per-image console output to the log (DEBUG), keep
+the summary tables at INFO, and keep the instance script's `matches.json` out of the current
+directory.
 """
 from __future__ import annotations
 
@@ -53,5 +54,7 @@ class CityscapesInstanceEvaluator(_d2.CityscapesInstanceEvaluator):
     (Cityscapes label names); metadata `gt_dir`."""
 
     def evaluate(self):
-        with _captured("instance-level semantic labeling"):
+        # The script also writes "matches.json" into the current directory: keep that in the
+        # temporary results folder (removed afterwards).
+        with _captured("instance-level semantic labeling"), contextlib.chdir(self._temp_dir):
             return super().evaluate()

@@ -14,16 +14,12 @@ import itertools
 import json
 import logging
 import os
-import tempfile
 
 import numpy as np
-import pycocotools.mask as mask_util
 from detectron2.data import MetadataCatalog
 from detectron2.evaluation import COCOEvaluator
 from detectron2.evaluation.coco_evaluation import _evaluate_predictions_on_coco
-from detectron2.utils import comm
 from detectron2.utils.file_io import PathManager
-from PIL import Image
 from pycocotools.cocoeval import COCOeval
 
 from .boundary import BOUNDARY_IOU_MODES, make_boundary_cocoeval, strip_boxes
@@ -48,49 +44,11 @@ def fast_coco_eval_available() -> bool:
     return True
 
 
-def coco_instances_from_panoptic(panoptic_json: str, panoptic_root: str, out_path: str) -> str:
-    """Write a COCO instance json (RLE masks of the thing segments, dataset category ids) built
-    from COCO-panoptic annotations; returns `out_path`."""
-    from panopticapi.utils import rgb2id
-
-    with PathManager.open(panoptic_json) as f:
-        pj = json.load(f)
-    things = [c for c in pj["categories"] if c.get("isthing", 0)]
-    thing_ids = {c["id"] for c in things}
-    anns = []
-    for ann in pj["annotations"]:
-        segs = [s for s in ann["segments_info"] if s["category_id"] in thing_ids]
-        if not segs:
-            continue
-        with PathManager.open(os.path.join(panoptic_root, ann["file_name"]), "rb") as f:
-            pan = rgb2id(np.asarray(Image.open(f).convert("RGB"), dtype=np.uint32))
-        for s in segs:
-            mask = np.asfortranarray((pan == s["id"]).astype(np.uint8))
-            rle = mask_util.encode(mask)
-            rle["counts"] = rle["counts"].decode("utf-8")
-            anns.append(
-                {
-                    "id": len(anns) + 1,
-                    "image_id": ann["image_id"],
-                    "category_id": s["category_id"],
-                    "segmentation": rle,
-                    "area": int(mask.sum()),
-                    "bbox": [float(x) for x in mask_util.toBbox(rle)],
-                    "iscrowd": int(s.get("iscrowd", 0)),
-                }
-            )
-    out = {"images": pj["images"], "categories": things, "annotations": anns}
-    PathManager.mkdirs(os.path.dirname(out_path) or ".")
-    with PathManager.open(out_path, "w") as f:
-        json.dump(out, f)
-    return out_path
-
-
 class InstanceSegEvaluator(COCOEvaluator):
     """COCO AP ("bbox", "segm" and, with `boundary_ap=True`, "boundary") for datasets whose
     metadata has `json_file` (COCO-format GT; without it, but with `panoptic_json` and
-`panoptic_root`, the GT is derived from the panoptic annotations) and
-`thing_dataset_id_to_contiguous_id`.
+    `panoptic_root`, the GT is derived from the panoptic annotations) and
+    `thing_dataset_id_to_contiguous_id`.
 
     Predictions are `output["instances"]` (pred_masks (N, H, W), pred_boxes, scores,
     pred_classes contiguous). Metrics are in [0, 100]; with no predictions at all AP is 0 where
@@ -116,15 +74,11 @@ class InstanceSegEvaluator(COCOEvaluator):
             )
         meta = MetadataCatalog.get(dataset_name)
         if not hasattr(meta, "json_file") and hasattr(meta, "panoptic_json"):
-            # No instance json (e.g. Mapillary Vistas): derive one from the panoptic annotations
-            # instead of detectron2's conversion of the records, which have no instances.
-            folder = output_dir or tempfile.mkdtemp(prefix="m2f_instances_")
-            path = os.path.join(folder, f"{dataset_name}_instances_from_panoptic.json")
-            if comm.is_main_process() or not output_dir:
-                coco_instances_from_panoptic(meta.panoptic_json, meta.panoptic_root, path)
-            if output_dir:
-                comm.synchronize()
-            meta.json_file = path
+            # No instance json (e.g. Mapillary Vistas): the thing segments of the panoptic
+            # annotations, instead of detectron2's conversion of the records (no instances).
+            from ..data.datasets.panoptic import instances_json_from_panoptic
+
+            meta.json_file = instances_json_from_panoptic(meta.panoptic_json, meta.panoptic_root)
         super().__init__(
             dataset_name,
             tasks=tasks,

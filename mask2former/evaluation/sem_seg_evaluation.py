@@ -59,14 +59,9 @@ def load_semantic_gt(record: dict, ignore_label: int) -> np.ndarray:
     if record.get("sem_seg_file_name"):
         return read_label_file(record["sem_seg_file_name"])
     if record.get("pan_seg_file_name") and "segments_info" in record:
-        from panopticapi.utils import rgb2id
+        from ..data.datasets.panoptic import semantic_from_panoptic_record
 
-        with PathManager.open(record["pan_seg_file_name"], "rb") as f:
-            pan = rgb2id(np.asarray(Image.open(f).convert("RGB"), dtype=np.uint32))
-        sem = np.full(pan.shape, ignore_label, dtype=np.int64)
-        for seg in record["segments_info"]:
-            sem[pan == seg["id"]] = seg["category_id"]
-        return sem
+        return semantic_from_panoptic_record(record, ignore_label).astype(np.int64)
     raise ValueError(
         f"record {record.get('file_name')!r} has neither 'sem_seg_file_name' nor "
         "'pan_seg_file_name' + 'segments_info': no semantic ground truth to evaluate against."

@@ -39,6 +39,7 @@ __all__ = [
     "SkippableSampler",
     "build_resumable_train_loader",
     "fast_forward_train_loader",
+    "validate_train_dicts",
     "iteration_seed",
 ]
 
@@ -62,17 +63,51 @@ class SkippableSampler(torch.utils.data.Sampler):
 def build_resumable_train_loader(cfg, mapper=None, **kwargs):
     """``build_detection_train_loader(cfg, mapper=mapper)`` whose sampler can be fast-forwarded.
 
-    The returned loader has a ``resumable_sampler`` attribute (a :class:`SkippableSampler`) used
+    The records are checked first (:func:`validate_train_dicts`). The returned loader has a
+    ``resumable_sampler`` attribute (a :class:`SkippableSampler`) used
     by :func:`fast_forward_train_loader`.
     """
     from detectron2.data.build import _train_loader_from_config, build_detection_train_loader
 
     args = _train_loader_from_config(cfg, mapper, **kwargs)
+    if isinstance(args["dataset"], list) and "dataset" not in kwargs:
+        args["dataset"] = validate_train_dicts(cfg, args["dataset"])
     sampler = SkippableSampler(args["sampler"])
     args["sampler"] = sampler
     loader = build_detection_train_loader(**args)
     loader.resumable_sampler = sampler
     return loader
+
+
+def validate_train_dicts(cfg, dataset_dicts: list[dict]) -> list[dict]:
+    """Check every training record before training starts (mask2former.data.validation).
+
+    Files named by the records must exist; category ids must be below
+    ``MODEL.SEM_SEG_HEAD.NUM_CLASSES``; polygons with < 3 points are dropped (counted in one
+    warning, with the number of images without annotations).
+    """
+    import time
+
+    from detectron2.data import MetadataCatalog
+
+    from ..data.validation import validate_dataset_dicts
+
+    names = list(cfg.DATASETS.TRAIN)
+    num_classes = int(cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES)
+    class_names = None
+    if len(names) == 1:
+        meta = MetadataCatalog.get(names[0])
+        for key in ("stuff_classes", "thing_classes"):
+            cls = meta.get(key, None)
+            if cls is not None and len(cls) == num_classes:
+                class_names = list(cls)
+                break
+    start = time.perf_counter()
+    out = validate_dataset_dicts(dataset_dicts, ", ".join(names), num_classes=num_classes,
+                                 class_names=class_names, check_files=True)
+    logger.info("Checked %d training records and their files in %.1f s.", len(out),
+                time.perf_counter() - start)
+    return out
 
 
 def fast_forward_train_loader(trainer, start_iter: int, total_batch_size: int) -> bool:

@@ -4,6 +4,7 @@ Importing this package never compiles anything and never fails for want of a com
 C++ (CPU) and CUDA kernels are loaded, or built, the first time they are selected (see
 `backends.py`, `build.py` and docs/msdeformattn.md).
 """
+
 from .backends import CHOICES as BACKEND_CHOICES
 from .backends import ENV_VAR as BACKEND_ENV_VAR
 from .backends import select_backend

@@ -4,11 +4,12 @@
     auto     (default) CUDA tensors: the CUDA extension; CPU tensors: the C++/OpenMP kernel.
              An extension that cannot be loaded or compiled falls back to `pytorch` (one log line).
     cuda     the CUDA extension; an error if it cannot be loaded or the tensors are not on a GPU.
-    cpp      the C++ CPU kernel; an error if it cannot be compiled or the tensors are not on the CPU.
+    cpp      the C++ CPU kernel; an error if it cannot be compiled or the tensors are not on CPU.
     pytorch  the `grid_sample` formulation, on any device.
 The choice is made and logged once per (device type, setting); extensions are loaded (and compiled,
 see `build.py`) only when chosen.
 """
+
 from __future__ import annotations
 
 import functools
@@ -57,12 +58,16 @@ def _select(device_type: str, requested: str) -> Backend:
     else:
         if _DEVICE_OF[requested] != device_type:
             raise RuntimeError(
-                f"{ENV_VAR}={requested} runs on {_DEVICE_OF[requested]} tensors, but the inputs are "
-                f"on {device_type}; move them, or set {ENV_VAR}=auto or pytorch"
+                f"{ENV_VAR}={requested} runs on {_DEVICE_OF[requested]} tensors, but the inputs "
+                f"are on {device_type}; move them, or set {ENV_VAR}=auto or pytorch"
             )
         backend = Backend(requested, _load(requested))  # forced: a build error propagates
     logger.info(
-        "MSDeformAttn on %s tensors: %s backend (%s=%s)", device_type, backend.name, ENV_VAR, requested
+        "MSDeformAttn on %s tensors: %s backend (%s=%s)",
+        device_type,
+        backend.name,
+        ENV_VAR,
+        requested,
     )
     return backend
 
@@ -77,7 +82,10 @@ def _auto(device_type: str) -> Backend:
         reason = (str(e).strip().splitlines() or [""])[-1]
         logger.warning(
             "MSDeformAttn: the %s extension is unavailable (%s: %s); using the slower pytorch "
-            "grid_sample backend", name, type(e).__name__, reason
+            "grid_sample backend",
+            name,
+            type(e).__name__,
+            reason,
         )
         return Backend("pytorch", None)
 

@@ -2,15 +2,18 @@
 
 Two libraries, each registering `forward` and `backward` operators in its own namespace:
     torch.ops.mask2former_msda_cpu   C++/OpenMP kernel (`csrc/ms_deform_attn_cpu.cpp`)
-    torch.ops.mask2former_msda_cuda  CUDA kernel (`csrc/ms_deform_attn_cuda.cu`, `csrc/ms_deform_attn_cuda_ops.cpp`)
+    torch.ops.mask2former_msda_cuda  CUDA kernels (`csrc/ms_deform_attn_cuda.cu`) and their
+                                     entry points (`csrc/ms_deform_attn_cuda_ops.cpp`)
 
 Each is built either at install time (`install_time_extensions`, called by setup.py, when CUDA is
 usable or FORCE_CUDA=1) or on first use with `torch.utils.cpp_extension.load`, cached under
 $TORCH_EXTENSIONS_DIR or ~/.cache/mask2former/torch_extensions, per Python and PyTorch version.
 Nothing here runs at import of the package.
 """
+
 from __future__ import annotations
 
+import hashlib
 import importlib.machinery
 import logging
 import os
@@ -78,7 +81,10 @@ def _installed_library(module: str) -> Path | None:
 
 
 def jit_compile(
-    kind: str, verbose: bool = False, cuda_arch_list: str | None = None, build_dir: Path | None = None
+    kind: str,
+    verbose: bool = False,
+    cuda_arch_list: str | None = None,
+    build_dir: Path | None = None,
 ) -> str:
     """Compile (or find in the cache) and load one library; returns the path of the .so.
 
@@ -92,7 +98,14 @@ def jit_compile(
         arch = cuda_arch_list or os.environ.get("TORCH_CUDA_ARCH_LIST") or _visible_archs()
         tag = "sm" + re.sub(r"\W+", "_", arch)  # "8.0;9.0+PTX" -> sm8_0_9_0_PTX
     name = f"{_NAMESPACE[kind]}_{tag}"  # builds for other ISAs or GPU archs never share a cache
-    build_dir = Path(build_dir) if build_dir is not None else _cache_dir() / name
+    if build_dir is None:
+        # Checkouts and environments sharing one cache each get their own directory: the same
+        # directory with other source paths or include dirs would be rebuilt by every process.
+        key = hashlib.sha1(
+            f"{CSRC}|{sys.prefix}|{cpu_flags()}|{cuda_flags()}".encode()
+        ).hexdigest()[:8]
+        build_dir = _cache_dir() / f"{name}_{key}"
+    build_dir = Path(build_dir)
     build_dir.mkdir(parents=True, exist_ok=True)
     kwargs = dict(
         name=name,
@@ -116,7 +129,9 @@ def jit_compile(
             os.environ.pop("TORCH_CUDA_ARCH_LIST", None)
         else:
             os.environ["TORCH_CUDA_ARCH_LIST"] = old_arch
-    logger.info("MSDeformAttn %s kernel ready in %.1f s (%s)", kind, time.perf_counter() - start, build_dir)
+    logger.info(
+        "MSDeformAttn %s kernel ready in %.1f s (%s)", kind, time.perf_counter() - start, build_dir
+    )
     return path
 
 
@@ -143,7 +158,10 @@ def _visible_archs() -> str:
 
 
 def _cache_dir() -> Path:
-    base = os.environ.get("TORCH_EXTENSIONS_DIR") or Path.home() / ".cache" / "mask2former" / "torch_extensions"
+    base = (
+        os.environ.get("TORCH_EXTENSIONS_DIR")
+        or Path.home() / ".cache" / "mask2former" / "torch_extensions"
+    )
     tag = f"py{sys.version_info.major}{sys.version_info.minor}_torch{torch.__version__}"
     return Path(base) / tag.replace("+", "_")
 
@@ -182,4 +200,6 @@ def install_time_extensions() -> tuple[list, dict]:
         [str(rel / s.name) for s in CUDA_SOURCES],
         extra_compile_args={"cxx": ["-O3"], "nvcc": cuda_flags()},
     )
-    return [cpu, cuda], {"build_ext": cpp_extension.BuildExtension.with_options(no_python_abi_suffix=False)}
+    return [cpu, cuda], {
+        "build_ext": cpp_extension.BuildExtension.with_options(no_python_abi_suffix=False)
+    }

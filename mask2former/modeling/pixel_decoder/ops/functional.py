@@ -10,6 +10,7 @@ normalised location (x, y) in [0, 1] (pixel-centre convention of `grid_sample(al
 pixel j covers [j/W, (j+1)/W]; samples outside the map read zeros), and the samples are summed with
 the attention weights. Three backends compute the same function; `backends.py` picks one.
 """
+
 from __future__ import annotations
 
 import torch
@@ -66,7 +67,9 @@ def ms_deform_attn_pytorch(
     for lvl, (h, w) in enumerate(shapes):
         v = value_list[lvl].flatten(2).transpose(1, 2).reshape(N * M, D, h, w)
         g = grids[:, :, :, lvl].transpose(1, 2).flatten(0, 1)  # (N*M, Lq, P, 2)
-        samples.append(F.grid_sample(v, g, mode="bilinear", padding_mode="zeros", align_corners=False))
+        samples.append(
+            F.grid_sample(v, g, mode="bilinear", padding_mode="zeros", align_corners=False)
+        )
     weights = attention_weights.to(dtype).transpose(1, 2).reshape(N * M, 1, Lq, L * P)
     out = (torch.stack(samples, dim=-2).flatten(-2) * weights).sum(-1)  # (N*M, D, Lq)
     return out.view(N, M * D, Lq).transpose(1, 2).to(value.dtype).contiguous()
@@ -80,7 +83,9 @@ class MSDeformAttnFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, value, spatial_shapes, level_start_index, sampling_locations, attention_weights, ext):
+    def forward(
+        ctx, value, spatial_shapes, level_start_index, sampling_locations, attention_weights, ext
+    ):
         acc = torch.float64 if value.dtype == torch.float64 else torch.float32
         loc = sampling_locations.to(acc).contiguous()
         attn = attention_weights.to(acc).contiguous()
@@ -110,8 +115,8 @@ def _check_shapes(value, spatial_shapes, level_start_index, sampling_locations, 
         raise ValueError(
             f"sampling_locations must be (N, Lq, M, L, P, 2), got {tuple(sampling_locations.shape)}"
         )
-    n, lq, m, l, p, _ = sampling_locations.shape
-    if (n, m, l) != (N, M, L) or tuple(attention_weights.shape) != (n, lq, m, l, p):
+    n, lq, m, levels, p, _ = sampling_locations.shape
+    if (n, m, levels) != (N, M, L) or tuple(attention_weights.shape) != (n, lq, m, levels, p):
         raise ValueError(
             "inconsistent shapes: value (N, S, M, D) = "
             f"{tuple(value.shape)}, spatial_shapes (L, 2) = {tuple(spatial_shapes.shape)}, "

@@ -3,6 +3,7 @@
 Parameter names, shapes and initialisation follow the published checkpoints, so Mask2Former
 weights load unchanged. Shape letters as in `functional.py`; C = d_model = M * D.
 """
+
 from __future__ import annotations
 
 import math
@@ -26,7 +27,12 @@ class MSDeformAttn(nn.Module):
         super().__init__()
         if d_model % n_heads != 0:
             raise ValueError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads})")
-        self.d_model, self.n_levels, self.n_heads, self.n_points = d_model, n_levels, n_heads, n_points
+        self.d_model, self.n_levels, self.n_heads, self.n_points = (
+            d_model,
+            n_levels,
+            n_heads,
+            n_points,
+        )
         self.im2col_step = 128  # kept for compatibility with the published op; unused
         self.sampling_offsets = nn.Linear(d_model, n_heads * n_levels * n_points * 2)
         self.attention_weights = nn.Linear(d_model, n_heads * n_levels * n_points)
@@ -99,6 +105,11 @@ class MSDeformAttn(nn.Module):
                 f"{tuple(reference_points.shape)}"
             )
         out = ms_deform_attn(
-            value, input_spatial_shapes, input_level_start_index, locations, weights, self.im2col_step
+            value,
+            input_spatial_shapes,
+            input_level_start_index,
+            locations,
+            weights,
+            self.im2col_step,
         )  # (N, Lq, C)
         return self.output_proj(out)
