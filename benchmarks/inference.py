@@ -76,6 +76,27 @@ def breakdown(model, inputs, device: str, dtype: str, iters: int, row: dict, att
                         self_ms=selfa, ffn_ms=ffn, rest_ms=dec - cross - selfa - ffn, n=iters)
 
 
+def profile_table(model, inputs, device: str, dtype: str, path: str, rows: int = 40) -> None:
+    """torch.profiler operator table (sorted by device time on CUDA) of `len(inputs)` images, after
+    one warm-up image: which kernels the optimisation work should look at first."""
+    import os
+
+    from torch.profiler import ProfilerActivity, profile
+
+    run = _runner(model, inputs, device, dtype)
+    run(0)
+    synchronize(device)
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.startswith("cuda") else [])
+    with profile(activities=acts, record_shapes=False) as prof:
+        for i in range(len(inputs)):
+            run(i)
+        synchronize(device)
+    key = "device_time_total" if device.startswith("cuda") else "cpu_time_total"
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path, "w") as f:
+        f.write(prof.key_averages().table(sort_by=key, row_limit=rows))
+
+
 # ---- "outputs unchanged" -------------------------------------------------------------------------
 
 # The unoptimised reference path. Two kinds of switch, both applied by `reference_path(model)`:

@@ -43,10 +43,12 @@ def parse_args(argv=None):
     p.add_argument("--sections", default="msda,inference,check,flops,training",
                    help="comma list of msda, inference, check, flops, training")
     p.add_argument("--infer-dtypes", default="fp32,bf16")
-    p.add_argument("--train-amp", default="fp16,bf16")
+    p.add_argument("--train-amp", default=None,
+                   help="fp16,bf16 (default; on the CPU fp16 rows are skipped unless named here: "
+                        "fp16 autocast is emulated there and takes minutes per step)")
     p.add_argument("--train-batches", default="2,8")
     p.add_argument("--losses", default="point,full")
-    p.add_argument("--crop", type=int, default=None, help="training crop (default 1024; --small 128)")
+    p.add_argument("--crop", type=int, default=None, help="training crop (default 1024; --small 64)")
     p.add_argument("--num-targets", type=int, default=11, help="ground-truth segments per training image")
     p.add_argument("--warmup", type=int, default=None, help="warm-up iterations (default 10 GPU / 1 small)")
     p.add_argument("--iters", type=int, default=None, help="timed iterations (default 50 inference, 10 training)")
@@ -57,6 +59,8 @@ def parse_args(argv=None):
                         "CUDA, to end inside the device tool's 10-minute call; none on the CPU)")
     p.add_argument("--json", default="", help="write all rows to this JSON file")
     p.add_argument("--markdown", default="", help="write the tables to this file")
+    p.add_argument("--profile", default="",
+                   help="folder: write a torch.profiler operator table per model and dtype (3 images)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: leave)")
     return p.parse_args(argv)
 
@@ -73,9 +77,11 @@ class Harness:
         gpu = self.dev.startswith("cuda")
         self.warmup = args.warmup if args.warmup is not None else (10 if gpu and not self.small else 1)
         self.iters = args.iters if args.iters is not None else (50 if gpu and not self.small else 2)
-        self.train_iters = args.iters if args.iters is not None else (10 if gpu and not self.small else 2)
+        self.train_iters = args.iters if args.iters is not None else (10 if gpu and not self.small else 1)
         self.train_warmup = args.warmup if args.warmup is not None else (3 if gpu and not self.small else 1)
-        self.crop = args.crop or (128 if self.small else 1024)
+        self.crop = args.crop or (64 if self.small else 1024)
+        self.train_amp = (args.train_amp or "fp16,bf16").split(",")
+        self.skip_fp16 = args.train_amp is None and not gpu
         self.shapes = models.SMALL_SHAPES if self.small else models.COCO_SHAPES
         self.dname = common.device_name(self.dev)
         self.paper = {} if args.standin else PAPER
@@ -215,6 +221,11 @@ class Harness:
                     except Exception as e:  # noqa: BLE001  the throughput numbers stand without it
                         attn["status"] = f"error: {type(e).__name__}: {e}"[:140]
 
+                if self.a.profile and not self.over_budget():
+                    run_row({}, lambda r, dt=dt: inference.profile_table(
+                        b.model, shape_inputs[:3], self.dev, dt,
+                        os.path.join(self.a.profile, f"profile_{name}_{dtype_label(self.dev, dt)}.txt")),
+                        self.dev, log=self.log)
                 r = self.row("infer", fill, model=name, dtype=lab, shape=shape, batch=1,
                              paper_fps=self.paper.get(name, {}).get("fps"))
                 if r["status"] != "ok" and attn["status"] == "ok":
@@ -287,8 +298,12 @@ class Harness:
             br = run_row({}, build, self.dev, log=self.log)
             for bs in [int(x) for x in self.a.train_batches.split(",")]:
                 batch = None
-                for amp in self.a.train_amp.split(","):
+                for amp in self.train_amp:
                     fields = dict(model=name, dtype=amp, shape=shape, batch=bs, loss=loss)
+                    if amp == "fp16" and self.skip_fp16:
+                        self.T["train"].add(dict(section="train", device=self.dname, status="skipped: fp16 autocast "
+                                                 "is emulated on the CPU (--train-amp fp16 forces it)", **fields))
+                        continue
                     if "b" not in holder:
                         self.T["train"].add(dict(section="train", device=self.dname, status="build " + br["status"], **fields))
                         continue

@@ -245,6 +245,9 @@ class MaskFormer(nn.Module):
                 mask_cls_result = mask_cls_result.to(mask_pred_result)
             # One sigmoid shared by the three tasks.
             mask_prob = retry_if_cuda_oom(pp.mask_probs)(mask_pred_result)
+            if mask_prob.device != mask_pred_result.device:  # fell back to the CPU after a CUDA OOM
+                mask_pred_result = mask_pred_result.to(mask_prob.device)
+                mask_cls_result = mask_cls_result.to(mask_prob.device)
 
             if self.semantic_on:
                 r = retry_if_cuda_oom(pp.semantic_inference)(mask_cls_result, mask_pred_result, mask_prob)

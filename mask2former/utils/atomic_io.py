@@ -216,9 +216,12 @@ def _corrupt_message(path: str, err: Exception) -> str:
         size = f"{os.path.getsize(path)} bytes"
     except OSError:
         size = "size unknown"
+    detail = (str(err).strip().splitlines() or [""])[0]
+    if len(detail) > 100 and ". " in detail:
+        detail = detail.split(". ")[0]
     return (
         f"checkpoint {path} ({size}) is truncated or corrupted and cannot be loaded "
-        f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}). It was probably "
+        f"({type(err).__name__}: {detail}). It was probably "
         "written by a process that was killed while saving, or copied incompletely. Fix: copy it "
         "again, or delete it and resume from an earlier checkpoint (write that file's name into "
         "the 'last_checkpoint' file of the output directory)."

@@ -69,7 +69,12 @@ def build_resumable_train_loader(cfg, mapper=None, **kwargs):
     """
     from detectron2.data.build import _train_loader_from_config, build_detection_train_loader
 
-    args = _train_loader_from_config(cfg, mapper, **kwargs)
+    try:
+        args = _train_loader_from_config(cfg, mapper, **kwargs)
+    except AssertionError as e:  # detectron2's "Got an invalid category_id=4 for ... 2 classes"
+        if "category_id" in str(e):
+            _explain_invalid_category(cfg)
+        raise
     if isinstance(args["dataset"], list) and "dataset" not in kwargs:
         args["dataset"] = validate_train_dicts(cfg, args["dataset"])
     sampler = SkippableSampler(args["sampler"])
@@ -108,6 +113,19 @@ def validate_train_dicts(cfg, dataset_dicts: list[dict]) -> list[dict]:
     logger.info("Checked %d training records and their files in %.1f s.", len(out),
                 time.perf_counter() - start)
     return out
+
+
+def _explain_invalid_category(cfg) -> None:
+    """Re-check the records of cfg.DATASETS.TRAIN to raise an error naming the file and the id."""
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    from ..data.validation import validate_dataset_dicts
+
+    for name in cfg.DATASETS.TRAIN:
+        classes = MetadataCatalog.get(name).get("thing_classes", None)
+        if classes is not None:
+            validate_dataset_dicts(DatasetCatalog.get(name), name, num_classes=len(classes),
+                                   class_names=list(classes))
 
 
 def fast_forward_train_loader(trainer, start_iter: int, total_batch_size: int) -> bool:

@@ -109,6 +109,8 @@ class MSDeformAttnFunction(torch.autograd.Function):
 
 
 def _check_shapes(value, spatial_shapes, level_start_index, sampling_locations, attention_weights):
+    if value.dim() != 4:
+        raise ValueError(f"value must be (N, S, M, D), got {tuple(value.shape)}")
     N, S, M, _ = value.shape
     L = spatial_shapes.shape[0]
     if sampling_locations.dim() != 6 or sampling_locations.shape[-1] != 2:

@@ -27,7 +27,8 @@ struct Corners {
 
 // Fills `c` and returns true if the sample touches the map; false means it reads only zeros.
 template <typename acc_t>
-C10_HOST_DEVICE inline bool bilinear_corners(acc_t x, acc_t y, int64_t H, int64_t W, Corners<acc_t>& c) {
+C10_HOST_DEVICE inline bool bilinear_corners(acc_t x, acc_t y, int64_t H, int64_t W,
+                                             Corners<acc_t>& c) {
   const acc_t h_im = y * static_cast<acc_t>(H) - acc_t(0.5);
   const acc_t w_im = x * static_cast<acc_t>(W) - acc_t(0.5);
   // Written so that NaN locations fail the test.

@@ -1,4 +1,4 @@
-// Argument checks shared by the CPU and CUDA entry points.
+// Argument checks and operator schemas shared by the CPU and CUDA entry points.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -26,11 +26,13 @@ inline Dims check_inputs(const at::Tensor& value, const at::Tensor& spatial_shap
               " does not match value ", value.sizes());
   TORCH_CHECK(attn.sizes() == loc.sizes().slice(0, 5), "attention_weights must be ",
               loc.sizes().slice(0, 5), ", got ", attn.sizes());
-  TORCH_CHECK(spatial_shapes.dim() == 2 && spatial_shapes.size(0) == d.L && spatial_shapes.size(1) == 2,
+  TORCH_CHECK(spatial_shapes.dim() == 2 && spatial_shapes.size(0) == d.L &&
+                  spatial_shapes.size(1) == 2,
               "spatial_shapes must be (L=", d.L, ", 2), got ", spatial_shapes.sizes());
   TORCH_CHECK(level_start_index.dim() == 1 && level_start_index.size(0) == d.L,
               "level_start_index must be (L=", d.L, "), got ", level_start_index.sizes());
-  TORCH_CHECK(spatial_shapes.scalar_type() == at::kLong && level_start_index.scalar_type() == at::kLong,
+  TORCH_CHECK(spatial_shapes.scalar_type() == at::kLong &&
+                  level_start_index.scalar_type() == at::kLong,
               "spatial_shapes and level_start_index must be int64");
   TORCH_CHECK(loc.scalar_type() == acc_type(value) && attn.scalar_type() == acc_type(value),
               "sampling_locations and attention_weights must be ", acc_type(value), " for ",
@@ -42,5 +44,22 @@ inline Dims check_inputs(const at::Tensor& value, const at::Tensor& spatial_shap
   }
   return d;
 }
+
+inline void check_grad_output(const at::Tensor& grad_output, const at::Tensor& value,
+                              const Dims& d) {
+  TORCH_CHECK(grad_output.is_contiguous() && grad_output.scalar_type() == value.scalar_type() &&
+                  grad_output.device() == value.device() &&
+                  grad_output.numel() == d.N * d.Lq * d.M * d.D,
+              "grad_output must be a contiguous (N, Lq, M*D) tensor of value's dtype and device");
+}
+
+// Both libraries register `forward` and `backward` with these schemas, each in its namespace.
+constexpr const char* kForwardSchema =
+    "forward(Tensor value, Tensor spatial_shapes, Tensor level_start_index, "
+    "Tensor sampling_locations, Tensor attention_weights) -> Tensor";
+constexpr const char* kBackwardSchema =
+    "backward(Tensor value, Tensor spatial_shapes, Tensor level_start_index, "
+    "Tensor sampling_locations, Tensor attention_weights, Tensor grad_output) "
+    "-> (Tensor, Tensor, Tensor)";
 
 }  // namespace msda

@@ -1,5 +1,6 @@
 // Multi-scale deformable attention on the CPU: forward and backward, parallel with OpenMP (via
-// at::parallel_for, so torch.set_num_threads applies). Registered as torch.ops.mask2former_msda_cpu.
+// at::parallel_for, so torch.set_num_threads applies). Registered as
+// torch.ops.mask2former_msda_cpu.{forward,backward}.
 //
 // value (N, S, M, D) keeps the D channels of one head contiguous, so each bilinear corner is one
 // contiguous, vectorisable run of D values.
@@ -27,7 +28,9 @@ template <typename F>
 void parallel_chunks(int64_t n, int64_t chunk, const F& f) {
   std::atomic<int64_t> next{0};
   at::parallel_for(0, at::get_num_threads(), 1, [&](int64_t, int64_t) {
-    for (int64_t b = next.fetch_add(chunk); b < n; b = next.fetch_add(chunk)) f(b, std::min(n, b + chunk));
+    for (int64_t b = next.fetch_add(chunk); b < n; b = next.fetch_add(chunk)) {
+      f(b, std::min(n, b + chunk));
+    }
   });
 }
 
@@ -129,14 +132,16 @@ void backward_kernel(const scalar_t* value, const int64_t* shapes, const int64_t
 }
 
 at::Tensor forward(const at::Tensor& value, const at::Tensor& spatial_shapes,
-                   const at::Tensor& level_start_index, const at::Tensor& loc, const at::Tensor& attn) {
+                   const at::Tensor& level_start_index, const at::Tensor& loc,
+                   const at::Tensor& attn) {
   const Dims d = check_inputs(value, spatial_shapes, level_start_index, loc, attn, at::kCPU);
   at::Tensor out = at::empty({d.N, d.Lq, d.M * d.D}, value.options());
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, value.scalar_type(), "msda_forward_cpu", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, value.scalar_type(), "msda_fwd", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    forward_kernel<scalar_t, acc_t>(value.const_data_ptr<scalar_t>(), spatial_shapes.const_data_ptr<int64_t>(),
-                                    level_start_index.const_data_ptr<int64_t>(), loc.const_data_ptr<acc_t>(),
-                                    attn.const_data_ptr<acc_t>(), out.mutable_data_ptr<scalar_t>(), d);
+    forward_kernel<scalar_t, acc_t>(
+        value.const_data_ptr<scalar_t>(), spatial_shapes.const_data_ptr<int64_t>(),
+        level_start_index.const_data_ptr<int64_t>(), loc.const_data_ptr<acc_t>(),
+        attn.const_data_ptr<acc_t>(), out.mutable_data_ptr<scalar_t>(), d);
   });
   return out;
 }
@@ -145,17 +150,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward(
     const at::Tensor& value, const at::Tensor& spatial_shapes, const at::Tensor& level_start_index,
     const at::Tensor& loc, const at::Tensor& attn, const at::Tensor& grad_output) {
   const Dims d = check_inputs(value, spatial_shapes, level_start_index, loc, attn, at::kCPU);
-  TORCH_CHECK(grad_output.is_contiguous() && grad_output.scalar_type() == value.scalar_type() &&
-                  grad_output.numel() == d.N * d.Lq * d.M * d.D,
-              "grad_output must be a contiguous (N, Lq, M*D) tensor of value's dtype");
+  check_grad_output(grad_output, value, d);
   at::Tensor grad_value = at::zeros(value.sizes(), value.options().dtype(acc_type(value)));
   at::Tensor grad_loc = at::empty(loc.sizes(), loc.options());
   at::Tensor grad_attn = at::empty(attn.sizes(), attn.options());
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, value.scalar_type(), "msda_backward_cpu", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, value.scalar_type(), "msda_bwd", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     backward_kernel<scalar_t, acc_t>(
         value.const_data_ptr<scalar_t>(), spatial_shapes.const_data_ptr<int64_t>(),
-        level_start_index.const_data_ptr<int64_t>(), loc.const_data_ptr<acc_t>(), attn.const_data_ptr<acc_t>(),
+        level_start_index.const_data_ptr<int64_t>(), loc.const_data_ptr<acc_t>(),
+        attn.const_data_ptr<acc_t>(),
         grad_output.const_data_ptr<scalar_t>(), grad_value.mutable_data_ptr<acc_t>(),
         grad_loc.mutable_data_ptr<acc_t>(), grad_attn.mutable_data_ptr<acc_t>(), d);
   });
@@ -166,11 +170,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward(
 }  // namespace msda
 
 TORCH_LIBRARY(mask2former_msda_cpu, m) {
-  m.def("forward(Tensor value, Tensor spatial_shapes, Tensor level_start_index, "
-        "Tensor sampling_locations, Tensor attention_weights) -> Tensor");
-  m.def("backward(Tensor value, Tensor spatial_shapes, Tensor level_start_index, "
-        "Tensor sampling_locations, Tensor attention_weights, Tensor grad_output) "
-        "-> (Tensor, Tensor, Tensor)");
+  m.def(msda::kForwardSchema);
+  m.def(msda::kBackwardSchema);
   m.impl("forward", c10::DispatchKey::CPU, TORCH_FN(msda::forward));
   m.impl("backward", c10::DispatchKey::CPU, TORCH_FN(msda::backward));
 }

@@ -23,7 +23,9 @@ constexpr int kThreads = 256;  // 8 warps per block
 template <typename T>
 __device__ __forceinline__ T warp_sum(T x) {
 #pragma unroll
-  for (int offset = kWarp / 2; offset > 0; offset /= 2) x += __shfl_xor_sync(0xffffffffu, x, offset);
+  for (int offset = kWarp / 2; offset > 0; offset /= 2) {
+    x += __shfl_xor_sync(0xffffffffu, x, offset);
+  }
   return x;
 }
 
@@ -92,7 +94,8 @@ __global__ void __launch_bounds__(kThreads) backward_kernel(
         // The gradients are linear in dot: per-lane partials, then summed over the warp.
         acc_t gx, gy;
         location_grad(k, dot, a, H, W, gx, gy);
-        const acc_t ga = warp_sum(k.w[0] * dot[0] + k.w[1] * dot[1] + k.w[2] * dot[2] + k.w[3] * dot[3]);
+        const acc_t ga =
+            warp_sum(k.w[0] * dot[0] + k.w[1] * dot[1] + k.w[2] * dot[2] + k.w[3] * dot[3]);
         gx = warp_sum(gx);
         gy = warp_sum(gy);
         if (lane == 0) {  // zero-initialised; only this warp writes sample s
@@ -115,7 +118,8 @@ template <typename scalar_t, typename acc_t>
 cudaError_t launch_forward(const scalar_t* value, const int64_t* shapes, const int64_t* starts,
                            const acc_t* loc, const acc_t* attn, scalar_t* out, const Dims& d,
                            cudaStream_t stream) {
-  forward_kernel<scalar_t, acc_t><<<num_blocks(d), kThreads, 0, stream>>>(value, shapes, starts, loc, attn, out, d);
+  forward_kernel<scalar_t, acc_t><<<num_blocks(d), kThreads, 0, stream>>>(
+      value, shapes, starts, loc, attn, out, d);
   return cudaGetLastError();
 }
 

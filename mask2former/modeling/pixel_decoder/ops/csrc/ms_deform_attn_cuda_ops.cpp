@@ -18,13 +18,14 @@ namespace msda {
 namespace {
 
 at::Tensor forward(const at::Tensor& value, const at::Tensor& spatial_shapes,
-                   const at::Tensor& level_start_index, const at::Tensor& loc, const at::Tensor& attn) {
+                   const at::Tensor& level_start_index, const at::Tensor& loc,
+                   const at::Tensor& attn) {
   const Dims d = check_inputs(value, spatial_shapes, level_start_index, loc, attn, at::kCUDA);
   const c10::cuda::CUDAGuard guard(value.device());
   at::Tensor out = at::empty({d.N, d.Lq, d.M * d.D}, value.options());
   if (out.numel() == 0) return out;
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, value.scalar_type(), "msda_forward_cuda", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, value.scalar_type(), "msda_fwd", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const cudaError_t err = launch_forward<scalar_t, acc_t>(
         value.const_data_ptr<scalar_t>(), spatial_shapes.const_data_ptr<int64_t>(),
@@ -39,9 +40,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward(
     const at::Tensor& value, const at::Tensor& spatial_shapes, const at::Tensor& level_start_index,
     const at::Tensor& loc, const at::Tensor& attn, const at::Tensor& grad_output) {
   const Dims d = check_inputs(value, spatial_shapes, level_start_index, loc, attn, at::kCUDA);
-  TORCH_CHECK(grad_output.is_contiguous() && grad_output.scalar_type() == value.scalar_type() &&
-                  grad_output.device() == value.device() && grad_output.numel() == d.N * d.Lq * d.M * d.D,
-              "grad_output must be a contiguous (N, Lq, M*D) tensor of value's dtype and device");
+  check_grad_output(grad_output, value, d);
   const c10::cuda::CUDAGuard guard(value.device());
   // grad_value accumulates in acc_t (float for half/bfloat16) via atomicAdd; the other two are
   // sums over channels that start at zero.
@@ -50,7 +49,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward(
   at::Tensor grad_attn = at::zeros(attn.sizes(), attn.options());
   if (grad_output.numel() > 0) {
     const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, value.scalar_type(), "msda_backward_cuda", [&] {
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, value.scalar_type(), "msda_bwd", [&] {
       using acc_t = at::opmath_type<scalar_t>;
       const cudaError_t err = launch_backward<scalar_t, acc_t>(
           value.const_data_ptr<scalar_t>(), spatial_shapes.const_data_ptr<int64_t>(),
@@ -68,11 +67,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward(
 }  // namespace msda
 
 TORCH_LIBRARY(mask2former_msda_cuda, m) {
-  m.def("forward(Tensor value, Tensor spatial_shapes, Tensor level_start_index, "
-        "Tensor sampling_locations, Tensor attention_weights) -> Tensor");
-  m.def("backward(Tensor value, Tensor spatial_shapes, Tensor level_start_index, "
-        "Tensor sampling_locations, Tensor attention_weights, Tensor grad_output) "
-        "-> (Tensor, Tensor, Tensor)");
+  m.def(msda::kForwardSchema);
+  m.def(msda::kBackwardSchema);
   m.impl("forward", c10::DispatchKey::CUDA, TORCH_FN(msda::forward));
   m.impl("backward", c10::DispatchKey::CUDA, TORCH_FN(msda::backward));
 }
