@@ -10,7 +10,7 @@ Examples (CPU works; add MODEL.DEVICE cuda on a GPU):
     python demo/demo.py --config-file ... --video-input clip.mp4 --output out/clip.mp4
 
 Overlays use detectron2's Visualizer (class names and confidences). `--confidence-threshold`
-removes instances (and panoptic segments with a score) below it. Without `--output` the results
+removes instances scoring below it, and panoptic segments whose class probability is below it. Without `--output` the results
 are shown in an OpenCV window, which needs a display and a non-headless OpenCV.
 """
 from __future__ import annotations
@@ -48,6 +48,10 @@ def setup_cfg(args: argparse.Namespace):
     add_maskformer2_config(cfg)
     cfg.merge_from_file(args.config_file)
     cfg.merge_from_list(args.opts)
+    if args.confidence_threshold is not None:
+        # Panoptic segments carry no score: the model keeps those whose class probability
+        # exceeds OBJECT_MASK_THRESHOLD, so the threshold is applied there.
+        cfg.MODEL.MASK_FORMER.TEST.OBJECT_MASK_THRESHOLD = args.confidence_threshold
     if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
         cfg.MODEL.DEVICE = "cpu"
     cfg.freeze()
@@ -63,8 +67,10 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--video-input", help="path to a video file")
     p.add_argument("--output", help="a file or a folder for the overlays; a folder when several "
                    "inputs are given. Without it, results are shown in a window")
-    p.add_argument("--confidence-threshold", type=float, default=0.5,
-                   help="minimum score of the instances / panoptic segments drawn (default 0.5)")
+    p.add_argument("--confidence-threshold", type=float, default=None,
+                   help="minimum score of the instances drawn (default 0.5) and minimum class "
+                   "probability of the panoptic segments (default: the config's "
+                   "MODEL.MASK_FORMER.TEST.OBJECT_MASK_THRESHOLD)")
     p.add_argument("--task", default="auto", choices=("auto", "all") + TASKS,
                    help="what to draw: auto (panoptic if the model predicts it, else semantic and "
                    "instances), one task, or all three side by side")
@@ -173,7 +179,8 @@ def main(argv: list[str] | None = None) -> None:
     if bool(args.input) == bool(args.video_input):
         raise SystemExit("Give exactly one of --input and --video-input.")
     cfg = setup_cfg(args)
-    demo = VisualizationDemo(cfg, confidence_threshold=args.confidence_threshold)
+    threshold = 0.5 if args.confidence_threshold is None else args.confidence_threshold
+    demo = VisualizationDemo(cfg, confidence_threshold=threshold)
     if args.input:
         run_images(demo, args, logger)
     else:

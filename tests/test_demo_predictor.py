@@ -102,3 +102,20 @@ def test_confidence_threshold_filters_model_outputs(image_path):
             assert all("score" not in s or s["score"] >= threshold
                        for s in preds["panoptic_seg"][1])
     assert counts[0.0] > 0 and counts[1.01] == 0
+
+
+@pytest.mark.slow
+def test_confidence_threshold_filters_panoptic_segments(image_path):
+    demo = _load("demo")
+    image = np.asarray(Image.open(image_path))[:, :, ::-1]
+    counts = {}
+    for threshold in ("0.0", "0.99"):
+        args = demo.get_parser().parse_args(
+            ["--config-file", CONFIG, "--input", image_path, "--confidence-threshold", threshold,
+             "--opts", "MODEL.WEIGHTS", "", "MODEL.DEVICE", "cpu"])
+        cfg = demo.setup_cfg(args)
+        assert cfg.MODEL.MASK_FORMER.TEST.OBJECT_MASK_THRESHOLD == float(threshold)
+        torch.manual_seed(0)
+        preds = predictor.VisualizationDemo(cfg, float(threshold)).predict(image)
+        counts[threshold] = len(preds["panoptic_seg"][1])
+    assert counts["0.0"] > 0 and counts["0.99"] == 0  # random weights: no confident class

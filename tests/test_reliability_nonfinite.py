@@ -87,4 +87,41 @@ def test_install_twice_is_harmless_and_uninstall_restores():
     trainer.train(0, 2)
     undo()
     assert "_write_metrics" not in vars(trainer)
-    assert math.isfinite(float(model.lin.weight.sum()))
+    assert math.isfinite(float(model.lin.weight.detach().sum()))
+
+
+def _rank_worker(rank, port, queue):
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    try:
+        loss = torch.tensor(float("nan") if rank == 1 else 1.0)
+        try:
+            check_losses_finite({"loss_ce": torch.tensor(0.5), "loss_mask": loss}, 12)
+            queue.put((rank, "no error"))
+        except NonFiniteLossError as e:
+            queue.put((rank, str(e)))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_all_ranks_stop_together():
+    """A NaN on rank 1 only: both ranks raise (Detectron2's check would stop rank 0 only, and
+    rank 1 would hang in the next all-reduce)."""
+    import multiprocessing as mp
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ctx = mp.get_context("fork")
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_rank_worker, args=(r, port, queue)) for r in range(2)]
+    for p in procs:
+        p.start()
+    results = dict(queue.get(timeout=60) for _ in procs)
+    for p in procs:
+        p.join(timeout=30)
+    for r in (0, 1):
+        assert "Non-finite loss at iteration 12: loss_mask=nan (rank 1)" in results[r], results[r]

@@ -21,8 +21,9 @@ METRIC_KEYS = {
     "segm/AP": "mask AP",
     "sem_seg/mIoU": "mIoU",
 }
-LOSS_KEYS = {"total_loss": "total", "loss_ce": "class (CE)", "loss_mask": "mask (BCE)",
-             "loss_dice": "dice"}
+LOSS_KEYS = {"total_loss": "total (all layers, weighted)", "loss_ce": "class CE (last layer)",
+             "loss_mask": "mask BCE (last layer)",
+             "loss_dice": "dice (last layer)"}
 
 
 def read_metrics(path: str) -> list[dict]:

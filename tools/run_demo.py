@@ -32,12 +32,16 @@ sys.path.insert(0, os.path.join(REPO, "tools"))  # plot_training_curves (detectr
 import plot_training_curves  # noqa: E402
 
 DEFAULT_CONFIG = "configs/demo/panoptic.yaml"
-# Targets of the demo (issue 8): what the model must reach on the val split.
-TARGETS = {"panoptic_seg/PQ": ("Panoptic", "PQ", 50.0), "segm/AP": ("Instance", "mask AP", 50.0),
-           "sem_seg/mIoU": ("Semantic", "mIoU", 70.0)}
-EXTRA = {"panoptic_seg/PQ_th": ("Panoptic", "PQ things"), "panoptic_seg/PQ_st": ("Panoptic",
-         "PQ stuff"), "segm/AP50": ("Instance", "mask AP50"), "sem_seg/pACC": ("Semantic",
-         "pixel acc.")}
+# What the table shows: key -> (task, metric, target of the demo (issue 8) or None).
+METRICS = {
+    "panoptic_seg/PQ": ("Panoptic", "PQ", 50.0),
+    "panoptic_seg/PQ_th": ("Panoptic", "PQ things", None),
+    "panoptic_seg/PQ_st": ("Panoptic", "PQ stuff", None),
+    "segm/AP": ("Instance", "mask AP", 50.0),
+    "segm/AP50": ("Instance", "mask AP50", None),
+    "sem_seg/mIoU": ("Semantic", "mIoU", 70.0),
+    "sem_seg/pACC": ("Semantic", "pixel accuracy", None),
+}
 ITER_RE = re.compile(r"\biter: (\d+)\b.*?total_loss: ([\d.e+-]+)")
 ETA_RE = re.compile(r"eta: ([\d:]+(?: day[s]?, [\d:]+)?)")
 
@@ -208,13 +212,13 @@ def train(args, train_dir: str, log_path: str, overrides: list[str]) -> None:
 def metrics_table(metrics: dict[str, float]) -> tuple[str, str]:
     """(plain-text table for the terminal, Markdown table for the README)."""
     rows = []
-    for key, (task, name, target) in TARGETS.items():
+    for key, (task, name, target) in METRICS.items():
         v = metrics.get(key)
-        rows.append((task, name, "n/a" if v is None else f"{v:.1f}", f">= {target:.0f}",
-                     "" if v is None else ("yes" if v >= target else "NO")))
-    for key, (task, name) in EXTRA.items():
-        if key in metrics:
-            rows.append((task, name, f"{metrics[key]:.1f}", "", ""))
+        if target is None and v is None:
+            continue
+        value = "n/a" if v is None else f"{v:.1f}"
+        reached = "" if target is None or v is None else ("yes" if v >= target else "no")
+        rows.append((task, name, value, "" if target is None else f">= {target:.0f}", reached))
     header = ("Task", "Metric", "Val", "Target", "Reached")
     widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
     line = lambda r: "  ".join(str(c).ljust(w) for c, w in zip(r, widths))  # noqa: E731
@@ -231,7 +235,7 @@ def draw_overlays(args, weights: str, out_dir: str, num_images: int) -> list[str
     images = [os.path.join(val_dir, f"{i:06d}.jpg") for i in range(num_images)]
     cmd = [sys.executable, os.path.join(REPO, "demo", "demo.py"), "--config-file",
            args.config_file, "--input", *images, "--output", out_dir, "--task", "all",
-           "--ground-truth", "demo_shapes_panoptic_val", "--confidence-threshold", "0.5",
+           "--ground-truth", "demo_shapes_panoptic_val",
            "--opts", *args.opts, "MODEL.WEIGHTS", weights]
     res = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
     if res.returncode != 0:
