@@ -243,24 +243,26 @@ class MaskFormer(nn.Module):
             if self.sem_seg_postprocess_before_inference:
                 mask_pred_result = retry_if_cuda_oom(_resize_to_output)(mask_pred_result, image_size, height, width)
                 mask_cls_result = mask_cls_result.to(mask_pred_result)
-            # One sigmoid shared by the three tasks.
-            mask_prob = retry_if_cuda_oom(pp.mask_probs)(mask_pred_result)
-            if mask_prob.device != mask_pred_result.device:  # fell back to the CPU after a CUDA OOM
-                mask_pred_result = mask_pred_result.to(mask_prob.device)
+            # The three tasks share one sigmoid, taken in place (the logits are not needed
+            # afterwards; instances only need where they are > 0): fewer full-size buffers.
+            mask_binary = mask_pred_result > 0 if self.instance_on else None
+            mask_prob = retry_if_cuda_oom(_sigmoid_)(mask_pred_result)
+            if mask_prob.device != mask_cls_result.device:  # fell back to the CPU after a CUDA OOM
                 mask_cls_result = mask_cls_result.to(mask_prob.device)
+                mask_binary = mask_binary.to(mask_prob.device) if mask_binary is not None else None
 
             if self.semantic_on:
-                r = retry_if_cuda_oom(pp.semantic_inference)(mask_cls_result, mask_pred_result, mask_prob)
+                r = retry_if_cuda_oom(pp.semantic_inference)(mask_cls_result, mask_prob, mask_prob)
                 if not self.sem_seg_postprocess_before_inference:
                     r = retry_if_cuda_oom(_resize_to_output)(r, image_size, height, width)
                 processed_results[-1]["sem_seg"] = r
             if self.panoptic_on:
                 processed_results[-1]["panoptic_seg"] = retry_if_cuda_oom(self.panoptic_inference)(
-                    mask_cls_result, mask_pred_result, mask_prob
+                    mask_cls_result, mask_prob, mask_prob
                 )
             if self.instance_on:
                 processed_results[-1]["instances"] = retry_if_cuda_oom(self.instance_inference)(
-                    mask_cls_result, mask_pred_result, mask_prob
+                    mask_cls_result, mask_prob, mask_prob, mask_binary
                 )
         return processed_results
 
@@ -270,7 +272,8 @@ class MaskFormer(nn.Module):
         return pp.semantic_inference(mask_cls, mask_pred, mask_prob)
 
     def panoptic_inference(self, mask_cls, mask_pred, mask_prob=None):
-        """(Q, K+1) logits, (Q, H, W) logits -> (panoptic_seg (H, W) int32, segments_info)."""
+        """(Q, K+1) logits, (Q, H, W) logits -> (panoptic_seg (H, W) int32, segments_info).
+        With `mask_prob` given, `mask_pred` only provides the shape."""
         return pp.panoptic_inference(
             mask_cls,
             mask_pred,
@@ -281,8 +284,9 @@ class MaskFormer(nn.Module):
             mask_prob=mask_prob,
         )
 
-    def instance_inference(self, mask_cls, mask_pred, mask_prob=None):
-        """(Q, K+1) logits, (Q, H, W) logits -> Instances with masks, boxes, scores, classes."""
+    def instance_inference(self, mask_cls, mask_pred, mask_prob=None, mask_binary=None):
+        """(Q, K+1) logits, (Q, H, W) logits -> Instances with masks, boxes, scores, classes.
+        With `mask_prob` and `mask_binary` given, `mask_pred` only provides the shape."""
         return pp.instance_inference(
             mask_cls,
             mask_pred,
@@ -290,7 +294,13 @@ class MaskFormer(nn.Module):
             topk=self.test_topk_per_image,
             thing_ids=self.thing_ids if self.panoptic_on else None,
             mask_prob=mask_prob,
+            mask_binary=mask_binary,
         )
+
+
+def _sigmoid_(x: torch.Tensor) -> torch.Tensor:
+    """In-place sigmoid (a fresh copy when `x` cannot be written, e.g. it needs grad)."""
+    return x.sigmoid_() if not x.requires_grad else x.sigmoid()
 
 
 def _resize_to_output(result: torch.Tensor, img_size, output_height: int, output_width: int) -> torch.Tensor:

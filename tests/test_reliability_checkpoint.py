@@ -57,9 +57,9 @@ def test_atomic_write_text_and_permissions(tmp_path):
     assert (p.stat().st_mode & 0o777) == (0o666 & ~mask)
 
 
-def _save_forever(save_dir, atomic):
+def _save_forever(save_dir, atomic, model):
     """Child process: save a 4 MB checkpoint over and over (model_final + a numbered one)."""
-    model = nn.Linear(1024, 1024)
+    torch.set_num_threads(1)  # no OpenMP region in a forked child
     ck = (Ckpt if atomic else DetectionCheckpointer)(model, save_dir=save_dir)
     i = 0
     while True:
@@ -73,10 +73,11 @@ def _save_forever(save_dir, atomic):
 def _kill_while_saving(out, atomic, delay):
     """Fork (no re-import: fast), let the child save for `delay` s, then SIGKILL it."""
     out.mkdir(parents=True)
+    model = nn.Linear(1024, 1024)  # built before the fork
     pid = os.fork()
     if pid == 0:  # child
         try:
-            _save_forever(str(out), atomic)
+            _save_forever(str(out), atomic, model)
         finally:
             os._exit(1)
     time.sleep(delay)
@@ -193,6 +194,18 @@ def test_safetensors_save_and_resume(tmp_path):
     model3 = _model(9)
     Ckpt(model3).load(str(tmp_path / "model_0000004.safetensors"), checkpointables=[])
     assert torch.equal(model3[2].bias, model[2].bias)
+
+
+def test_safetensors_pair_from_two_saves_is_detected(tmp_path):
+    model = _model()
+    ck = Ckpt(model, save_dir=str(tmp_path))
+    ck.save_format = "safetensors"
+    ck.save("model_final", iteration=3)
+    old_state = (tmp_path / "model_final.state.pth").read_bytes()
+    ck.save("model_final", iteration=4)
+    (tmp_path / "model_final.state.pth").write_bytes(old_state)  # as if killed between the writes
+    with pytest.raises(CorruptCheckpointError, match="come from two different saves"):
+        load_checkpoint_file(tmp_path / "model_final.safetensors")
 
 
 def test_corrupt_safetensors(tmp_path):

@@ -146,8 +146,11 @@ def test_two_cpu_processes_match_one(tmp_path):
     assert "world size: 2" in log.lower() or "Rank of current process: 0. World size: 2" in log
     a, b = _losses(one), _losses(two)
     assert sorted(a) == sorted(b) == list(range(n_iter))
-    worst = _assert_losses_close(a, b, range(n_iter), rtol=0.05)
+    # Each rank samples its own random points for the matcher, so near-tied matchings can differ:
+    # the class losses differ by a few %, the total by a few 1e-3.
+    worst = _assert_losses_close(a, b, range(n_iter), rtol=0.1)
     totals = [abs(b[i]["total_loss"] - a[i]["total_loss"]) / a[i]["total_loss"] for i in range(n_iter)]
+    assert max(totals) < 0.01, totals
     eval_two = _eval(two)
     assert eval_two and "sem_seg/mIoU" in eval_two
 

@@ -54,7 +54,7 @@ def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path):
         trainer.train()
     msg = str(e.value)
     out = tmp_path / "out"
-    assert "Non-finite loss at iteration 3: loss_mask=nan" in msg
+    assert "Non-finite loss at iteration 3: loss_mask=nan (11 other loss terms were finite)" in msg
     assert f"The last good checkpoint is {out / 'model_0000001.pth'}" in msg and "BASE_LR" in msg
     assert sorted(p.name for p in out.glob("*.pth")) == ["model_0000001.pth"]
     ckpt = load_checkpoint_file(out / "model_0000001.pth")

@@ -187,11 +187,13 @@ def read_sem_seg(
 ) -> np.ndarray:
     """Read a semantic label PNG as an (H, W) integer array and check its values.
 
-    8-bit (L), palette (P: the indices) and 16-bit PNGs keep their values (no EXIF rotation: label
-    files carry none). An RGB file whose three channels are equal is read as its first channel;
+    8-bit (L), palette (P: the indices) and 16-bit PNGs keep their values (an EXIF orientation, if
+    any, is applied as for images, like Detectron2's ``read_image``). An RGB file whose three channels are equal is read as its first channel;
     any other RGB file is a colour-coded mask and raises.
     """
-    img = _open_image(file_name, "semantic label file", image_file)
+    from detectron2.data.detection_utils import _apply_exif_orientation
+
+    img = _apply_exif_orientation(_open_image(file_name, "semantic label file", image_file))
     if img.mode in ("RGB", "RGBA"):
         arr = np.asarray(img)
         if (arr[..., 0] == arr[..., 1]).all() and (arr[..., 0] == arr[..., 2]).all():
@@ -252,7 +254,9 @@ def check_sem_seg(
 # ------------------------------------------------------------------------------------------------
 def read_panoptic_ids(file_name: str, *, image_file: str | None = None) -> np.ndarray:
     """Read a COCO panoptic PNG (id = R + 256 G + 256^2 B) as an (H, W) int64 id map."""
-    img = _open_image(file_name, "panoptic annotation PNG", image_file)
+    from detectron2.data.detection_utils import _apply_exif_orientation
+
+    img = _apply_exif_orientation(_open_image(file_name, "panoptic annotation PNG", image_file))
     if img.mode != "RGB":
         if img.mode in ("L", "P", "I", "I;16"):
             raise InvalidInputError(

@@ -54,25 +54,28 @@ def panoptic_inference(
     if mask_prob is None:
         mask_prob = mask_pred.sigmoid()
     keep = labels.ne(num_classes) & (scores > object_mask_threshold)
-    cur_scores = scores[keep]
-    cur_classes = labels[keep]
-    cur_masks = mask_prob[keep]  # (n, H, W) probabilities
+    kept = keep.nonzero().flatten()  # indices of the kept queries, in query order
+    cur_scores = scores[kept]
+    cur_classes = labels[kept]
 
     h, w = mask_prob.shape[-2:]
     panoptic_seg = torch.zeros((h, w), dtype=torch.int32, device=mask_prob.device)
     segments_info: list[dict] = []
-    n = cur_masks.shape[0]
+    n = kept.numel()
     if n == 0:
         return panoptic_seg, segments_info
 
-    cur_prob_masks = cur_scores.view(-1, 1, 1) * cur_masks
+    cur_prob_masks = mask_prob[kept]  # (n, H, W)
+    cur_prob_masks *= cur_scores.view(-1, 1, 1)  # score * mask probability (in place: one copy)
     cur_mask_ids = cur_prob_masks.argmax(0)  # (H, W) index of the winning kept query
+    del cur_prob_masks
     # The winner's own mask probability at each pixel: segment k = (ids == k) & (prob_k >= 0.5).
-    winner_fg = cur_masks.gather(0, cur_mask_ids[None])[0] >= 0.5  # (H, W)
-    flat_ids = cur_mask_ids.flatten()
+    winner_fg = mask_prob.gather(0, kept[cur_mask_ids][None])[0] >= 0.5  # (H, W)
+    flat_ids, winner_fg = cur_mask_ids.flatten(), winner_fg.flatten()
     mask_area = torch.bincount(flat_ids, minlength=n)  # pixels each query won
-    original_area = (cur_masks >= 0.5).flatten(1).sum(1)  # pixels of each query's mask
-    final_area = torch.bincount(flat_ids[winner_fg.flatten()], minlength=n)
+    original_area = torch.stack([(mask_prob[q] >= 0.5).sum() for q in kept.tolist()])  # its mask
+    final_area = torch.bincount(flat_ids[winner_fg], minlength=n)
+    winner_fg = winner_fg.view(h, w)
 
     # Decide segment ids per query (a loop over at most Q scalars, in query order).
     segment_of_query = [0] * n
@@ -136,15 +139,16 @@ def instance_inference(
     topk: int,
     thing_ids: set[int] | frozenset | None = None,
     mask_prob: torch.Tensor | None = None,
+    mask_binary: torch.Tensor | None = None,
 ) -> Instances:
     """Top-k (query, class) pairs by class probability (Sec. 4.1 "Post-processing").
 
     score = p(class) * mean mask probability inside the binary mask (logit > 0). With
     `thing_ids` (panoptic models), pairs of stuff classes are dropped. Masks are 0/1 float
     (H, W); boxes are the tight boxes of the binary masks. Instances are sorted by class
-    probability.
+    probability. `mask_prob` / `mask_binary` (= sigmoid(mask_pred), mask_pred > 0) may be
+    passed precomputed; `mask_pred` is then only used for its shape.
     """
-    Q = mask_cls.shape[0]
     image_size = mask_pred.shape[-2:]
     scores = F.softmax(mask_cls, dim=-1)[:, :-1]  # (Q, K)
     topk = min(topk, scores.numel())
@@ -158,23 +162,26 @@ def instance_inference(
         labels_per_image = labels_per_image[keep]
         query_indices = query_indices[keep]
 
-    # Per-query quantities once (a query can appear with several classes), then gathered.
-    # Float 0/1 masks: their sums and dot products use fast float kernels.
-    used, inverse = torch.unique(query_indices, return_inverse=True)
-    logits = mask_pred if len(used) == Q else mask_pred[used]
-    binary_f = (logits > 0).flatten(1).to(mask_pred.dtype)  # (U, H*W) 0/1
-    if mask_prob is None:
-        prob = logits.sigmoid().flatten(1)
+    # Output masks are built once (0/1 float, as published); per-row statistics are then read
+    # from them without further full-size temporaries.
+    if mask_binary is None:
+        used, inverse = torch.unique(query_indices, return_inverse=True)
+        mask_binary_used = mask_pred[used] > 0
+        pred_masks = mask_binary_used[inverse].to(torch.float32)
     else:
-        prob = (mask_prob if len(used) == Q else mask_prob[used]).flatten(1)
-    area = binary_f.sum(1)
-    inside = torch.bmm(prob[:, None, :], binary_f[:, :, None]).view(-1)  # sum of prob in mask
-    mask_scores = inside / (area + 1e-6)  # (U,) mean mask probability inside the binary mask
-    binary_f = binary_f.view(-1, *image_size)
-    boxes = boxes_from_masks(binary_f)  # (U, 4)
+        pred_masks = mask_binary[query_indices].to(torch.float32)  # (N, H, W)
+    N = pred_masks.shape[0]
+    flat = pred_masks.view(N, image_size[0] * image_size[1])
+    area = flat.sum(1)
+    inside = torch.zeros(N, dtype=torch.float32, device=pred_masks.device)
+    for i, q in enumerate(query_indices.tolist()):  # sum of the mask probability inside the mask
+        prob_q = mask_prob[q] if mask_prob is not None else mask_pred[q].sigmoid()
+        inside[i] = torch.dot(prob_q.reshape(-1).to(torch.float32), flat[i])
+    mask_scores = inside / (area + 1e-6)  # (N,) mean mask probability inside the binary mask
+    boxes = boxes_from_masks(pred_masks)  # (N, 4)
     result = Instances(image_size)
-    result.pred_masks = binary_f[inverse]  # (N, H, W) 0/1 float
-    result.pred_boxes = Boxes(boxes[inverse])
-    result.scores = scores_per_image * mask_scores[inverse]
+    result.pred_masks = pred_masks  # (N, H, W) 0/1 float
+    result.pred_boxes = Boxes(boxes)
+    result.scores = scores_per_image * mask_scores
     result.pred_classes = labels_per_image
     return result

@@ -208,6 +208,13 @@ def load_safetensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         raise CorruptCheckpointError(_corrupt_message(path, e)) from None
 
 
+def _safetensors_metadata(path: str) -> dict[str, str]:
+    from safetensors import safe_open
+
+    with safe_open(path, framework="pt") as f:
+        return f.metadata() or {}
+
+
 # ------------------------------------------------------------------------------------------------
 # loading
 # ------------------------------------------------------------------------------------------------
@@ -303,6 +310,14 @@ def load_checkpoint_file(path: str | os.PathLike, *, allow_pickle: bool = False)
             extra = _torch_load_weights_only(state)
             if isinstance(extra, dict):
                 extra.pop("model", None)
+                pair_id = extra.pop("_pair_id", None)
+                if pair_id is not None and pair_id != _safetensors_metadata(path).get("pair_id"):
+                    raise CorruptCheckpointError(
+                        f"checkpoint {path} and its training state {state} come from two different "
+                        "saves (the process was probably killed between writing them). Fix: resume "
+                        "from an earlier checkpoint (write its name into 'last_checkpoint'), or "
+                        f"delete {os.path.basename(state)} to load the weights alone."
+                    )
                 loaded.update(extra)
         return loaded
     loaded = _torch_load_weights_only(path)
@@ -344,8 +359,13 @@ class AtomicCheckpointerMixin:
             save_file = os.path.join(self.save_dir, basename)
             self.logger.info("Saving checkpoint to %s (+ %s)", save_file, os.path.basename(state_file_for(save_file)))
             model_sd = data.pop("model")
+            # The two files are one checkpoint: a shared id lets loading detect a mismatched pair
+            # (a kill between the two writes when a name is reused, e.g. model_final).
+            pair_id = os.urandom(8).hex()
+            data["_pair_id"] = pair_id
             atomic_torch_save(data, state_file_for(save_file))
-            save_safetensors(model_sd, save_file, metadata={"format": "pt", "iteration": data.get("iteration", "")})
+            save_safetensors(model_sd, save_file, metadata={
+                "format": "pt", "iteration": data.get("iteration", ""), "pair_id": pair_id})
         elif fmt == "pth":
             basename = f"{name}.pth"
             save_file = os.path.join(self.save_dir, basename)
