@@ -61,7 +61,7 @@ def test_truncated_image(files):
 def test_missing_image_and_label(files):
     with pytest.raises(MissingFileError, match=r"image .*nope\.png does not exist"):
         _sem_mapper()(_rec(files, file_name=str(files / "nope.png")))
-    with pytest.raises(MissingFileError, match=r"semantic label file .*gone\.png does not exist"):
+    with pytest.raises(MissingFileError, match=r"semantic label file .*gone\.png \(annotation of image .*img\.png\) does not exist"):
         _sem_mapper()(_rec(files, sem_seg_file_name=str(files / "gone.png")))
 
 

@@ -188,8 +188,9 @@ def read_sem_seg(
     """Read a semantic label PNG as an (H, W) integer array and check its values.
 
     8-bit (L), palette (P: the indices) and 16-bit PNGs keep their values (an EXIF orientation, if
-    any, is applied as for images, like Detectron2's ``read_image``). An RGB file whose three channels are equal is read as its first channel;
-    any other RGB file is a colour-coded mask and raises.
+    any, is applied as for images, like Detectron2's ``read_image``). An RGB file whose three
+    channels are equal is read as its first channel; any other RGB file is a colour-coded mask and
+    raises.
     """
     from detectron2.data.detection_utils import _apply_exif_orientation
 
@@ -328,7 +329,8 @@ def check_category_id(
     lo_hi = f"{min(valid)}..{max(valid)}" if valid else "none"
     named = ""
     if names is not None and valid == set(range(len(names))):
-        named = " (" + ", ".join(f"{i}={n}" for i, n in enumerate(names[:10])) + (" ..." if len(names) > 10 else "") + ")"
+        shown = ", ".join(f"{i}={n}" for i, n in enumerate(names[:10]))
+        named = f" ({shown}{' ...' if len(names) > 10 else ''})"
     raise InvalidInputError(
         f"{what} in {_where(file_name, image_file)} has category_id {category_id!r}, which is not "
         f"a category of the dataset's metadata (valid ids: {lo_hi}{named}). Fix: add the category "
