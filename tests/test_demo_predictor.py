@@ -119,3 +119,25 @@ def test_confidence_threshold_filters_panoptic_segments(image_path):
         preds = predictor.VisualizationDemo(cfg, float(threshold)).predict(image)
         counts[threshold] = len(preds["panoptic_seg"][1])
     assert counts["0.0"] > 0 and counts["0.99"] == 0  # random weights: no confident class
+
+
+@pytest.mark.slow
+def test_demo_on_a_video(tmp_path):
+    import cv2
+
+    from mask2former.data.datasets.builtin_demo import render_scene
+
+    video = str(tmp_path / "clip.mp4")
+    writer = cv2.VideoWriter(video, cv2.VideoWriter_fourcc(*"mp4v"), 5, (256, 256))
+    for i in range(3):
+        writer.write(np.ascontiguousarray(render_scene((5, 0, i))[0][:, :, ::-1]))
+    writer.release()
+    demo = _load("demo")
+    out = str(tmp_path / "out.mp4")
+    demo.main(["--config-file", CONFIG, "--video-input", video, "--output", out,
+               "--opts", "MODEL.WEIGHTS", "", "MODEL.DEVICE", "cpu"])
+    cap = cv2.VideoCapture(out)
+    frames = 0
+    while cap.read()[0]:
+        frames += 1
+    assert frames == 3

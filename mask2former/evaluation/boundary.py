@@ -95,9 +95,10 @@ def _boundaries(rles: list[dict], dilation_ratio: float, workers: int) -> list[d
     from functools import partial
 
     chunk = max(1, len(rles) // (workers * 8))
-    # One OpenCV thread per worker: the workers are the parallelism (and a forked child should
-    # not start from the parent's thread pool).
-    with multiprocessing.get_context("fork").Pool(workers, cv2.setNumThreads, (1,)) as pool:
+    # One OpenCV thread per worker: the workers are the parallelism. "spawn", not "fork": a child
+    # forked from a process whose OpenCV/OpenMP thread pools have run can deadlock on their locks
+    # (seen here: evaluation after training in one process hung).
+    with multiprocessing.get_context("spawn").Pool(workers, cv2.setNumThreads, (1,)) as pool:
         return pool.map(partial(rle_boundary, dilation_ratio=dilation_ratio), rles, chunk)
 
 

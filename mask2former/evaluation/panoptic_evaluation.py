@@ -94,7 +94,8 @@ def compute_pq(
             pq_stat += pq_compute_single_core(0, pairs, gt_folder, pred_folder, categories)
         else:
             chunks = [pairs[i::num_workers] for i in range(num_workers)]
-            with multiprocessing.get_context("fork").Pool(num_workers) as pool:
+            # "spawn": forking a process whose thread pools have run can deadlock the children.
+            with multiprocessing.get_context("spawn").Pool(num_workers) as pool:
                 jobs = [
                     pool.apply_async(
                         pq_compute_single_core, (i, c, gt_folder, pred_folder, categories)
