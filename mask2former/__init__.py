@@ -5,6 +5,7 @@ Importing the package registers its datasets, model parts and evaluators with De
 from . import data  # noqa: F401  (registers datasets and mappers)
 from . import modeling  # noqa: F401  (registers backbones, heads, pixel/transformer decoders)
 from . import evaluation  # noqa: F401
-from .config import add_maskformer2_config
+from .config import add_maskformer2_config, load_config
+from .maskformer_model import MaskFormer
 
-__all__ = ["add_maskformer2_config"]
+__all__ = ["MaskFormer", "add_maskformer2_config", "load_config"]

@@ -159,6 +159,7 @@ class MaskFormer(nn.Module):
             num_points=mf.TRAIN_NUM_POINTS,
             oversample_ratio=mf.OVERSAMPLE_RATIO,
             importance_sample_ratio=mf.IMPORTANCE_SAMPLE_RATIO,
+            point_sampled=mf.POINT_SAMPLED_LOSS,
         )
 
     @property
@@ -198,10 +199,16 @@ class MaskFormer(nn.Module):
         if self.training:
             if self.criterion is None:
                 raise RuntimeError("MaskFormer was built without a criterion; it cannot be trained")
-            targets = None
-            if "instances" in batched_inputs[0]:
-                gt_instances = [x["instances"].to(self.device) for x in batched_inputs]
-                targets = self.prepare_targets(gt_instances, images)
+            if any("instances" not in x for x in batched_inputs):
+                raise ValueError(
+                    "MaskFormer training needs per-image 'instances' (gt_classes, gt_masks); got "
+                    f"inputs with keys {sorted(batched_inputs[0])}. Use one of the Mask2Former "
+                    "mappers (INPUT.DATASET_MAPPER_NAME mask_former_semantic | "
+                    "mask_former_panoptic | mask_former_instance | coco_instance_lsj | "
+                    "coco_panoptic_lsj)."
+                )
+            gt_instances = [x["instances"].to(self.device) for x in batched_inputs]
+            targets = self.prepare_targets(gt_instances, images)
             losses = self.criterion(outputs, targets)
             weight_dict = self.criterion.weight_dict
             return {k: v * weight_dict[k] for k, v in losses.items() if k in weight_dict}

@@ -242,8 +242,13 @@ class MSDeformAttnPixelDecoder(nn.Module):
             "common_stride": cfg.MODEL.SEM_SEG_HEAD.COMMON_STRIDE,
         }
 
-    @torch.autocast("cuda", enabled=False)
     def forward_features(self, features: dict[str, torch.Tensor]):
+        """Runs `_forward_features` with autocast off on the features' device (CUDA or CPU)."""
+        device_type = next(iter(features.values())).device.type
+        with torch.autocast(device_type, enabled=False):
+            return self._forward_features(features)
+
+    def _forward_features(self, features: dict[str, torch.Tensor]):
         """features: backbone maps {"res2": (B, C2, H/4, W/4), ..., "res5": (B, C5, H/32, W/32)}.
 
         Returns mask features (B, mask_dim, H/4, W/4), the encoder output at the coarsest level
