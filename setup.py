@@ -25,7 +25,7 @@ setup(
     description="Masked-attention Mask Transformer for universal image segmentation",
     license="MIT",
     python_requires=">=3.10",
-    packages=find_packages(exclude=("configs", "tests*", "tools*", "demo*", "datasets*")),
+    packages=find_packages(exclude=("configs", "tests*", "tools*", "demo*", "datasets*", "benchmarks*")),
     package_data={"mask2former.modeling.pixel_decoder.ops": ["csrc/**/*"]},
     install_requires=[
         "torch>=2.4",
