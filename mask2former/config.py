@@ -101,6 +101,9 @@ def add_maskformer2_config(cfg: CN) -> None:
     # Autocast dtype when SOLVER.AMP.ENABLED: "float16" (with loss scaling) | "bfloat16" (no
     # scaling; also on the CPU).
     cfg.SOLVER.AMP.PRECISION = "float16"
+    # Checkpoint files: "pth" (one .pth, as Detectron2) | "safetensors" (weights as .safetensors,
+    # training state as .state.pth); both written atomically, see docs/reliability.md.
+    cfg.SOLVER.CHECKPOINT_FORMAT = "pth"
 
     # ---- extensions: evaluation (this project only) -------------------------------------------
     # Boundary AP (Cheng et al., CVPR 2021) next to mask AP in the instance evaluator; the

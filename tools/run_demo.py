@@ -314,7 +314,7 @@ def main() -> None:
     curves = plot_training_curves.plot(metrics_json, os.path.join(out, "training_curves.png"))
     overlays = draw_overlays(args, weights, os.path.join(out, "overlays"), args.num_images)
 
-    iters = max((r["iteration"] + 1 for r in records), default=0)
+    iters = max((r["iteration"] + 1 for r in records if "total_loss" in r), default=0)
     print(f"\nResults on demo_shapes val after {iters} iterations ({_fmt(time.time() - start)} "
           f"min:s in all, {_fmt(train_time)} up to the end of training):\n")
     print(text)

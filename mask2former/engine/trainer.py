@@ -6,13 +6,19 @@ from collections import OrderedDict
 
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.data import build_detection_train_loader
 from detectron2.engine import DefaultTrainer, TrainerBase
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 from torch.nn.parallel import DistributedDataParallel
 
 from ..solver import build_lr_scheduler, build_optimizer
+from ..utils.atomic_io import atomic_checkpointer_class
+from ..utils.resume import (
+    IterationSeedHook,
+    build_resumable_train_loader,
+    fast_forward_train_loader,
+)
+from .nonfinite import install_nonfinite_check
 from .train_loop import MixedPrecisionTrainer
 
 logger = logging.getLogger(__name__)
@@ -29,15 +35,18 @@ TRAIN_MAPPERS = {
 
 
 def build_checkpointer(model, save_dir: str = "", **kwargs) -> DetectionCheckpointer:
-    """The project's checkpointer (mask2former/checkpoint.py) if present, else detectron2's."""
+    """The project's checkpointer (mask2former/checkpoint.py) if present, else detectron2's.
+
+    Either way with atomic saves and safe loading (mask2former.utils.atomic_io).
+    """
     try:
         from .. import checkpoint as project_checkpoint
     except ImportError:
-        return DetectionCheckpointer(model, save_dir, **kwargs)
+        return atomic_checkpointer_class(DetectionCheckpointer)(model, save_dir, **kwargs)
     for name in ("MaskFormerCheckpointer", "Mask2FormerCheckpointer"):
         cls = getattr(project_checkpoint, name, None)
         if cls is not None:
-            return cls(model, save_dir, **kwargs)
+            return atomic_checkpointer_class(cls)(model, save_dir, **kwargs)
     # Fall back to any DetectionCheckpointer subclass the module defines.
     for value in vars(project_checkpoint).values():
         if (
@@ -45,8 +54,8 @@ def build_checkpointer(model, save_dir: str = "", **kwargs) -> DetectionCheckpoi
             and issubclass(value, DetectionCheckpointer)
             and value is not DetectionCheckpointer
         ):
-            return value(model, save_dir, **kwargs)
-    return DetectionCheckpointer(model, save_dir, **kwargs)
+            return atomic_checkpointer_class(value)(model, save_dir, **kwargs)
+    return atomic_checkpointer_class(DetectionCheckpointer)(model, save_dir, **kwargs)
 
 
 def amp_precision(cfg) -> str | None:
@@ -96,6 +105,9 @@ class Trainer(DefaultTrainer):
         self.checkpointer = build_checkpointer(
             model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self)
         )
+        self.checkpointer.save_format = cfg.SOLVER.get("CHECKPOINT_FORMAT", "pth")
+        # Stop at a NaN/Inf loss on every rank, before the optimizer step (docs/reliability.md).
+        install_nonfinite_check(self, self.checkpointer)
         self.start_iter = 0
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.cfg = cfg
@@ -141,7 +153,18 @@ class Trainer(DefaultTrainer):
                     f"mask2former.data.dataset_mappers.{TRAIN_MAPPERS[name]}, which is missing"
                 )
             mapper = mapper_cls(cfg, True)
-        return build_detection_train_loader(cfg, mapper=mapper)
+        # Same loader as detectron2's, with a sampler that --resume can fast-forward.
+        return build_resumable_train_loader(cfg, mapper=mapper)
+
+    def build_hooks(self):
+        # First: re-seed every RNG from (SEED, iteration, rank), so that a resumed run draws the
+        # same random numbers as an uninterrupted one (mask2former.utils.resume).
+        return [IterationSeedHook(self.cfg.SEED)] + super().build_hooks()
+
+    def resume_or_load(self, resume=True):
+        super().resume_or_load(resume=resume)
+        if self.start_iter > 0:  # continue the data stream where the checkpoint left it
+            fast_forward_train_loader(self, self.start_iter, self.cfg.SOLVER.IMS_PER_BATCH)
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):

@@ -17,6 +17,8 @@ from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 from detectron2.structures import polygons_to_bitmask
 
+from .. import validation
+
 __all__ = [
     "rgb2id",
     "read_sem_seg",
@@ -48,9 +50,8 @@ def read_sem_seg(path: str) -> np.ndarray:
     the panoptic PNG and the masks (identical pixel selection); 16-bit maps (ADE20K-full,
     ignore 65535) become float64, which detectron2's torch nearest-neighbour resize keeps exact.
     """
-    sem = utils.read_image(path)
-    if sem.ndim == 3:  # a label PNG saved as RGB/palette-expanded: take the first channel
-        sem = sem[..., 0]
+    # Clear errors for missing/truncated files and colour-coded (non-gray RGB) label maps.
+    sem = validation.read_sem_seg(path)
     return label_array(sem)
 
 
@@ -65,7 +66,7 @@ def label_array(sem: np.ndarray) -> np.ndarray:
 
 def read_pan_seg(path: str) -> np.ndarray:
     """Read a COCO-format panoptic PNG as uint8 RGB (H, W, 3)."""
-    return utils.read_image(path, "RGB")
+    return validation.read_image(path, "RGB", what="panoptic annotation PNG")
 
 
 def panoptic_to_semantic(

@@ -17,6 +17,7 @@ from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 from detectron2.structures import BitMasks, Boxes, Instances
 
+from .. import validation  # clear errors for bad inputs (docs/reliability.md)
 from ._common import annotations_to_masks, build_flip, image_to_tensor, set_record_defaults
 
 __all__ = ["COCOInstanceNewBaselineDatasetMapper", "build_lsj_augmentations", "apply_lsj"]
@@ -75,8 +76,8 @@ class COCOInstanceNewBaselineDatasetMapper:
 
     def __call__(self, dataset_dict: dict) -> dict:
         dataset_dict = copy.deepcopy(dataset_dict)
-        image = utils.read_image(dataset_dict["file_name"], format=self.img_format)
-        utils.check_image_size(dataset_dict, image)
+        image = validation.read_image(dataset_dict["file_name"], format=self.img_format)
+        validation.check_image_size(dataset_dict, image)
         set_record_defaults(dataset_dict, image)
         orig_hw = image.shape[:2]
 

@@ -17,6 +17,7 @@ from detectron2.config import configurable
 from detectron2.data import MetadataCatalog
 from detectron2.data import detection_utils as utils
 
+from .. import validation  # clear errors for bad inputs (docs/reliability.md)
 from ._common import image_to_tensor, read_pan_seg, read_sem_seg, rgb2id, set_record_defaults
 from .coco_instance_new_baseline_dataset_mapper import (
     apply_lsj,
@@ -59,8 +60,8 @@ class COCOPanopticNewBaselineDatasetMapper:
 
     def __call__(self, dataset_dict: dict) -> dict:
         dataset_dict = copy.deepcopy(dataset_dict)
-        image = utils.read_image(dataset_dict["file_name"], format=self.img_format)
-        utils.check_image_size(dataset_dict, image)
+        image = validation.read_image(dataset_dict["file_name"], format=self.img_format)
+        validation.check_image_size(dataset_dict, image)
         set_record_defaults(dataset_dict, image)
         dataset_dict.pop("annotations", None)
 
@@ -80,7 +81,10 @@ class COCOPanopticNewBaselineDatasetMapper:
                 f"Record for {dataset_dict['file_name']} has no 'pan_seg_file_name'; the "
                 "'coco_panoptic_lsj' mapper needs COCO-format panoptic annotations."
             )
-        pan_seg = read_pan_seg(dataset_dict.pop("pan_seg_file_name"))
+        pan_seg_file = dataset_dict.pop("pan_seg_file_name")
+        pan_seg = read_pan_seg(pan_seg_file)
+        validation.check_panoptic_segments(rgb2id(pan_seg), dataset_dict["segments_info"],
+                                           pan_seg_file, image_file=dataset_dict["file_name"])
         pan_ids = rgb2id(transforms.apply_segmentation(pan_seg))
         classes, masks = [], []
         for seg in dataset_dict["segments_info"]:

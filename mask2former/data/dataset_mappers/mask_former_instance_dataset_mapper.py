@@ -16,6 +16,7 @@ from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 from detectron2.structures import Instances
 
+from .. import validation  # clear errors for bad inputs (docs/reliability.md)
 from ._common import (
     annotations_to_masks,
     image_to_tensor,
@@ -64,8 +65,8 @@ class MaskFormerInstanceDatasetMapper:
 
     def __call__(self, dataset_dict: dict) -> dict:
         dataset_dict = copy.deepcopy(dataset_dict)
-        image = utils.read_image(dataset_dict["file_name"], format=self.img_format)
-        utils.check_image_size(dataset_dict, image)
+        image = validation.read_image(dataset_dict["file_name"], format=self.img_format)
+        validation.check_image_size(dataset_dict, image)
         set_record_defaults(dataset_dict, image)
         orig_hw = image.shape[:2]
 

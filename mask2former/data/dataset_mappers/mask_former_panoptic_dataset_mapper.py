@@ -16,6 +16,7 @@ from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 from detectron2.structures import Instances
 
+from .. import validation  # clear errors for bad inputs (docs/reliability.md)
 from ._common import (
     image_to_tensor,
     label_array,
@@ -42,8 +43,8 @@ class MaskFormerPanopticDatasetMapper(MaskFormerSemanticDatasetMapper):
 
     def __call__(self, dataset_dict: dict) -> dict:
         dataset_dict = copy.deepcopy(dataset_dict)
-        image = utils.read_image(dataset_dict["file_name"], format=self.img_format)
-        utils.check_image_size(dataset_dict, image)
+        image = validation.read_image(dataset_dict["file_name"], format=self.img_format)
+        validation.check_image_size(dataset_dict, image)
         set_record_defaults(dataset_dict, image)
         dataset_dict.pop("annotations", None)
 
@@ -53,8 +54,11 @@ class MaskFormerPanopticDatasetMapper(MaskFormerSemanticDatasetMapper):
                 "'segments_info'; the 'mask_former_panoptic' mapper needs COCO-format panoptic "
                 "annotations."
             )
-        pan_seg_gt = read_pan_seg(dataset_dict.pop("pan_seg_file_name"))
+        pan_seg_file = dataset_dict.pop("pan_seg_file_name")
+        pan_seg_gt = read_pan_seg(pan_seg_file)
         segments_info = dataset_dict["segments_info"]
+        validation.check_panoptic_segments(rgb2id(pan_seg_gt), segments_info, pan_seg_file,
+                                           image_file=dataset_dict["file_name"])
         if "sem_seg_file_name" in dataset_dict:
             sem_seg_gt = read_sem_seg(dataset_dict.pop("sem_seg_file_name"))
         else:

@@ -19,6 +19,7 @@ from detectron2.data import transforms as T
 from detectron2.projects.point_rend import ColorAugSSDTransform
 from detectron2.structures import Instances
 
+from .. import validation  # clear errors for bad inputs (docs/reliability.md)
 from ._common import (
     build_flip,
     image_to_tensor,
@@ -87,12 +88,14 @@ class MaskFormerSemanticDatasetMapper:
         image_format: str,
         ignore_label: int,
         size_divisibility: int,
+        num_classes: int | None = None,
     ):
         self.is_train = is_train
         self.tfm_gens = augmentations
         self.img_format = image_format
         self.ignore_label = ignore_label
         self.size_divisibility = size_divisibility
+        self.num_classes = num_classes  # None: label values are not checked
         mode = "training" if is_train else "inference"
         logging.getLogger(__name__).info(
             f"[{self.__class__.__name__}] Augmentations used in {mode}: {augmentations}"
@@ -106,12 +109,13 @@ class MaskFormerSemanticDatasetMapper:
             "image_format": cfg.INPUT.FORMAT,
             "ignore_label": _dataset_ignore_label(cfg, cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE),
             "size_divisibility": cfg.INPUT.SIZE_DIVISIBILITY if is_train else -1,
+            "num_classes": cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES,
         }
 
     def __call__(self, dataset_dict: dict) -> dict:
         dataset_dict = copy.deepcopy(dataset_dict)  # it will be modified below
-        image = utils.read_image(dataset_dict["file_name"], format=self.img_format)
-        utils.check_image_size(dataset_dict, image)
+        image = validation.read_image(dataset_dict["file_name"], format=self.img_format)
+        validation.check_image_size(dataset_dict, image)
         set_record_defaults(dataset_dict, image)
         dataset_dict.pop("annotations", None)  # semantic targets come from the label map only
 
@@ -120,7 +124,13 @@ class MaskFormerSemanticDatasetMapper:
                 f"Record for {dataset_dict['file_name']} has no 'sem_seg_file_name'; the "
                 "'mask_former_semantic' mapper needs a semantic label map per image."
             )
-        sem_seg_gt = read_sem_seg(dataset_dict.pop("sem_seg_file_name"))
+        sem_seg_file = dataset_dict.pop("sem_seg_file_name")
+        validation.require_file(sem_seg_file, "semantic label file",
+                                image_file=dataset_dict["file_name"])
+        sem_seg_gt = read_sem_seg(sem_seg_file)
+        if self.num_classes is not None:
+            validation.check_sem_seg(sem_seg_gt, self.num_classes, self.ignore_label, sem_seg_file,
+                                     image_file=dataset_dict["file_name"])
 
         aug_input = T.AugInput(image, sem_seg=sem_seg_gt)
         aug_input, _ = T.apply_transform_gens(self.tfm_gens, aug_input)
