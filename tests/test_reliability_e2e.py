@@ -147,10 +147,11 @@ def test_two_cpu_processes_match_one(tmp_path):
     a, b = _losses(one), _losses(two)
     assert sorted(a) == sorted(b) == list(range(n_iter))
     # Each rank samples its own random points for the matcher, so near-tied matchings can differ:
-    # the class losses differ by a few %, the total by a few 1e-3.
-    worst = _assert_losses_close(a, b, range(n_iter), rtol=0.1)
+    # single class losses differ by a few %, the total by < 1% (iteration 0: same weights, < 0.5%).
+    # A wrong batch split or loss normalisation would be off by tens of %.
+    worst = _assert_losses_close(a, b, range(n_iter), rtol=0.15)
     totals = [abs(b[i]["total_loss"] - a[i]["total_loss"]) / a[i]["total_loss"] for i in range(n_iter)]
-    assert max(totals) < 0.01, totals
+    assert totals[0] < 0.005 and max(totals) < 0.02, totals
     eval_two = _eval(two)
     assert eval_two and "sem_seg/mIoU" in eval_two
 
