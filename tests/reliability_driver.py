@@ -11,6 +11,7 @@ decoder, masked-attention decoder) shrunk to 64x64 inputs with `TINY_OPTS`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import os
 import sys
@@ -112,14 +113,14 @@ def load_train_net():
     return module
 
 
-def _metrics_every_iteration() -> None:
+@contextlib.contextmanager
+def _metrics_every_iteration():
     """metrics.json: one line per iteration with that iteration's values (train_net.py writes
-    every 20 iterations the median over the last 20)."""
+    every 20 iterations the median over the last 20). Restores detectron2's classes on exit, so
+    that other tests running in the same process see the normal writers."""
     from detectron2.engine import hooks
     from detectron2.utils import events
 
-    if getattr(hooks.PeriodicWriter, "_reliability_patched", False):
-        return
     writer_init, json_init = hooks.PeriodicWriter.__init__, events.JSONWriter.__init__
 
     def periodic_writer_init(self, writers, period=20):
@@ -130,14 +131,18 @@ def _metrics_every_iteration() -> None:
 
     hooks.PeriodicWriter.__init__ = periodic_writer_init
     events.JSONWriter.__init__ = json_writer_init
-    hooks.PeriodicWriter._reliability_patched = True
+    try:
+        yield
+    finally:
+        hooks.PeriodicWriter.__init__ = writer_init
+        events.JSONWriter.__init__ = json_init
 
 
 def main(data_dir, args):
     """Per process: register the data, then train_net.main(args)."""
     register(data_dir)
-    _metrics_every_iteration()
-    res = load_train_net().main(args)
+    with _metrics_every_iteration():
+        res = load_train_net().main(args)
     from detectron2.utils import comm
 
     if args.eval_only and comm.is_main_process() and res:
