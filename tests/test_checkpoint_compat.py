@@ -14,7 +14,8 @@ from mask2former.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
-KEYS = ROOT.parent / "shared" / "reference" / "checkpoint_keys"
+# Names and shapes of the six official checkpoints (copied from the team's reference facts).
+KEYS = Path(__file__).parent / "data" / "checkpoint_keys"
 
 KEY_LISTS = {
     "coco_panoptic_R50": "coco/panoptic-segmentation/maskformer2_R50_bs16_50ep.yaml",
