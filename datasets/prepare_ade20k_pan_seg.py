@@ -43,7 +43,8 @@ SPLITS = {"train": "training", "val": "validation"}
 
 
 def load_ade20k_categories():
-    """(names, colours) of the 150 classes, from mask2former/data/datasets/ade20k_categories.py."""
+    """mask2former/data/datasets/ade20k_categories.py (class names, colours, the challenge's
+    category table reader), loaded without importing the whole package."""
     path = Path(__file__).resolve().parents[1] / "mask2former/data/datasets/ade20k_categories.py"
     if path.is_file():
         spec = importlib.util.spec_from_file_location("_ade20k_categories", path)
@@ -51,19 +52,7 @@ def load_ade20k_categories():
         spec.loader.exec_module(mod)
     else:  # installed package, script copied elsewhere
         from mask2former.data.datasets import ade20k_categories as mod
-    return mod.ADE20K_150_CLASSES, mod.ADE20K_150_COLORS
-
-
-def read_catid_mapping(path: str) -> dict[int, int]:
-    """{instance-challenge category (1-based): ADE150 label (0-based)}."""
-    mapping = {}
-    with open(path) as f:
-        for i, line in enumerate(f):
-            if i == 0 or not line.strip():
-                continue
-            ins_id, sem_id = line.split()[:2]
-            mapping[int(ins_id)] = int(sem_id) - 1
-    return mapping
+    return mod
 
 
 def rgb2id(color: np.ndarray) -> np.ndarray:
@@ -180,8 +169,9 @@ def main(argv: list[str] | None = None) -> None:
             "table, shipped by the published Mask2Former repository as "
             "datasets/ade20k_instance_catid_mapping.txt; pass it with --catid-mapping."
         )
-    mapping = read_catid_mapping(mapping_file)
-    names, colors = load_ade20k_categories()
+    ade = load_ade20k_categories()
+    mapping = ade.read_catid_mapping(mapping_file)
+    names, colors = ade.ADE20K_150_CLASSES, ade.ADE20K_150_COLORS
     categories = [
         {"id": i, "name": n, "isthing": int(i in set(mapping.values())), "color": list(colors[i])}
         for i, n in enumerate(names)

@@ -312,3 +312,17 @@ ADE20K_150_COLORS = [
     [102, 255, 0],
     [92, 0, 255],
 ]
+
+
+def read_catid_mapping(path: str) -> dict[int, int]:
+    """The ADE instance challenge's category table (a header line, then rows
+    `Instance100_id SceneParse150_id FullADE20K_id`, 1-based) -> {instance id: ADE150 label}
+    with 0-based ADE150 labels."""
+    mapping = {}
+    with open(path) as f:
+        for i, line in enumerate(f):
+            if i == 0 or not line.strip():
+                continue
+            ins_id, sem_id = line.split()[:2]
+            mapping[int(ins_id)] = int(sem_id) - 1
+    return mapping

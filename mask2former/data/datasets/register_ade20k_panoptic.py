@@ -19,7 +19,7 @@ import os
 from detectron2.data import MetadataCatalog
 
 from ._utils import dataset_root, register_checked, set_lazy_metadata, wrap_with_path_check
-from .ade20k_categories import ADE20K_150_CLASSES, ADE20K_150_COLORS
+from .ade20k_categories import ADE20K_150_CLASSES, ADE20K_150_COLORS, read_catid_mapping
 from .panoptic import load_panoptic_json
 
 __all__ = ["ade20k_thing_ids", "ADE20K_PREP"]
@@ -34,20 +34,6 @@ ADE20K_PREP = {
     "annotations; see datasets/README.md).",
 }
 _SPLITS = {"train": "training", "val": "validation"}
-
-
-def read_catid_mapping(path: str) -> dict[int, int]:
-    """The ADE instance challenge's category table (a header line, then rows
-    `Instance100_id SceneParse150_id FullADE20K_id`, 1-based) -> {instance id: ADE150 label}
-    with 0-based ADE150 labels."""
-    mapping = {}
-    with open(path) as f:
-        for i, line in enumerate(f):
-            if i == 0 or not line.strip():
-                continue
-            ins_id, sem_id = line.split()[:2]
-            mapping[int(ins_id)] = int(sem_id) - 1
-    return mapping
 
 
 def ade20k_thing_ids(ade_root: str, split: str) -> list[int]:
