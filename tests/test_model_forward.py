@@ -95,3 +95,29 @@ def test_eval_semantic_only_resizes_after_fusion(model):
 def test_padding_is_to_multiple_of_32(model):
     images = model.preprocess_image([{"image": image(33, 65)}])
     assert images.tensor.shape[-2:] == (64, 96) and images.image_sizes == [(33, 65)]
+
+
+def _flat(result):
+    seg, info = result["panoptic_seg"]
+    inst = result["instances"]
+    return [result["sem_seg"], seg, inst.pred_masks, inst.pred_boxes.tensor, inst.scores,
+            inst.pred_classes], info
+
+
+def test_cpu_workspace_reuse_gives_identical_outputs(model, monkeypatch):
+    """Post-processing reuses CPU buffers across images: outputs equal those without reuse,
+    whatever the order of image sizes, and later images never change earlier outputs."""
+    model.eval()
+    sizes = [(96, 128), (64, 64), (96, 128), (128, 96)]
+    with torch.no_grad():
+        with_ws = [model([{"image": image(h, w, i)}])[0] for i, (h, w) in enumerate(sizes)]
+        assert model._workspace  # the buffers were used
+        monkeypatch.setattr(type(model), "_use_workspace", lambda self, x: False)
+        without = [model([{"image": image(h, w, i)}])[0] for i, (h, w) in enumerate(sizes)]
+    for a, b in zip(with_ws, without):
+        (ta, ia), (tb, ib) = _flat(a), _flat(b)
+        assert ia == ib
+        for x, y in zip(ta, tb):
+            assert x.dtype == y.dtype and torch.equal(x, y)
+    model.train()
+    assert not model._workspace  # training gives the buffers back

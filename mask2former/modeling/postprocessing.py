@@ -162,23 +162,30 @@ def instance_inference(
         labels_per_image = labels_per_image[keep]
         query_indices = query_indices[keep]
 
-    # Output masks are built once (0/1 float, as published); per-row statistics are then read
-    # from them without further full-size temporaries.
-    if mask_binary is None:
-        used, inverse = torch.unique(query_indices, return_inverse=True)
-        mask_binary_used = mask_pred[used] > 0
-        pred_masks = mask_binary_used[inverse].to(torch.float32)
-    else:
-        pred_masks = mask_binary[query_indices].to(torch.float32)  # (N, H, W)
-    N = pred_masks.shape[0]
-    flat = pred_masks.view(N, image_size[0] * image_size[1])
-    area = flat.sum(1)
-    inside = torch.zeros(N, dtype=torch.float32, device=pred_masks.device)
-    for i, q in enumerate(query_indices.tolist()):  # sum of the mask probability inside the mask
+    # Output masks: 0/1 float (N, H, W), as published, written row by row from the binary masks
+    # (no (N, H, W) bool temporary). Top-k pairs often share a query (one query, several
+    # classes): the mask statistics are computed once per distinct query and then gathered.
+    N = query_indices.numel()
+    pred_masks = torch.empty((N, *image_size), dtype=torch.float32, device=mask_pred.device)
+    unique, inverse = torch.unique(query_indices, return_inverse=True)
+    first_row = torch.full((unique.numel(),), N, dtype=torch.long, device=inverse.device)
+    first_row.scatter_reduce_(0, inverse, torch.arange(N, device=inverse.device), "amin")
+    for i, q in enumerate(query_indices.tolist()):
+        pred_masks[i].copy_(mask_binary[q] if mask_binary is not None else mask_pred[q] > 0)
+    # Per distinct query u (its first output row r): area, probability mass inside, tight box.
+    area, inside, boxes = [], [], []
+    for q, r in zip(unique.tolist(), first_row.tolist()):
+        row = pred_masks[r].reshape(-1)
         prob_q = mask_prob[q] if mask_prob is not None else mask_pred[q].sigmoid()
-        inside[i] = torch.dot(prob_q.reshape(-1).to(torch.float32), flat[i])
-    mask_scores = inside / (area + 1e-6)  # (N,) mean mask probability inside the binary mask
-    boxes = boxes_from_masks(pred_masks)  # (N, 4)
+        area.append(row.sum())
+        inside.append(torch.dot(prob_q.reshape(-1).to(torch.float32), row))
+        boxes.append(boxes_from_masks(pred_masks[r : r + 1])[0])
+    if N == 0:
+        mask_scores = torch.zeros(0, device=pred_masks.device)
+        boxes = torch.zeros((0, 4), device=pred_masks.device)
+    else:  # mean mask probability inside the binary mask, gathered back to the N output rows
+        mask_scores = (torch.stack(inside) / (torch.stack(area) + 1e-6))[inverse]
+        boxes = torch.stack(boxes)[inverse]  # (N, 4)
     result = Instances(image_size)
     result.pred_masks = pred_masks  # (N, H, W) 0/1 float
     result.pred_boxes = Boxes(boxes)
