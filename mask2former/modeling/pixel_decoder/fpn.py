@@ -35,6 +35,50 @@ def build_pixel_decoder(cfg, input_shape: dict[str, ShapeSpec]) -> nn.Module:
     return model
 
 
+def add_fpn_convs(
+    module: nn.Module,
+    feature_channels: list[int],
+    conv_dim: int,
+    norm: str | Callable | None,
+    *,
+    coarsest_without_lateral: bool = False,
+) -> tuple[list[nn.Module | None], list[nn.Module]]:
+    """Build the FPN convs of a pixel decoder and register them on `module`.
+
+    Per level `idx` (feature_channels from high to low resolution, e.g. res2..res5): a 1x1
+    lateral conv registered as `adapter_{idx + 1}` and a 3x3 output conv (ReLU) registered as
+    `layer_{idx + 1}`, both normalised by `norm` and c2-xavier initialised (these names are the
+    published checkpoints' parameter names). With `coarsest_without_lateral` the last level has
+    no lateral conv (None) and its output conv reads the `feature_channels[-1]` input directly.
+
+    Returns (lateral_convs, output_convs) in top-down order (low to high resolution), as plain
+    lists: the modules are registered on `module` under the names above.
+    """
+    lateral_convs, output_convs = [], []
+    use_bias = norm == ""
+    for idx, in_channels in enumerate(feature_channels):
+        if coarsest_without_lateral and idx == len(feature_channels) - 1:
+            lateral_conv = None
+            output_in_channels = in_channels
+        else:
+            lateral_conv = Conv2d(
+                in_channels, conv_dim, kernel_size=1, bias=use_bias, norm=get_norm(norm, conv_dim)
+            )
+            output_in_channels = conv_dim
+        output_conv = Conv2d(
+            output_in_channels, conv_dim, kernel_size=3, stride=1, padding=1, bias=use_bias,
+            norm=get_norm(norm, conv_dim), activation=F.relu,
+        )
+        if lateral_conv is not None:
+            weight_init.c2_xavier_fill(lateral_conv)
+            module.add_module(f"adapter_{idx + 1}", lateral_conv)
+        weight_init.c2_xavier_fill(output_conv)
+        module.add_module(f"layer_{idx + 1}", output_conv)
+        lateral_convs.append(lateral_conv)
+        output_convs.append(output_conv)
+    return lateral_convs[::-1], output_convs[::-1]
+
+
 @SEM_SEG_HEADS_REGISTRY.register()
 class BasePixelDecoder(nn.Module):
     """FPN: top-down path with nearest upsampling over res5..res2, then a 3x3 conv to mask_dim."""
@@ -53,36 +97,10 @@ class BasePixelDecoder(nn.Module):
         self.in_features = [k for k, v in input_shape]  # "res2" .. "res5"
         feature_channels = [v.channels for k, v in input_shape]
 
-        lateral_convs, output_convs = [], []
-        use_bias = norm == ""
-        for idx, in_channels in enumerate(feature_channels):
-            if idx == len(self.in_features) - 1:
-                output_norm = get_norm(norm, conv_dim)
-                output_conv = Conv2d(
-                    in_channels, conv_dim, kernel_size=3, stride=1, padding=1, bias=use_bias,
-                    norm=output_norm, activation=F.relu,
-                )
-                weight_init.c2_xavier_fill(output_conv)
-                self.add_module(f"layer_{idx + 1}", output_conv)
-                lateral_convs.append(None)
-                output_convs.append(output_conv)
-            else:
-                lateral_norm = get_norm(norm, conv_dim)
-                output_norm = get_norm(norm, conv_dim)
-                lateral_conv = Conv2d(in_channels, conv_dim, kernel_size=1, bias=use_bias, norm=lateral_norm)
-                output_conv = Conv2d(
-                    conv_dim, conv_dim, kernel_size=3, stride=1, padding=1, bias=use_bias,
-                    norm=output_norm, activation=F.relu,
-                )
-                weight_init.c2_xavier_fill(lateral_conv)
-                weight_init.c2_xavier_fill(output_conv)
-                self.add_module(f"adapter_{idx + 1}", lateral_conv)
-                self.add_module(f"layer_{idx + 1}", output_conv)
-                lateral_convs.append(lateral_conv)
-                output_convs.append(output_conv)
-        # Top-down order (low to high resolution); plain lists, the modules are registered above.
-        self.lateral_convs = lateral_convs[::-1]
-        self.output_convs = output_convs[::-1]
+        # The coarsest level (res5) has no lateral conv: its output conv reads the backbone map.
+        self.lateral_convs, self.output_convs = add_fpn_convs(
+            self, feature_channels, conv_dim, norm, coarsest_without_lateral=True
+        )
 
         self.mask_dim = mask_dim
         self.mask_features = Conv2d(conv_dim, mask_dim, kernel_size=3, stride=1, padding=1)

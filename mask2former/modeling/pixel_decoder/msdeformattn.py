@@ -10,12 +10,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from detectron2.config import configurable
-from detectron2.layers import Conv2d, ShapeSpec, get_norm
+from detectron2.layers import Conv2d, ShapeSpec
 from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
 from fvcore.nn import weight_init
 from torch import nn
 
 from ..transformer_decoder.position_encoding import PositionEmbeddingSine
+from .fpn import add_fpn_convs
 from .ops import MSDeformAttn
 
 
@@ -205,25 +206,9 @@ class MSDeformAttnPixelDecoder(nn.Module):
         # FPN levels between the encoder's finest level and common_stride (1 level: 1/8 -> 1/4).
         stride = min(self.transformer_feature_strides)
         self.num_fpn_levels = int(np.log2(stride) - np.log2(self.common_stride))
-        lateral_convs, output_convs = [], []
-        use_bias = norm == ""
-        for idx, in_channels in enumerate(self.feature_channels[: self.num_fpn_levels]):
-            lateral_conv = Conv2d(
-                in_channels, conv_dim, kernel_size=1, bias=use_bias, norm=get_norm(norm, conv_dim)
-            )
-            output_conv = Conv2d(
-                conv_dim, conv_dim, kernel_size=3, stride=1, padding=1, bias=use_bias,
-                norm=get_norm(norm, conv_dim), activation=F.relu,
-            )
-            weight_init.c2_xavier_fill(lateral_conv)
-            weight_init.c2_xavier_fill(output_conv)
-            self.add_module(f"adapter_{idx + 1}", lateral_conv)
-            self.add_module(f"layer_{idx + 1}", output_conv)
-            lateral_convs.append(lateral_conv)
-            output_convs.append(output_conv)
-        # Top-down order (low to high resolution); plain lists, the modules are registered above.
-        self.lateral_convs = lateral_convs[::-1]
-        self.output_convs = output_convs[::-1]
+        self.lateral_convs, self.output_convs = add_fpn_convs(
+            self, self.feature_channels[: self.num_fpn_levels], conv_dim, norm
+        )
 
     @classmethod
     def from_config(cls, cfg, input_shape: dict[str, ShapeSpec]):
