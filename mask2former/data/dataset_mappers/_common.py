@@ -1,11 +1,13 @@
-"""Pieces shared by the training mappers: reading targets, masks from any annotation format,
-padding, and the record fields every mapper returns.
+"""Pieces shared by the training mappers: mapper set-up, reading records and targets, masks
+from any annotation format, padding, and the record fields every mapper returns.
 
 Glossary: H, W = image size after augmentation (and padding); N = number of targets.
 """
 
 from __future__ import annotations
 
+import copy
+import logging
 import os
 from typing import Any, Sequence
 
@@ -13,6 +15,7 @@ import numpy as np
 import pycocotools.mask as mask_util
 import torch
 import torch.nn.functional as F
+from detectron2.data import MetadataCatalog
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 from detectron2.structures import polygons_to_bitmask
@@ -20,6 +23,9 @@ from detectron2.structures import polygons_to_bitmask
 from .. import validation
 
 __all__ = [
+    "init_mapper",
+    "dataset_ignore_label",
+    "read_record",
     "rgb2id",
     "read_sem_seg",
     "label_array",
@@ -31,7 +37,54 @@ __all__ = [
     "image_to_tensor",
     "set_record_defaults",
     "panoptic_to_semantic",
+    "read_checked_pan_seg",
+    "panoptic_segment_masks",
+    "drop_empty_masks",
+    "masks_tensor",
 ]
+
+
+def init_mapper(
+    mapper: Any,
+    is_train: bool,
+    augmentations: list,
+    image_format: str,
+    *,
+    what: str | None = None,
+) -> None:
+    """Set the attributes every mapper has (`is_train`, `tfm_gens`, `img_format`) and log the
+    augmentations on the mapper's module logger, as "[ClassName] {what}: [...]".
+
+    `what` defaults to "Augmentations used in training" (or "... in inference").
+    """
+    mapper.is_train = is_train
+    mapper.tfm_gens = augmentations
+    mapper.img_format = image_format
+    if what is None:
+        what = f"Augmentations used in {'training' if is_train else 'inference'}"
+    logging.getLogger(type(mapper).__module__).info(
+        f"[{type(mapper).__name__}] {what}: {augmentations}"
+    )
+
+
+def dataset_ignore_label(cfg) -> int:
+    """`ignore_label` of the first training dataset's metadata (falls back to
+    `MODEL.SEM_SEG_HEAD.IGNORE_VALUE`)."""
+    default = cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE
+    names = cfg.DATASETS.TRAIN
+    if len(names) == 0:
+        return default
+    return MetadataCatalog.get(names[0]).get("ignore_label", default)
+
+
+def read_record(dataset_dict: dict, image_format: str) -> tuple[dict, np.ndarray]:
+    """A deep copy of the record (the mapper modifies it) and its image (H, W, 3), checked
+    against the record's height/width, with file_name/image_id/height/width filled in."""
+    dataset_dict = copy.deepcopy(dataset_dict)
+    image = validation.read_image(dataset_dict["file_name"], format=image_format)
+    validation.check_image_size(dataset_dict, image)
+    set_record_defaults(dataset_dict, image)
+    return dataset_dict, image
 
 
 def rgb2id(color: np.ndarray) -> np.ndarray:
@@ -82,6 +135,51 @@ def panoptic_to_semantic(
     for seg in segments_info:
         out[pan_ids == seg["id"]] = seg["category_id"]
     return out
+
+
+def read_checked_pan_seg(dataset_dict: dict, mapper_name: str) -> np.ndarray:
+    """Pop `pan_seg_file_name` from a panoptic record and read it as uint8 RGB (H, W, 3), after
+    checking that its segment ids are those of `segments_info`.
+
+    A record without `pan_seg_file_name` or `segments_info` raises a ValueError naming the
+    mapper (`mapper_name`, e.g. "mask_former_panoptic").
+    """
+    if "pan_seg_file_name" not in dataset_dict or "segments_info" not in dataset_dict:
+        raise ValueError(
+            f"Record for {dataset_dict['file_name']} has no 'pan_seg_file_name'/"
+            f"'segments_info'; the '{mapper_name}' mapper needs COCO-format panoptic "
+            "annotations."
+        )
+    pan_seg_file = dataset_dict.pop("pan_seg_file_name")
+    pan_seg = read_pan_seg(pan_seg_file)
+    validation.check_panoptic_segments(rgb2id(pan_seg), dataset_dict["segments_info"],
+                                       pan_seg_file, image_file=dataset_dict["file_name"])
+    return pan_seg
+
+
+def panoptic_segment_masks(
+    pan_ids: np.ndarray, segments_info: Sequence[dict]
+) -> tuple[list[int], list[np.ndarray]]:
+    """Non-crowd segments still present in an (H, W) id map -> (category ids, bool masks
+    (H, W)); segments that are crowd or that the crop removed entirely are skipped."""
+    classes, masks = [], []
+    for seg in segments_info:
+        if seg.get("iscrowd", 0):
+            continue
+        mask = pan_ids == seg["id"]
+        if not mask.any():  # cropped away
+            continue
+        classes.append(int(seg["category_id"]))
+        masks.append(mask)
+    return classes, masks
+
+
+def drop_empty_masks(
+    classes: Sequence[int], masks: Sequence[np.ndarray]
+) -> tuple[list[int], list[np.ndarray]]:
+    """Keep the (class, mask) pairs whose mask has at least one pixel (e.g. not cropped away)."""
+    keep = [i for i, m in enumerate(masks) if m.any()]
+    return [classes[i] for i in keep], [masks[i] for i in keep]
 
 
 def segmentation_to_mask(

@@ -7,9 +7,6 @@ pads the bottom/right (image with 128). Unlike upstream (polygons only) any mask
 
 from __future__ import annotations
 
-import copy
-import logging
-
 import numpy as np
 import torch
 from detectron2.config import configurable
@@ -17,10 +14,20 @@ from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 from detectron2.structures import BitMasks, Boxes, Instances
 
-from .. import validation  # clear errors for bad inputs (docs/reliability.md)
-from ._common import annotations_to_masks, build_flip, image_to_tensor, set_record_defaults
+from ._common import (
+    annotations_to_masks,
+    build_flip,
+    drop_empty_masks,
+    image_to_tensor,
+    init_mapper,
+    masks_tensor,
+    read_record,
+)
 
 __all__ = ["COCOInstanceNewBaselineDatasetMapper", "build_lsj_augmentations", "apply_lsj"]
+
+# How the LSJ mappers name their transforms in the set-up log line (upstream's wording).
+LSJ_LOG_WHAT = "Full TransformGens used in training"
 
 
 def build_lsj_augmentations(cfg, is_train: bool) -> list:
@@ -59,12 +66,7 @@ class COCOInstanceNewBaselineDatasetMapper:
 
     @configurable
     def __init__(self, is_train: bool = True, *, tfm_gens: list, image_format: str):
-        self.is_train = is_train
-        self.tfm_gens = tfm_gens
-        self.img_format = image_format
-        logging.getLogger(__name__).info(
-            f"[{self.__class__.__name__}] Full TransformGens used in training: {tfm_gens}"
-        )
+        init_mapper(self, is_train, tfm_gens, image_format, what=LSJ_LOG_WHAT)
 
     @classmethod
     def from_config(cls, cfg, is_train: bool = True):
@@ -75,10 +77,7 @@ class COCOInstanceNewBaselineDatasetMapper:
         }
 
     def __call__(self, dataset_dict: dict) -> dict:
-        dataset_dict = copy.deepcopy(dataset_dict)
-        image = validation.read_image(dataset_dict["file_name"], format=self.img_format)
-        validation.check_image_size(dataset_dict, image)
-        set_record_defaults(dataset_dict, image)
+        dataset_dict, image = read_record(dataset_dict, self.img_format)
         orig_hw = image.shape[:2]
 
         image, transforms, padding_mask = apply_lsj(self.tfm_gens, image)
@@ -95,15 +94,10 @@ class COCOInstanceNewBaselineDatasetMapper:
 
 def masks_to_lsj_instances(classes, masks, hw) -> Instances:
     """(classes, uint8/bool masks) -> Instances with BitMasks, boxes from masks, empties dropped."""
-    keep = [i for i, m in enumerate(masks) if m.any()]
+    classes, masks = drop_empty_masks(classes, masks)
     instances = Instances(tuple(hw))
-    instances.gt_classes = torch.tensor([classes[i] for i in keep], dtype=torch.int64)
-    if keep:
-        bitmasks = BitMasks(
-            torch.stack([torch.from_numpy(np.ascontiguousarray(masks[i])).bool() for i in keep])
-        )
-    else:
-        bitmasks = BitMasks(torch.zeros((0, *hw), dtype=torch.bool))
+    instances.gt_classes = torch.tensor(classes, dtype=torch.int64)
+    bitmasks = BitMasks(masks_tensor(masks, hw))
     instances.gt_masks = bitmasks
-    instances.gt_boxes = bitmasks.get_bounding_boxes() if keep else Boxes(torch.zeros((0, 4)))
+    instances.gt_boxes = bitmasks.get_bounding_boxes() if masks else Boxes(torch.zeros((0, 4)))
     return instances

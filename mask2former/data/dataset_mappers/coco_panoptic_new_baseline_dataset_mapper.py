@@ -8,18 +8,23 @@ padding (v0.6's FixedSizeCrop would pad it with 0, a real class).
 
 from __future__ import annotations
 
-import copy
-import logging
-
 import numpy as np
 import torch
 from detectron2.config import configurable
-from detectron2.data import MetadataCatalog
 from detectron2.data import detection_utils as utils
 
-from .. import validation  # clear errors for bad inputs (docs/reliability.md)
-from ._common import image_to_tensor, read_pan_seg, read_sem_seg, rgb2id, set_record_defaults
+from ._common import (
+    dataset_ignore_label,
+    image_to_tensor,
+    init_mapper,
+    panoptic_segment_masks,
+    read_checked_pan_seg,
+    read_record,
+    read_sem_seg,
+    rgb2id,
+)
 from .coco_instance_new_baseline_dataset_mapper import (
+    LSJ_LOG_WHAT,
     apply_lsj,
     build_lsj_augmentations,
     masks_to_lsj_instances,
@@ -38,31 +43,20 @@ class COCOPanopticNewBaselineDatasetMapper:
     def __init__(
         self, is_train: bool = True, *, tfm_gens: list, image_format: str, ignore_label: int = 255
     ):
-        self.is_train = is_train
-        self.tfm_gens = tfm_gens
-        self.img_format = image_format
+        init_mapper(self, is_train, tfm_gens, image_format, what=LSJ_LOG_WHAT)
         self.ignore_label = ignore_label
-        logging.getLogger(__name__).info(
-            f"[{self.__class__.__name__}] Full TransformGens used in training: {tfm_gens}"
-        )
 
     @classmethod
     def from_config(cls, cfg, is_train: bool = True):
-        ignore = cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE
-        if len(cfg.DATASETS.TRAIN):
-            ignore = MetadataCatalog.get(cfg.DATASETS.TRAIN[0]).get("ignore_label", ignore)
         return {
             "is_train": is_train,
             "tfm_gens": build_lsj_augmentations(cfg, is_train),
             "image_format": cfg.INPUT.FORMAT,
-            "ignore_label": ignore,
+            "ignore_label": dataset_ignore_label(cfg),
         }
 
     def __call__(self, dataset_dict: dict) -> dict:
-        dataset_dict = copy.deepcopy(dataset_dict)
-        image = validation.read_image(dataset_dict["file_name"], format=self.img_format)
-        validation.check_image_size(dataset_dict, image)
-        set_record_defaults(dataset_dict, image)
+        dataset_dict, image = read_record(dataset_dict, self.img_format)
         dataset_dict.pop("annotations", None)
 
         image, transforms, padding_mask = apply_lsj(self.tfm_gens, image)
@@ -76,21 +70,8 @@ class COCOPanopticNewBaselineDatasetMapper:
             sem[padding_mask] = self.ignore_label
             dataset_dict["sem_seg"] = torch.as_tensor(sem)
 
-        if "pan_seg_file_name" not in dataset_dict:
-            raise ValueError(
-                f"Record for {dataset_dict['file_name']} has no 'pan_seg_file_name'; the "
-                "'coco_panoptic_lsj' mapper needs COCO-format panoptic annotations."
-            )
-        pan_seg_file = dataset_dict.pop("pan_seg_file_name")
-        pan_seg = read_pan_seg(pan_seg_file)
-        validation.check_panoptic_segments(rgb2id(pan_seg), dataset_dict["segments_info"],
-                                           pan_seg_file, image_file=dataset_dict["file_name"])
+        pan_seg = read_checked_pan_seg(dataset_dict, "coco_panoptic_lsj")
         pan_ids = rgb2id(transforms.apply_segmentation(pan_seg))
-        classes, masks = [], []
-        for seg in dataset_dict["segments_info"]:
-            if seg.get("iscrowd", 0):
-                continue
-            classes.append(int(seg["category_id"]))
-            masks.append(pan_ids == seg["id"])
+        classes, masks = panoptic_segment_masks(pan_ids, dataset_dict["segments_info"])
         dataset_dict["instances"] = masks_to_lsj_instances(classes, masks, hw)
         return dataset_dict

@@ -7,22 +7,20 @@ annotations are skipped and instances left empty by the crop are dropped.
 
 from __future__ import annotations
 
-import copy
-import logging
-
 import torch
 from detectron2.config import configurable
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 from detectron2.structures import Instances
 
-from .. import validation  # clear errors for bad inputs (docs/reliability.md)
 from ._common import (
     annotations_to_masks,
+    drop_empty_masks,
     image_to_tensor,
+    init_mapper,
     masks_tensor,
     pad_to_divisibility,
-    set_record_defaults,
+    read_record,
 )
 from .mask_former_semantic_dataset_mapper import build_maskformer_augmentations
 
@@ -43,14 +41,8 @@ class MaskFormerInstanceDatasetMapper:
         image_format: str,
         size_divisibility: int,
     ):
-        self.is_train = is_train
-        self.tfm_gens = augmentations
-        self.img_format = image_format
+        init_mapper(self, is_train, augmentations, image_format)
         self.size_divisibility = size_divisibility
-        mode = "training" if is_train else "inference"
-        logging.getLogger(__name__).info(
-            f"[{self.__class__.__name__}] Augmentations used in {mode}: {augmentations}"
-        )
 
     @classmethod
     def from_config(cls, cfg, is_train: bool = True):
@@ -64,10 +56,7 @@ class MaskFormerInstanceDatasetMapper:
         }
 
     def __call__(self, dataset_dict: dict) -> dict:
-        dataset_dict = copy.deepcopy(dataset_dict)
-        image = validation.read_image(dataset_dict["file_name"], format=self.img_format)
-        validation.check_image_size(dataset_dict, image)
-        set_record_defaults(dataset_dict, image)
+        dataset_dict, image = read_record(dataset_dict, self.img_format)
         orig_hw = image.shape[:2]
 
         aug_input = T.AugInput(image)
@@ -77,19 +66,19 @@ class MaskFormerInstanceDatasetMapper:
         classes, masks = annotations_to_masks(
             dataset_dict.pop("annotations", []), transforms, orig_hw, out_hw
         )
-        keep = [i for i, m in enumerate(masks) if m.any()]  # drop instances cropped away
+        classes, masks = drop_empty_masks(classes, masks)  # drop instances cropped away
 
         image_t = image_to_tensor(image)
         image_t, _, _ = pad_to_divisibility(self.size_divisibility, image_t)
         hw = tuple(image_t.shape[-2:])
-        gt_masks = masks_tensor([masks[i] for i in keep], out_hw)
+        gt_masks = masks_tensor(masks, out_hw)
         if gt_masks.shape[-2:] != hw:  # pad masks with 0 like the image
             padded = torch.zeros((gt_masks.shape[0], *hw), dtype=torch.bool)
             padded[:, : out_hw[0], : out_hw[1]] = gt_masks
             gt_masks = padded
 
         instances = Instances(hw)
-        instances.gt_classes = torch.tensor([classes[i] for i in keep], dtype=torch.int64)
+        instances.gt_classes = torch.tensor(classes, dtype=torch.int64)
         instances.gt_masks = gt_masks
         dataset_dict["image"] = image_t
         dataset_dict["instances"] = instances

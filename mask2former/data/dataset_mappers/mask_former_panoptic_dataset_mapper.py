@@ -8,25 +8,23 @@ PNG so the category-area crop and the semantic output still work.
 
 from __future__ import annotations
 
-import copy
-
 import numpy as np
 import torch
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 from detectron2.structures import Instances
 
-from .. import validation  # clear errors for bad inputs (docs/reliability.md)
 from ._common import (
     image_to_tensor,
     label_array,
     masks_tensor,
     pad_to_divisibility,
+    panoptic_segment_masks,
     panoptic_to_semantic,
-    read_pan_seg,
+    read_checked_pan_seg,
+    read_record,
     read_sem_seg,
     rgb2id,
-    set_record_defaults,
 )
 from .mask_former_semantic_dataset_mapper import MaskFormerSemanticDatasetMapper
 
@@ -42,23 +40,11 @@ class MaskFormerPanopticDatasetMapper(MaskFormerSemanticDatasetMapper):
     """
 
     def __call__(self, dataset_dict: dict) -> dict:
-        dataset_dict = copy.deepcopy(dataset_dict)
-        image = validation.read_image(dataset_dict["file_name"], format=self.img_format)
-        validation.check_image_size(dataset_dict, image)
-        set_record_defaults(dataset_dict, image)
+        dataset_dict, image = read_record(dataset_dict, self.img_format)
         dataset_dict.pop("annotations", None)
 
-        if "pan_seg_file_name" not in dataset_dict or "segments_info" not in dataset_dict:
-            raise ValueError(
-                f"Record for {dataset_dict['file_name']} has no 'pan_seg_file_name'/"
-                "'segments_info'; the 'mask_former_panoptic' mapper needs COCO-format panoptic "
-                "annotations."
-            )
-        pan_seg_file = dataset_dict.pop("pan_seg_file_name")
-        pan_seg_gt = read_pan_seg(pan_seg_file)
+        pan_seg_gt = read_checked_pan_seg(dataset_dict, "mask_former_panoptic")
         segments_info = dataset_dict["segments_info"]
-        validation.check_panoptic_segments(rgb2id(pan_seg_gt), segments_info, pan_seg_file,
-                                           image_file=dataset_dict["file_name"])
         if "sem_seg_file_name" in dataset_dict:
             sem_seg_gt = read_sem_seg(dataset_dict.pop("sem_seg_file_name"))
         else:
@@ -84,15 +70,7 @@ class MaskFormerPanopticDatasetMapper(MaskFormerSemanticDatasetMapper):
 def segments_to_instances(pan_ids: np.ndarray, segments_info) -> Instances:
     """Non-crowd, non-empty segments of an (H, W) id map -> Instances(gt_classes, gt_masks)."""
     hw = tuple(pan_ids.shape)
-    classes, masks = [], []
-    for seg in segments_info:
-        if seg.get("iscrowd", 0):
-            continue
-        mask = pan_ids == seg["id"]
-        if not mask.any():  # cropped away
-            continue
-        classes.append(int(seg["category_id"]))
-        masks.append(mask)
+    classes, masks = panoptic_segment_masks(pan_ids, segments_info)
     instances = Instances(hw)
     instances.gt_classes = torch.tensor(classes, dtype=torch.int64)
     instances.gt_masks = masks_tensor(masks, hw)

@@ -7,13 +7,9 @@ single-category area limit -> SSD colour jitter (optional) -> flip -> pad to SIZ
 
 from __future__ import annotations
 
-import copy
-import logging
-
 import numpy as np
 import torch
 from detectron2.config import configurable
-from detectron2.data import MetadataCatalog
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 from detectron2.projects.point_rend import ColorAugSSDTransform
@@ -22,11 +18,13 @@ from detectron2.structures import Instances
 from .. import validation  # clear errors for bad inputs (docs/reliability.md)
 from ._common import (
     build_flip,
+    dataset_ignore_label,
     image_to_tensor,
+    init_mapper,
     masks_tensor,
     pad_to_divisibility,
+    read_record,
     read_sem_seg,
-    set_record_defaults,
 )
 
 __all__ = ["MaskFormerSemanticDatasetMapper", "build_maskformer_augmentations"]
@@ -63,14 +61,6 @@ def build_maskformer_augmentations(cfg, is_train: bool, category_area_crop: bool
     return augs
 
 
-def _dataset_ignore_label(cfg, default: int) -> int:
-    """`ignore_label` of the first training dataset's metadata (falls back to IGNORE_VALUE)."""
-    names = cfg.DATASETS.TRAIN
-    if len(names) == 0:
-        return default
-    return MetadataCatalog.get(names[0]).get("ignore_label", default)
-
-
 class MaskFormerSemanticDatasetMapper:
     """Maps a semantic-segmentation record (`file_name`, `sem_seg_file_name`) to the model input.
 
@@ -90,16 +80,10 @@ class MaskFormerSemanticDatasetMapper:
         size_divisibility: int,
         num_classes: int | None = None,
     ):
-        self.is_train = is_train
-        self.tfm_gens = augmentations
-        self.img_format = image_format
+        init_mapper(self, is_train, augmentations, image_format)
         self.ignore_label = ignore_label
         self.size_divisibility = size_divisibility
         self.num_classes = num_classes  # None: label values are not checked
-        mode = "training" if is_train else "inference"
-        logging.getLogger(__name__).info(
-            f"[{self.__class__.__name__}] Augmentations used in {mode}: {augmentations}"
-        )
 
     @classmethod
     def from_config(cls, cfg, is_train: bool = True):
@@ -107,16 +91,13 @@ class MaskFormerSemanticDatasetMapper:
             "is_train": is_train,
             "augmentations": build_maskformer_augmentations(cfg, is_train),
             "image_format": cfg.INPUT.FORMAT,
-            "ignore_label": _dataset_ignore_label(cfg, cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE),
+            "ignore_label": dataset_ignore_label(cfg),
             "size_divisibility": cfg.INPUT.SIZE_DIVISIBILITY if is_train else -1,
             "num_classes": cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES,
         }
 
     def __call__(self, dataset_dict: dict) -> dict:
-        dataset_dict = copy.deepcopy(dataset_dict)  # it will be modified below
-        image = validation.read_image(dataset_dict["file_name"], format=self.img_format)
-        validation.check_image_size(dataset_dict, image)
-        set_record_defaults(dataset_dict, image)
+        dataset_dict, image = read_record(dataset_dict, self.img_format)  # a copy
         dataset_dict.pop("annotations", None)  # semantic targets come from the label map only
 
         if "sem_seg_file_name" not in dataset_dict:
