@@ -79,6 +79,19 @@ def add_fpn_convs(
     return lateral_convs[::-1], output_convs[::-1]
 
 
+def pixel_decoder_config(cfg, input_shape: dict[str, ShapeSpec]) -> dict:
+    """The `from_config` arguments every pixel decoder takes: the backbone features named in
+    `MODEL.SEM_SEG_HEAD.IN_FEATURES`, and SEM_SEG_HEAD's CONVS_DIM, MASK_DIM and NORM."""
+    return {
+        "input_shape": {
+            k: v for k, v in input_shape.items() if k in cfg.MODEL.SEM_SEG_HEAD.IN_FEATURES
+        },
+        "conv_dim": cfg.MODEL.SEM_SEG_HEAD.CONVS_DIM,
+        "mask_dim": cfg.MODEL.SEM_SEG_HEAD.MASK_DIM,
+        "norm": cfg.MODEL.SEM_SEG_HEAD.NORM,
+    }
+
+
 @SEM_SEG_HEADS_REGISTRY.register()
 class BasePixelDecoder(nn.Module):
     """FPN: top-down path with nearest upsampling over res5..res2, then a 3x3 conv to mask_dim."""
@@ -109,14 +122,7 @@ class BasePixelDecoder(nn.Module):
 
     @classmethod
     def from_config(cls, cfg, input_shape: dict[str, ShapeSpec]):
-        return {
-            "input_shape": {
-                k: v for k, v in input_shape.items() if k in cfg.MODEL.SEM_SEG_HEAD.IN_FEATURES
-            },
-            "conv_dim": cfg.MODEL.SEM_SEG_HEAD.CONVS_DIM,
-            "mask_dim": cfg.MODEL.SEM_SEG_HEAD.MASK_DIM,
-            "norm": cfg.MODEL.SEM_SEG_HEAD.NORM,
-        }
+        return pixel_decoder_config(cfg, input_shape)
 
     def forward_features(self, features: dict[str, torch.Tensor]):
         """features: {"res2": (B, C2, H/4, W/4), ..., "res5": (B, C5, H/32, W/32)}."""

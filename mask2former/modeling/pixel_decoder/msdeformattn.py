@@ -16,7 +16,7 @@ from fvcore.nn import weight_init
 from torch import nn
 
 from ..transformer_decoder.position_encoding import PositionEmbeddingSine
-from .fpn import add_fpn_convs
+from .fpn import add_fpn_convs, pixel_decoder_config
 from .ops import MSDeformAttn
 
 
@@ -213,12 +213,7 @@ class MSDeformAttnPixelDecoder(nn.Module):
     @classmethod
     def from_config(cls, cfg, input_shape: dict[str, ShapeSpec]):
         return {
-            "input_shape": {
-                k: v for k, v in input_shape.items() if k in cfg.MODEL.SEM_SEG_HEAD.IN_FEATURES
-            },
-            "conv_dim": cfg.MODEL.SEM_SEG_HEAD.CONVS_DIM,
-            "mask_dim": cfg.MODEL.SEM_SEG_HEAD.MASK_DIM,
-            "norm": cfg.MODEL.SEM_SEG_HEAD.NORM,
+            **pixel_decoder_config(cfg, input_shape),
             "transformer_dropout": cfg.MODEL.MASK_FORMER.DROPOUT,
             "transformer_nheads": cfg.MODEL.MASK_FORMER.NHEADS,
             "transformer_dim_feedforward": 1024,  # hard-coded in the published implementation
