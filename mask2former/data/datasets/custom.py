@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+from functools import partial
 from typing import Sequence
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
@@ -25,7 +26,12 @@ from .panoptic import (
     read_panoptic_categories,
 )
 
-__all__ = ["register_instance_dataset", "register_panoptic_dataset", "register_semantic_dataset"]
+__all__ = [
+    "register_instance_dataset",
+    "register_panoptic_dataset",
+    "register_semantic_dataset",
+    "load_registered_panoptic",
+]
 
 
 def _check_new(name: str) -> None:
@@ -85,6 +91,29 @@ def register_instance_dataset(
     )
 
 
+def load_registered_panoptic(
+    name: str,
+    panoptic_json: str,
+    image_root: str,
+    panoptic_root: str,
+    sem_seg_root: str | None = None,
+) -> list[dict]:
+    """The records of the registered panoptic dataset `name` (`load_panoptic_json`), with the
+    thing/stuff dataset-id -> contiguous-id maps taken from its metadata (which may read them
+    from the panoptic JSON on first use)."""
+    meta = MetadataCatalog.get(name)
+    return load_panoptic_json(
+        panoptic_json,
+        image_root,
+        panoptic_root,
+        {
+            "thing_dataset_id_to_contiguous_id": meta.thing_dataset_id_to_contiguous_id,
+            "stuff_dataset_id_to_contiguous_id": meta.stuff_dataset_id_to_contiguous_id,
+        },
+        semseg_dir=sem_seg_root,
+    )
+
+
 def register_panoptic_dataset(
     name: str,
     image_root: str,
@@ -124,19 +153,9 @@ def register_panoptic_dataset(
     def categories_meta() -> dict:
         return panoptic_metadata(read_panoptic_categories(panoptic_json))
 
-    def load():
-        meta = MetadataCatalog.get(name)
-        return load_panoptic_json(
-            panoptic_json,
-            image_root,
-            panoptic_root,
-            {
-                "thing_dataset_id_to_contiguous_id": meta.thing_dataset_id_to_contiguous_id,
-                "stuff_dataset_id_to_contiguous_id": meta.stuff_dataset_id_to_contiguous_id,
-            },
-            semseg_dir=sem_seg_root,
-        )
-
+    load = partial(
+        load_registered_panoptic, name, panoptic_json, image_root, panoptic_root, sem_seg_root
+    )
     paths = [
         (panoptic_json, "Pass the path of a COCO panoptic JSON."),
         (image_root, "Pass the folder holding the images."),

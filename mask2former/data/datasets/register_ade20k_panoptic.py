@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import json
 import os
+from functools import partial
 
 from detectron2.data import MetadataCatalog
 
 from ._utils import dataset_root, register_checked, set_lazy_metadata, wrap_with_path_check
 from .ade20k_categories import ADE20K_150_CLASSES, ADE20K_150_COLORS, read_catid_mapping
-from .panoptic import load_panoptic_json
+from .custom import load_registered_panoptic
 
 __all__ = ["ade20k_thing_ids", "ADE20K_PREP"]
 
@@ -75,18 +76,12 @@ def register_all_ade20k_panoptic(root: str) -> None:
         panoptic_json = os.path.join(ade_root, f"ade20k_panoptic_{split}.json")
         sem_seg_root = os.path.join(ade_root, "annotations_detectron2", dirname)
         instance_json = os.path.join(ade_root, f"ade20k_instance_{split}.json")
-
-        def load(name=name, j=panoptic_json, i=image_root, p=panoptic_root, s=sem_seg_root):
-            meta = MetadataCatalog.get(name)
-            ids = {
-                "thing_dataset_id_to_contiguous_id": meta.thing_dataset_id_to_contiguous_id,
-                "stuff_dataset_id_to_contiguous_id": meta.stuff_dataset_id_to_contiguous_id,
-            }
-            return load_panoptic_json(j, i, p, ids, semseg_dir=s)
-
         register_checked(
             name,
-            load,
+            partial(
+                load_registered_panoptic, name, panoptic_json, image_root, panoptic_root,
+                sem_seg_root,
+            ),
             [
                 (image_root, ADE20K_PREP["images"]),
                 (sem_seg_root, ADE20K_PREP["sem_seg"]),

@@ -9,11 +9,11 @@ are things (37) is read from the JSON's `isthing` on first use. ignore 65, label
 from __future__ import annotations
 
 import os
-
-from detectron2.data import MetadataCatalog
+from functools import partial
 
 from ._utils import dataset_root, register_checked, set_lazy_metadata
-from .panoptic import load_panoptic_json, read_panoptic_categories
+from .custom import load_registered_panoptic
+from .panoptic import read_panoptic_categories
 from .register_mapillary_vistas import MAPILLARY_PREP, NUM_CLASSES, mapillary_vistas_metadata
 
 _SPLITS = {"train": "training", "val": "validation"}
@@ -45,18 +45,12 @@ def register_all_mapillary_vistas_panoptic(root: str) -> None:
         panoptic_root = os.path.join(base, "panoptic")
         panoptic_json = os.path.join(base, "panoptic", "panoptic_2018.json")
         sem_seg_root = os.path.join(base, "labels")
-
-        def load(name=name, j=panoptic_json, i=image_root, p=panoptic_root, s=sem_seg_root):
-            meta = MetadataCatalog.get(name)
-            ids = {
-                "thing_dataset_id_to_contiguous_id": meta.thing_dataset_id_to_contiguous_id,
-                "stuff_dataset_id_to_contiguous_id": meta.stuff_dataset_id_to_contiguous_id,
-            }
-            return load_panoptic_json(j, i, p, ids, semseg_dir=s)
-
         register_checked(
             name,
-            load,
+            partial(
+                load_registered_panoptic, name, panoptic_json, image_root, panoptic_root,
+                sem_seg_root,
+            ),
             [
                 (image_root, MAPILLARY_PREP),
                 (panoptic_json, MAPILLARY_PREP),
