@@ -145,3 +145,39 @@ def test_convert_torchvision_keys():
     backbone = {k for k in expected if k.startswith("backbone.")}
     if backbone:
         assert set(names) == backbone
+
+
+def test_convert_tools_write_d2_pickles(tmp_path):
+    """Both conversion scripts, loaded by path (their shared code sits next to them in tools/)."""
+    import importlib.util
+
+    def load_tool(name):
+        spec = importlib.util.spec_from_file_location(name.replace("-", "_"), ROOT / "tools" / f"{name}.py")
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        return mod
+
+    swin = load_tool("convert-pretrained-swin-model-to-d2")
+    sd = {
+        "patch_embed.proj.weight": torch.ones(4, 3, 2, 2),
+        "layers.0.blocks.0.attn_mask": torch.zeros(2, 2),
+        "head.weight": torch.ones(3, 4),
+        "norm.weight": torch.ones(4),
+    }
+    torch.save({"model": sd}, tmp_path / "swin.pth")
+    assert swin.main([str(tmp_path / "swin.pth"), str(tmp_path / "swin.pkl")]) == 0
+    with open(tmp_path / "swin.pkl", "rb") as f:
+        out = pickle.load(f)
+    assert out["__author__"] == "third_party" and out["matching_heuristics"] is False
+    assert list(out["model"]) == ["backbone.patch_embed.proj.weight"]
+    assert out["model"]["backbone.patch_embed.proj.weight"].shape == (4, 3, 2, 2)
+
+    tv = load_tool("convert-torchvision-to-d2")
+    sd = {"conv1.weight": torch.ones(2, 3, 7, 7), "bn1.num_batches_tracked": torch.tensor(1),
+          "layer1.0.downsample.1.bias": torch.zeros(2), "fc.bias": torch.zeros(3)}
+    torch.save({"state_dict": sd}, tmp_path / "tv.pth")
+    assert tv.main([str(tmp_path / "tv.pth"), str(tmp_path / "tv.pkl")]) == 0
+    with open(tmp_path / "tv.pkl", "rb") as f:
+        out = pickle.load(f)
+    assert out["__author__"] == "torchvision"
+    assert sorted(out["model"]) == ["backbone.res2.0.shortcut.norm.bias", "backbone.stem.conv1.weight"]

@@ -11,36 +11,33 @@ the classifier (`head.*`), the final `norm.*` and the precomputed shifted-window
 checkpointer reports as missing only the head and the per-stage output norms `backbone.norm0..3`
 (new in the segmentation model).
 """
-import argparse
-import pickle
+import os
 import sys
 
-import torch
+# The shared conversion code sits next to this script (tools/ is not a package: detectron2
+# installs a top-level `tools` that would shadow it).
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _convert_to_d2 import convert_main  # noqa: E402
 
 
 def keep(k: str) -> bool:
     return not (k.startswith("head.") or k.startswith("norm.") or k.endswith("attn_mask"))
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("input", help="official Swin checkpoint (.pth)")
-    parser.add_argument("output", help="detectron2 .pkl to write")
-    args = parser.parse_args(argv)
+def convert_key(k: str) -> str | None:
+    """Swin name -> detectron2 name (None = drop)."""
+    return "backbone." + k if keep(k) else None
 
-    obj = torch.load(args.input, map_location="cpu", weights_only=True)
-    obj = obj.get("model", obj)
-    newmodel = {}
-    for k, v in obj.items():
-        if not keep(k):
-            print(f"drop {k}")
-            continue
-        newmodel["backbone." + k] = v.detach().numpy()
-    res = {"model": newmodel, "__author__": "third_party", "matching_heuristics": False}
-    with open(args.output, "wb") as f:
-        pickle.dump(res, f)
-    print(f"wrote {len(newmodel)} arrays to {args.output}")
-    return 0
+
+def main(argv=None) -> int:
+    return convert_main(
+        argv,
+        doc=__doc__,
+        input_help="official Swin checkpoint (.pth)",
+        container_key="model",
+        convert_key=convert_key,
+        author="third_party",
+    )
 
 
 if __name__ == "__main__":

@@ -10,12 +10,14 @@ res{2..5}.{i}.conv{1,2,3}[.norm], shortcut[.norm]); the classifier (fc.*) and BN
 head keys as missing (they start from their initialisation) and nothing else.
 Use it with configs whose RESNETS.STRIDE_IN_1X1 is False (all Mask2Former configs).
 """
-import argparse
-import pickle
+import os
 import re
 import sys
 
-import torch
+# The shared conversion code sits next to this script (tools/ is not a package: detectron2
+# installs a top-level `tools` that would shadow it).
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _convert_to_d2 import convert_main  # noqa: E402
 
 
 def convert_key(k: str) -> str | None:
@@ -37,27 +39,15 @@ def convert_key(k: str) -> str | None:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("input", help="torchvision ResNet state dict (.pth)")
-    parser.add_argument("output", help="detectron2 .pkl to write")
-    args = parser.parse_args(argv)
-
-    obj = torch.load(args.input, map_location="cpu", weights_only=True)
-    if "state_dict" in obj:
-        obj = obj["state_dict"]
-    newmodel = {}
-    for k, v in obj.items():
-        new_k = convert_key(k)
-        if new_k is None:
-            print(f"drop {k}")
-            continue
-        print(f"{k} -> {new_k}")
-        newmodel[new_k] = v.detach().numpy()
-    res = {"model": newmodel, "__author__": "torchvision", "matching_heuristics": False}
-    with open(args.output, "wb") as f:
-        pickle.dump(res, f)
-    print(f"wrote {len(newmodel)} arrays to {args.output}")
-    return 0
+    return convert_main(
+        argv,
+        doc=__doc__,
+        input_help="torchvision ResNet state dict (.pth)",
+        container_key="state_dict",
+        convert_key=convert_key,
+        author="torchvision",
+        log_renames=True,
+    )
 
 
 if __name__ == "__main__":
