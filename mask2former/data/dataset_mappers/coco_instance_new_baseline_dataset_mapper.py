@@ -24,7 +24,12 @@ from ._common import (
     read_record,
 )
 
-__all__ = ["COCOInstanceNewBaselineDatasetMapper", "build_lsj_augmentations", "apply_lsj"]
+__all__ = [
+    "COCOInstanceNewBaselineDatasetMapper",
+    "build_lsj_augmentations",
+    "lsj_mapper_config",
+    "apply_lsj",
+]
 
 # How the LSJ mappers name their transforms in the set-up log line (upstream's wording).
 LSJ_LOG_WHAT = "Full TransformGens used in training"
@@ -46,6 +51,15 @@ def build_lsj_augmentations(cfg, is_train: bool) -> list:
         # the mappers fix the padded region themselves with `padding_mask`.
         T.FixedSizeCrop(crop_size=(size, size)),
     ]
+
+
+def lsj_mapper_config(cfg, is_train: bool) -> dict:
+    """The `from_config` arguments both LSJ mappers take (is_train, tfm_gens, image_format)."""
+    return {
+        "is_train": is_train,
+        "tfm_gens": build_lsj_augmentations(cfg, is_train),
+        "image_format": cfg.INPUT.FORMAT,
+    }
 
 
 def apply_lsj(tfm_gens: list, image: np.ndarray):
@@ -70,11 +84,7 @@ class COCOInstanceNewBaselineDatasetMapper:
 
     @classmethod
     def from_config(cls, cfg, is_train: bool = True):
-        return {
-            "is_train": is_train,
-            "tfm_gens": build_lsj_augmentations(cfg, is_train),
-            "image_format": cfg.INPUT.FORMAT,
-        }
+        return lsj_mapper_config(cfg, is_train)
 
     def __call__(self, dataset_dict: dict) -> dict:
         dataset_dict, image = read_record(dataset_dict, self.img_format)

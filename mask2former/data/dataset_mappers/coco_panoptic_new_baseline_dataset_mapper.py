@@ -26,7 +26,7 @@ from ._common import (
 from .coco_instance_new_baseline_dataset_mapper import (
     LSJ_LOG_WHAT,
     apply_lsj,
-    build_lsj_augmentations,
+    lsj_mapper_config,
     masks_to_lsj_instances,
 )
 
@@ -48,12 +48,7 @@ class COCOPanopticNewBaselineDatasetMapper:
 
     @classmethod
     def from_config(cls, cfg, is_train: bool = True):
-        return {
-            "is_train": is_train,
-            "tfm_gens": build_lsj_augmentations(cfg, is_train),
-            "image_format": cfg.INPUT.FORMAT,
-            "ignore_label": dataset_ignore_label(cfg),
-        }
+        return {**lsj_mapper_config(cfg, is_train), "ignore_label": dataset_ignore_label(cfg)}
 
     def __call__(self, dataset_dict: dict) -> dict:
         dataset_dict, image = read_record(dataset_dict, self.img_format)

@@ -22,7 +22,7 @@ from ._common import (
     pad_to_divisibility,
     read_record,
 )
-from .mask_former_semantic_dataset_mapper import build_maskformer_augmentations
+from .mask_former_semantic_dataset_mapper import maskformer_mapper_config
 
 __all__ = ["MaskFormerInstanceDatasetMapper"]
 
@@ -46,14 +46,7 @@ class MaskFormerInstanceDatasetMapper:
 
     @classmethod
     def from_config(cls, cfg, is_train: bool = True):
-        return {
-            "is_train": is_train,
-            "augmentations": build_maskformer_augmentations(
-                cfg, is_train, category_area_crop=False
-            ),
-            "image_format": cfg.INPUT.FORMAT,
-            "size_divisibility": cfg.INPUT.SIZE_DIVISIBILITY if is_train else -1,
-        }
+        return maskformer_mapper_config(cfg, is_train, category_area_crop=False)
 
     def __call__(self, dataset_dict: dict) -> dict:
         dataset_dict, image = read_record(dataset_dict, self.img_format)

@@ -27,7 +27,11 @@ from ._common import (
     read_sem_seg,
 )
 
-__all__ = ["MaskFormerSemanticDatasetMapper", "build_maskformer_augmentations"]
+__all__ = [
+    "MaskFormerSemanticDatasetMapper",
+    "build_maskformer_augmentations",
+    "maskformer_mapper_config",
+]
 
 
 def build_maskformer_augmentations(cfg, is_train: bool, category_area_crop: bool = True):
@@ -61,6 +65,17 @@ def build_maskformer_augmentations(cfg, is_train: bool, category_area_crop: bool
     return augs
 
 
+def maskformer_mapper_config(cfg, is_train: bool, category_area_crop: bool = True) -> dict:
+    """The `from_config` arguments all `mask_former_*` mappers take: is_train, augmentations
+    (`build_maskformer_augmentations`), image_format and size_divisibility (-1 at test time)."""
+    return {
+        "is_train": is_train,
+        "augmentations": build_maskformer_augmentations(cfg, is_train, category_area_crop),
+        "image_format": cfg.INPUT.FORMAT,
+        "size_divisibility": cfg.INPUT.SIZE_DIVISIBILITY if is_train else -1,
+    }
+
+
 class MaskFormerSemanticDatasetMapper:
     """Maps a semantic-segmentation record (`file_name`, `sem_seg_file_name`) to the model input.
 
@@ -88,11 +103,8 @@ class MaskFormerSemanticDatasetMapper:
     @classmethod
     def from_config(cls, cfg, is_train: bool = True):
         return {
-            "is_train": is_train,
-            "augmentations": build_maskformer_augmentations(cfg, is_train),
-            "image_format": cfg.INPUT.FORMAT,
+            **maskformer_mapper_config(cfg, is_train),
             "ignore_label": dataset_ignore_label(cfg),
-            "size_divisibility": cfg.INPUT.SIZE_DIVISIBILITY if is_train else -1,
             "num_classes": cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES,
         }
 
