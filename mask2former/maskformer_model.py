@@ -250,13 +250,22 @@ class MaskFormer(nn.Module):
             if self.sem_seg_postprocess_before_inference:
                 mask_pred_result = retry_if_cuda_oom(_resize_to_output)(mask_pred_result, image_size, height, width)
                 mask_cls_result = mask_cls_result.to(mask_pred_result)
-            # The three tasks share one sigmoid, taken in place (the logits are not needed
-            # afterwards; instances only need where they are > 0): fewer full-size buffers.
-            mask_binary = self._binarize(mask_pred_result) if self.instance_on else None
+            # Instances need the logits only where they are > 0, for the top-k queries: their
+            # output masks are thresholded first, then the three tasks share one sigmoid, taken
+            # in place (fewer full-size buffers).
+            selection = inst_masks = None
+            if self.instance_on:
+                selection = pp.select_instances(
+                    mask_cls_result, num_classes=self.sem_seg_head.num_classes,
+                    topk=self.test_topk_per_image, thing_ids=self.thing_ids if self.panoptic_on else None,
+                )
+                inst_masks = retry_if_cuda_oom(pp.binary_masks)(mask_pred_result, selection.queries)
             mask_prob = retry_if_cuda_oom(_sigmoid_)(mask_pred_result)
             if mask_prob.device != mask_cls_result.device:  # fell back to the CPU after a CUDA OOM
                 mask_cls_result = mask_cls_result.to(mask_prob.device)
-                mask_binary = mask_binary.to(mask_prob.device) if mask_binary is not None else None
+                if selection is not None:
+                    selection = pp.InstanceSelection(*(t.to(mask_prob.device) for t in selection))
+                    inst_masks = inst_masks.to(mask_prob.device)
 
             if self.semantic_on:
                 r = retry_if_cuda_oom(pp.semantic_inference)(mask_cls_result, mask_prob, mask_prob)
@@ -269,15 +278,15 @@ class MaskFormer(nn.Module):
                 )
             if self.instance_on:
                 processed_results[-1]["instances"] = retry_if_cuda_oom(self.instance_inference)(
-                    mask_cls_result, mask_prob, mask_prob, mask_binary
+                    mask_cls_result, mask_prob, mask_prob, selection, inst_masks
                 )
         return processed_results
 
     # ---- CPU workspace for the full-size intermediates of post-processing ------------------------
-    # The upsampled mask logits/probabilities (B, Q, Hp, Wp) float and the binary masks (Q, H, W)
-    # are several hundred MB at COCO sizes. A fresh CPU allocation that large is mapped page by
+    # The upsampled mask logits/probabilities (B, Q, Hp, Wp) float are several hundred MB at
+    # COCO sizes. A fresh CPU allocation that large is mapped page by
     # page on first touch, which costs about as much as computing it; reusing one buffer per
-    # thread across images halves these steps (R50 800x1216: 150 -> 75 ms and 50 -> 20 ms). Nothing
+    # thread across images halves that step (R50 800x1216: 150 -> 75 ms). Nothing
     # returned to the caller aliases a buffer. CUDA has its own caching allocator: no workspace.
     def _buffer(self, name: str, like: torch.Tensor, shape, dtype=None) -> torch.Tensor:
         key = (threading.get_ident(), name)
@@ -301,12 +310,6 @@ class MaskFormer(nn.Module):
         out = self._buffer("masks", masks, (*masks.shape[:2], *size))
         return torch.ops.aten.upsample_bilinear2d.out(masks, list(size), False, None, None, out=out)
 
-    def _binarize(self, mask_logits: torch.Tensor) -> torch.Tensor:
-        """(Q, H, W) logits -> bool masks `logits > 0`."""
-        if not self._use_workspace(mask_logits):
-            return mask_logits > 0
-        return torch.gt(mask_logits, 0, out=self._buffer("binary", mask_logits, mask_logits.shape, torch.bool))
-
     # ---- inference per task (kept as methods: the published names) -------------------------------
     def semantic_inference(self, mask_cls, mask_pred, mask_prob=None):
         """(Q, K+1) logits, (Q, H, W) logits -> (K, H, W) scores."""
@@ -325,9 +328,10 @@ class MaskFormer(nn.Module):
             mask_prob=mask_prob,
         )
 
-    def instance_inference(self, mask_cls, mask_pred, mask_prob=None, mask_binary=None):
+    def instance_inference(self, mask_cls, mask_pred, mask_prob=None, selection=None, pred_masks=None):
         """(Q, K+1) logits, (Q, H, W) logits -> Instances with masks, boxes, scores, classes.
-        With `mask_prob` and `mask_binary` given, `mask_pred` only provides the shape."""
+        With `mask_prob`, `selection` and `pred_masks` given (see `pp.instance_inference`),
+        `mask_pred` only provides the shape."""
         return pp.instance_inference(
             mask_cls,
             mask_pred,
@@ -335,7 +339,8 @@ class MaskFormer(nn.Module):
             topk=self.test_topk_per_image,
             thing_ids=self.thing_ids if self.panoptic_on else None,
             mask_prob=mask_prob,
-            mask_binary=mask_binary,
+            selection=selection,
+            pred_masks=pred_masks,
         )
 
 

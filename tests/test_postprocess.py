@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from mask2former.modeling.postprocessing import (
+    binary_masks,
     boxes_from_masks,
     instance_inference,
     panoptic_inference,
@@ -226,3 +227,31 @@ def test_instance_matches_published_computation_on_random_inputs():
     assert torch.equal(res.pred_masks, binary)
     # Same values up to float32 summation order (a dot product instead of a sum).
     torch.testing.assert_close(res.scores, s * mask_scores, rtol=1e-5, atol=0)
+
+
+def test_binary_masks_repeated_queries_and_empty_selection():
+    logits = torch.randn(4, 7, 9, dtype=torch.float32)
+    queries = torch.tensor([2, 0, 2, 3, 0])
+    out = binary_masks(logits, queries)
+    assert out.dtype == torch.float32 and torch.equal(out, (logits[queries] > 0).float())
+    assert binary_masks(logits, queries[:0]).shape == (0, 7, 9)
+    # No thing class among the pairs: an empty, well-formed result.
+    res = instance_inference(torch.tensor([[0.0, 5.0, 0.0]]), logits[:1], num_classes=2, topk=4,
+                             thing_ids={5})
+    assert len(res) == 0 and res.pred_masks.shape == (0, 7, 9)
+    assert res.pred_boxes.tensor.shape == (0, 4) and res.scores.shape == (0,)
+
+
+def test_panoptic_row_bands_match_whole_image(monkeypatch):
+    """Bands of a few rows (as at COCO sizes on the CPU) give the whole-image result."""
+    from mask2former.modeling import postprocessing
+
+    for seed in range(3):
+        mask_cls, mask_pred = random_predictions(seed)
+        kw = dict(num_classes=8, thing_ids={0, 1, 2, 3}, object_mask_threshold=0.0, overlap_threshold=0.0)
+        ref_seg, ref_info = reference_panoptic(mask_cls, mask_pred, **kw)
+        assert len(ref_info) >= 2  # several segments compete for pixels
+        for elements in (1, 50, 333):  # 1: one row per band
+            monkeypatch.setattr(postprocessing, "_PANOPTIC_BAND_ELEMENTS", elements)
+            seg, info = panoptic_inference(mask_cls, mask_pred, **kw)
+            assert info == ref_info and torch.equal(seg, ref_seg)

@@ -6,6 +6,8 @@ per-segment pass over the image), and instances get real boxes computed from the
 
 Shapes: Q queries, K classes (the last of the K+1 logits is "no object"), (H, W) output size.
 """
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F
 from detectron2.structures import Boxes, Instances
@@ -28,6 +30,10 @@ def semantic_inference(
     if mask_prob is None:
         mask_prob = mask_pred.sigmoid()
     return torch.einsum("qc,qhw->chw", cls_prob, mask_prob)
+
+
+# Elements of the (n, rows, W) band temporaries of `panoptic_inference` on the CPU (1 M = 4 MB).
+_PANOPTIC_BAND_ELEMENTS = 1 << 20
 
 
 def panoptic_inference(
@@ -65,17 +71,23 @@ def panoptic_inference(
     if n == 0:
         return panoptic_seg, segments_info
 
-    cur_prob_masks = mask_prob[kept]  # (n, H, W)
-    cur_prob_masks *= cur_scores.view(-1, 1, 1)  # score * mask probability (in place: one copy)
-    cur_mask_ids = cur_prob_masks.argmax(0)  # (H, W) index of the winning kept query
-    del cur_prob_masks
-    # The winner's own mask probability at each pixel: segment k = (ids == k) & (prob_k >= 0.5).
-    winner_fg = mask_prob.gather(0, kept[cur_mask_ids][None])[0] >= 0.5  # (H, W)
-    flat_ids, winner_fg = cur_mask_ids.flatten(), winner_fg.flatten()
+    # Per pixel: the winning kept query (argmax of score * mask probability; the first one on
+    # ties) and whether the winner's own probability is >= 0.5; per kept query: its mask area.
+    # Computed in bands of rows so that the (n, rows, W) temporaries stay small and cache-hot
+    # instead of an (n, H, W) copy; the results are those of the whole-image computation.
+    cur_mask_ids = torch.empty((h, w), dtype=torch.long, device=mask_prob.device)
+    winner_fg = torch.empty((h, w), dtype=torch.bool, device=mask_prob.device)
+    original_area = torch.zeros(n, dtype=torch.long, device=mask_prob.device)
+    rows = max(1, _PANOPTIC_BAND_ELEMENTS // (n * w)) if mask_prob.device.type == "cpu" else h
+    for r0 in range(0, h, rows):
+        band = mask_prob[kept, r0 : r0 + rows]  # (n, rows, W)
+        ids = (band * cur_scores.view(-1, 1, 1)).argmax(0)  # (rows, W)
+        cur_mask_ids[r0 : r0 + rows] = ids
+        winner_fg[r0 : r0 + rows] = band.gather(0, ids[None])[0] >= 0.5
+        original_area += (band >= 0.5).flatten(1).sum(1)
+    flat_ids, flat_fg = cur_mask_ids.flatten(), winner_fg.flatten()
     mask_area = torch.bincount(flat_ids, minlength=n)  # pixels each query won
-    original_area = torch.stack([(mask_prob[q] >= 0.5).sum() for q in kept.tolist()])  # its mask
-    final_area = torch.bincount(flat_ids[winner_fg], minlength=n)
-    winner_fg = winner_fg.view(h, w)
+    final_area = torch.bincount(flat_ids[flat_fg], minlength=n)
 
     # Decide segment ids per query (a loop over at most Q scalars, in query order).
     segment_of_query = [0] * n
@@ -131,6 +143,47 @@ def boxes_from_masks(masks: torch.Tensor) -> torch.Tensor:
     return boxes * nonempty[:, None]
 
 
+class InstanceSelection(NamedTuple):
+    """The top-k (query, class) pairs of one image, sorted by class probability."""
+
+    scores: torch.Tensor  # (N,) class probabilities
+    labels: torch.Tensor  # (N,) class indices
+    queries: torch.Tensor  # (N,) query indices
+
+
+def select_instances(
+    mask_cls: torch.Tensor, *, num_classes: int, topk: int, thing_ids: set[int] | frozenset | None = None
+) -> InstanceSelection:
+    """Top-k (query, class) pairs of (Q, K+1) logits by class probability ("no object" excluded);
+    with `thing_ids` (panoptic models) pairs of stuff classes are dropped afterwards."""
+    scores = F.softmax(mask_cls, dim=-1)[:, :-1]  # (Q, K)
+    topk = min(topk, scores.numel())
+    scores_per_image, topk_indices = scores.flatten(0, 1).topk(topk, sorted=True)
+    labels = topk_indices % num_classes
+    queries = topk_indices // num_classes
+    if thing_ids is not None:
+        things = torch.tensor(sorted(thing_ids), dtype=labels.dtype, device=labels.device)
+        keep = torch.isin(labels, things)
+        scores_per_image, labels, queries = scores_per_image[keep], labels[keep], queries[keep]
+    return InstanceSelection(scores_per_image, labels, queries)
+
+
+def binary_masks(mask_logits: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
+    """(Q, H, W) mask logits, (N,) query indices -> (N, H, W) float32 masks `logit > 0` (0/1),
+    written row by row straight from the logits (no bool temporary); a query that appears in
+    several rows is thresholded once and copied."""
+    out = torch.empty((queries.numel(), *mask_logits.shape[-2:]), dtype=torch.float32,
+                      device=mask_logits.device)
+    first_row: dict[int, int] = {}
+    for i, q in enumerate(queries.tolist()):
+        if q in first_row:
+            out[i].copy_(out[first_row[q]])
+        else:
+            torch.gt(mask_logits[q], 0, out=out[i])
+            first_row[q] = i
+    return out
+
+
 def instance_inference(
     mask_cls: torch.Tensor,
     mask_pred: torch.Tensor,
@@ -139,40 +192,32 @@ def instance_inference(
     topk: int,
     thing_ids: set[int] | frozenset | None = None,
     mask_prob: torch.Tensor | None = None,
-    mask_binary: torch.Tensor | None = None,
+    selection: InstanceSelection | None = None,
+    pred_masks: torch.Tensor | None = None,
 ) -> Instances:
     """Top-k (query, class) pairs by class probability (Sec. 4.1 "Post-processing").
 
     score = p(class) * mean mask probability inside the binary mask (logit > 0). With
     `thing_ids` (panoptic models), pairs of stuff classes are dropped. Masks are 0/1 float
     (H, W); boxes are the tight boxes of the binary masks. Instances are sorted by class
-    probability. `mask_prob` / `mask_binary` (= sigmoid(mask_pred), mask_pred > 0) may be
-    passed precomputed; `mask_pred` is then only used for its shape.
+    probability. Precomputed pieces may be passed: `mask_prob` = sigmoid(mask_pred),
+    `selection` = `select_instances(...)` and `pred_masks` = `binary_masks(mask_pred,
+    selection.queries)` (this lets a caller threshold the logits, then take the sigmoid in
+    place); `mask_pred` then only provides the shape.
     """
     image_size = mask_pred.shape[-2:]
-    scores = F.softmax(mask_cls, dim=-1)[:, :-1]  # (Q, K)
-    topk = min(topk, scores.numel())
-    scores_per_image, topk_indices = scores.flatten(0, 1).topk(topk, sorted=True)
-    labels_per_image = topk_indices % num_classes
-    query_indices = topk_indices // num_classes
-    if thing_ids is not None:
-        things = torch.tensor(sorted(thing_ids), dtype=labels_per_image.dtype, device=labels_per_image.device)
-        keep = torch.isin(labels_per_image, things)
-        scores_per_image = scores_per_image[keep]
-        labels_per_image = labels_per_image[keep]
-        query_indices = query_indices[keep]
+    if selection is None:
+        selection = select_instances(mask_cls, num_classes=num_classes, topk=topk, thing_ids=thing_ids)
+    scores_per_image, labels_per_image, query_indices = selection
+    if pred_masks is None:
+        pred_masks = binary_masks(mask_pred, query_indices)  # (N, H, W) 0/1 float
 
-    # Output masks: 0/1 float (N, H, W), as published, written row by row from the binary masks
-    # (no (N, H, W) bool temporary). Top-k pairs often share a query (one query, several
-    # classes): the mask statistics are computed once per distinct query and then gathered.
+    # Statistics once per distinct query u (its first output row r), gathered back to the N
+    # rows: area, probability mass inside the mask, tight box.
     N = query_indices.numel()
-    pred_masks = torch.empty((N, *image_size), dtype=torch.float32, device=mask_pred.device)
     unique, inverse = torch.unique(query_indices, return_inverse=True)
     first_row = torch.full((unique.numel(),), N, dtype=torch.long, device=inverse.device)
     first_row.scatter_reduce_(0, inverse, torch.arange(N, device=inverse.device), "amin")
-    for i, q in enumerate(query_indices.tolist()):
-        pred_masks[i].copy_(mask_binary[q] if mask_binary is not None else mask_pred[q] > 0)
-    # Per distinct query u (its first output row r): area, probability mass inside, tight box.
     area, inside, boxes = [], [], []
     for q, r in zip(unique.tolist(), first_row.tolist()):
         row = pred_masks[r].reshape(-1)
@@ -183,7 +228,7 @@ def instance_inference(
     if N == 0:
         mask_scores = torch.zeros(0, device=pred_masks.device)
         boxes = torch.zeros((0, 4), device=pred_masks.device)
-    else:  # mean mask probability inside the binary mask, gathered back to the N output rows
+    else:  # mean mask probability inside the binary mask
         mask_scores = (torch.stack(inside) / (torch.stack(area) + 1e-6))[inverse]
         boxes = torch.stack(boxes)[inverse]  # (N, 4)
     result = Instances(image_size)
