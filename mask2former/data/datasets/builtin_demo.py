@@ -48,7 +48,7 @@ __all__ = [
 ]
 
 # Bump when the rendered data changes: cached copies with another stamp are regenerated.
-GENERATOR_VERSION = 3
+GENERATOR_VERSION = 4
 IMAGE_SIZE = 256
 SPLITS = {"train": (800, 0), "val": (100, 1)}  # split -> (number of images, seed offset)
 SEED = 20220520
@@ -191,24 +191,35 @@ def _shape_mask(kind: str, cx: float, cy: float, r: float, theta: float, size: i
     return mask.astype(bool)
 
 
+# Each shape class has a typical colour family (hue centre; a shape varies +-0.035 around it, in
+# saturation, brightness, pattern and shading), as real categories have typical appearance. The
+# hues avoid those of sky/water (0.50-0.63) and ground (0.06-0.33). Shape stays a cue of its own:
+# the families are neighbours on the colour wheel and shading, shadows and the colour cast of the
+# camera blur them. Without such a cue a small model trained from scratch for 15 minutes on a
+# 2-core CPU finds the shapes but cannot tell them apart (GENERATOR_VERSION 3: PQ things 2-11).
+_THING_HUES = {"circle": 0.99, "triangle": 0.43, "square": 0.75, "star": 0.87}
+
+
 def _thing_texture(rng: np.random.Generator, kind: str, cx: float, cy: float, r: float, size: int):
-    """Float RGB texture for one shape: a random colour with a pattern and directional shading."""
+    """Float RGB texture for one shape: a colour of its class's family with a pattern in darker
+    or lighter tones of that colour, and directional shading."""
     h = w = size
     ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
-    color = _hsv(rng.random(), rng.uniform(0.35, 1.0), rng.uniform(0.35, 1.0))
+    hue = (_THING_HUES[kind] + rng.uniform(-0.035, 0.035)) % 1.0
+    sat, val = rng.uniform(0.5, 1.0), rng.uniform(0.45, 1.0)
+    color = _hsv(hue, sat, val)
+    other = _hsv(hue, sat * rng.uniform(0.4, 0.8), val * rng.uniform(0.4, 0.7))
     pattern = rng.choice(["plain", "stripes", "spots", "two_tone"])
     tex = np.broadcast_to(color, (h, w, 3)).copy()
     if pattern == "stripes":
         a = rng.uniform(0, np.pi)
         period = rng.uniform(5, 14)
         s = np.sin(2 * np.pi * (xs * np.cos(a) + ys * np.sin(a)) / period) > 0
-        other = _hsv(rng.random(), rng.uniform(0.3, 1.0), rng.uniform(0.3, 1.0))
         tex[s] = tex[s] * 0.4 + other * 0.6
     elif pattern == "spots":
         spots = _noise(rng, h, w, (12, 12), octaves=1) > 0.8
         tex[spots] = tex[spots] * 0.45
     elif pattern == "two_tone":
-        other = _hsv(rng.random(), rng.uniform(0.3, 1.0), rng.uniform(0.3, 1.0))
         a = rng.uniform(0, 2 * np.pi)
         t = np.clip(((xs - cx) * np.cos(a) + (ys - cy) * np.sin(a)) / (2 * r) + 0.5, 0, 1)
         tex = color * (1 - t[..., None]) + other * t[..., None]
@@ -249,12 +260,12 @@ def render_scene(seed: tuple[int, ...], size: int = IMAGE_SIZE):
     owner = np.full((size, size), -1, np.int32)
     full_area: list[int] = []
     kinds: list[str] = []
-    n_target = int(rng.integers(1, 7))
+    n_target = int(rng.integers(1, 6))
     tries = 0
     while len(kinds) < n_target and tries < 40:
         tries += 1
         kind = THING_NAMES[int(rng.integers(len(THING_NAMES)))]
-        r = float(np.exp(rng.uniform(np.log(13), np.log(50))))
+        r = float(np.exp(rng.uniform(np.log(16), np.log(50))))
         cx, cy = rng.uniform(0.05, 0.95, size=2) * size
         theta = rng.uniform(0, 2 * np.pi)
         mask = _shape_mask(kind, cx, cy, r, theta, size)
