@@ -284,10 +284,10 @@ class MaskFormer(nn.Module):
 
     # ---- CPU workspace for the full-size intermediates of post-processing ------------------------
     # The upsampled mask logits/probabilities (B, Q, Hp, Wp) float are several hundred MB at
-    # COCO sizes. A fresh CPU allocation that large is mapped page by
-    # page on first touch, which costs about as much as computing it; reusing one buffer per
-    # thread across images halves that step (R50 800x1216: 150 -> 75 ms). Nothing
-    # returned to the caller aliases a buffer. CUDA has its own caching allocator: no workspace.
+    # COCO sizes. A fresh CPU allocation that large is mapped page by page on first touch, which
+    # costs about as much as computing it; reusing one buffer per thread across images halves
+    # that step (R50 800x1216: 150 -> 75 ms). Nothing returned to the caller aliases a buffer.
+    # CUDA has its own caching allocator: no workspace there.
     def _buffer(self, name: str, like: torch.Tensor, shape, dtype=None) -> torch.Tensor:
         key = (threading.get_ident(), name)
         dtype = dtype or like.dtype

@@ -193,10 +193,11 @@ def _shape_mask(kind: str, cx: float, cy: float, r: float, theta: float, size: i
 
 # Each shape class has a typical colour family (hue centre; a shape varies +-0.035 around it, in
 # saturation, brightness, pattern and shading), as real categories have typical appearance. The
-# hues avoid those of sky/water (0.50-0.63) and ground (0.06-0.33). Shape stays a cue of its own:
-# the families are neighbours on the colour wheel and shading, shadows and the colour cast of the
-# camera blur them. Without such a cue a small model trained from scratch for 15 minutes on a
-# 2-core CPU finds the shapes but cannot tell them apart (GENERATOR_VERSION 3: PQ things 2-11).
+# hues avoid those of sky/water (0.50-0.63) and ground (0.06-0.33); the families do not overlap,
+# so colour largely tells the classes apart, while the model still has to find, separate and
+# delineate overlapping shapes of every size and pattern. With random colours (GENERATOR_VERSION
+# 3) a small model trained from scratch for 15 minutes on a 2-core CPU found the shapes but could
+# not tell them apart (PQ things 2-11).
 _THING_HUES = {"circle": 0.99, "triangle": 0.43, "square": 0.75, "star": 0.87}
 
 
