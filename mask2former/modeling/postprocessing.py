@@ -13,11 +13,6 @@ import torch.nn.functional as F
 from detectron2.structures import Boxes, Instances
 
 
-def mask_probs(mask_pred: torch.Tensor) -> torch.Tensor:
-    """Mask logits (Q, H, W) -> probabilities."""
-    return mask_pred.sigmoid()
-
-
 def semantic_inference(
     mask_cls: torch.Tensor, mask_pred: torch.Tensor, mask_prob: torch.Tensor | None = None
 ) -> torch.Tensor:
