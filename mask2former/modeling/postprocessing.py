@@ -171,14 +171,21 @@ def binary_masks(mask_logits: torch.Tensor, queries: torch.Tensor) -> torch.Tens
     several rows is thresholded once and copied."""
     out = torch.empty((queries.numel(), *mask_logits.shape[-2:]), dtype=torch.float32,
                       device=mask_logits.device)
-    first_row: dict[int, int] = {}
+    first_row = _first_rows(queries)
     for i, q in enumerate(queries.tolist()):
-        if q in first_row:
-            out[i].copy_(out[first_row[q]])
-        else:
+        if first_row[q] == i:
             torch.gt(mask_logits[q], 0, out=out[i])
-            first_row[q] = i
+        else:
+            out[i].copy_(out[first_row[q]])
     return out
+
+
+def _first_rows(queries: torch.Tensor) -> dict[int, int]:
+    """Distinct query index -> the first row it appears in (in order of first appearance)."""
+    first: dict[int, int] = {}
+    for i, q in enumerate(queries.tolist()):
+        first.setdefault(q, i)
+    return first
 
 
 def instance_inference(
@@ -212,11 +219,12 @@ def instance_inference(
     # Statistics once per distinct query u (its first output row r), gathered back to the N
     # rows: area, probability mass inside the mask, tight box.
     N = query_indices.numel()
-    unique, inverse = torch.unique(query_indices, return_inverse=True)
-    first_row = torch.full((unique.numel(),), N, dtype=torch.long, device=inverse.device)
-    first_row.scatter_reduce_(0, inverse, torch.arange(N, device=inverse.device), "amin")
+    first_row = _first_rows(query_indices)
+    slot = {q: u for u, q in enumerate(first_row)}  # distinct query -> its statistics' index
+    inverse = torch.tensor([slot[q] for q in query_indices.tolist()], dtype=torch.long,
+                           device=query_indices.device)
     area, inside, boxes = [], [], []
-    for q, r in zip(unique.tolist(), first_row.tolist()):
+    for q, r in first_row.items():
         row = pred_masks[r].reshape(-1)
         prob_q = mask_prob[q] if mask_prob is not None else mask_pred[q].sigmoid()
         area.append(row.sum())
