@@ -105,19 +105,46 @@ def _flat(result):
 
 
 def test_cpu_workspace_reuse_gives_identical_outputs(model, monkeypatch):
-    """Post-processing reuses CPU buffers across images: outputs equal those without reuse,
-    whatever the order of image sizes, and later images never change earlier outputs."""
+    """Post-processing reuses CPU buffers across images (workspace for intermediates, output
+    pool for outputs): outputs equal those without reuse, whatever the order of image sizes
+    (padded, resized to a requested output size), and later images never change earlier
+    outputs."""
     model.eval()
-    sizes = [(96, 128), (64, 64), (96, 128), (128, 96)]
+    monkeypatch.setattr(model._outputs, "min_bytes", 0)  # pool every output at these small sizes
+    cases = [((96, 128), None), ((70, 60), None), ((96, 128), (50, 70)), ((128, 96), None), ((70, 60), (140, 120))]
+
+    def run(i, size, out_size):
+        x = {"image": image(*size, i)}
+        if out_size:
+            x["height"], x["width"] = out_size
+        return model([x])[0]
+
     with torch.no_grad():
-        with_ws = [model([{"image": image(h, w, i)}])[0] for i, (h, w) in enumerate(sizes)]
+        with_ws = [run(i, *c) for i, c in enumerate(cases)]
         assert model._workspace  # the buffers were used
         monkeypatch.setattr(type(model), "_use_workspace", lambda self, x: False)
-        without = [model([{"image": image(h, w, i)}])[0] for i, (h, w) in enumerate(sizes)]
+        without = [run(i, *c) for i, c in enumerate(cases)]
     for a, b in zip(with_ws, without):
         (ta, ia), (tb, ib) = _flat(a), _flat(b)
         assert ia == ib
         for x, y in zip(ta, tb):
             assert x.dtype == y.dtype and torch.equal(x, y)
     model.train()
-    assert not model._workspace  # training gives the buffers back
+    assert not model._workspace and model._outputs.free_bytes() == 0  # training gives the memory back
+
+
+def test_cpu_outputs_are_recycled_only_once_dropped(model, monkeypatch):
+    model.eval()
+    monkeypatch.setattr(model._outputs, "min_bytes", 0)
+    inputs = [{"image": image(96, 128)}]
+    with torch.no_grad():
+        first = model(inputs)[0]
+        kept = first["sem_seg"][:5]  # a view keeps the semantic scores' memory in use
+        ref = kept.clone()
+        sem_ptr, masks_ptr = first["sem_seg"].data_ptr(), first["instances"].pred_masks.data_ptr()
+        del first
+        second = model(inputs)[0]
+    assert torch.equal(kept, ref)
+    assert second["sem_seg"].data_ptr() != sem_ptr
+    assert second["instances"].pred_masks.data_ptr() == masks_ptr  # dropped: its memory reused
+    model.train()

@@ -232,14 +232,28 @@ def test_instance_matches_published_computation_on_random_inputs():
 def test_binary_masks_repeated_queries_and_empty_selection():
     logits = torch.randn(4, 7, 9, dtype=torch.float32)
     queries = torch.tensor([2, 0, 2, 3, 0])
-    out = binary_masks(logits, queries)
-    assert out.dtype == torch.float32 and torch.equal(out, (logits[queries] > 0).float())
-    assert binary_masks(logits, queries[:0]).shape == (0, 7, 9)
+    out, first_rows, row_counts, col_counts = binary_masks(logits, queries)
+    ref = (logits[queries] > 0).float()
+    assert out.dtype == torch.float32 and torch.equal(out, ref)
+    assert first_rows == {2: 0, 0: 1, 3: 3}
+    assert torch.equal(row_counts, ref[[0, 1, 3]].sum(2)) and torch.equal(col_counts, ref[[0, 1, 3]].sum(1))
+    empty = binary_masks(logits, queries[:0])
+    assert empty.masks.shape == (0, 7, 9) and empty.row_counts.shape == (0, 7) and empty.first_rows == {}
     # No thing class among the pairs: an empty, well-formed result.
     res = instance_inference(torch.tensor([[0.0, 5.0, 0.0]]), logits[:1], num_classes=2, topk=4,
                              thing_ids={5})
     assert len(res) == 0 and res.pred_masks.shape == (0, 7, 9)
     assert res.pred_boxes.tensor.shape == (0, 4) and res.scores.shape == (0,)
+
+
+def test_panoptic_matches_published_loop_in_half_precision():
+    """fp16 probabilities (autocast): counts stay exact, products in fp16 as in the loop."""
+    for seed in range(3):
+        mask_cls, mask_pred = random_predictions(seed)
+        kw = dict(num_classes=8, thing_ids={0, 1, 2, 3}, object_mask_threshold=0.0, overlap_threshold=0.0)
+        seg, info = panoptic_inference(mask_cls.half(), mask_pred.half(), **kw)
+        ref_seg, ref_info = reference_panoptic(mask_cls.half(), mask_pred.half(), **kw)
+        assert len(ref_info) >= 2 and info == ref_info and torch.equal(seg, ref_seg)
 
 
 def test_panoptic_row_bands_match_whole_image(monkeypatch):

@@ -12,8 +12,9 @@ median over `--runs` after `--warmup` runs. The total is also measured end to en
 model's own forward.
 
 Without `--weights` the model is randomly initialised; its class logits are then sharpened
-(`--sharpen`, a scale on the class head) so that, as with trained weights, many queries are
-confident and panoptic/instance post-processing does real work. FLOPs are counted with fvcore
+(`--sharpen`, a scale on the class head) so that, as with trained weights, some queries are
+confident and panoptic/instance post-processing does real work (R50 COCO 800x1216 with the
+default 30: 14 of 100 queries pass the panoptic 0.8 threshold; with 10, none did). FLOPs are counted with fvcore
 on the network (backbone + head, no post-processing), like the paper's Table 1 (226 GFLOPs for
 R50 on COCO, averaged over val images); attention through scaled_dot_product_attention is
 counted, the deformable-attention sampling (a custom op, uncounted by fvcore in the paper too) is
@@ -45,7 +46,7 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: leave as is)")
     p.add_argument("--weights", default="", help="checkpoint to load (.pkl/.pth)")
     p.add_argument("--all-outputs", action="store_true", help="turn on semantic, panoptic and instance")
-    p.add_argument("--sharpen", type=float, default=10.0, help="class-head scale for random weights")
+    p.add_argument("--sharpen", type=float, default=30.0, help="class-head scale for random weights")
     p.add_argument("--no-flops", action="store_true")
     p.add_argument("--json", default="", help="also write the results to this JSON file")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")

@@ -14,21 +14,29 @@ from detectron2.structures import Boxes, Instances
 
 
 def semantic_inference(
-    mask_cls: torch.Tensor, mask_pred: torch.Tensor, mask_prob: torch.Tensor | None = None
+    mask_cls: torch.Tensor,
+    mask_pred: torch.Tensor,
+    mask_prob: torch.Tensor | None = None,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Sum over queries of p(class) * p(pixel in mask) (MaskFormer's semantic fusion).
 
     mask_cls (Q, K+1) logits, mask_pred (Q, H, W) logits (or pass `mask_prob` = its sigmoid).
-    Returns (K, H, W) unnormalised per-class scores.
+    Returns (K, H, W) unnormalised per-class scores, written into `out` when given (contiguous).
     """
     cls_prob = F.softmax(mask_cls, dim=-1)[..., :-1]  # (Q, K), "no object" dropped
     if mask_prob is None:
         mask_prob = mask_pred.sigmoid()
-    return torch.einsum("qc,qhw->chw", cls_prob, mask_prob)
+    if out is None:
+        return torch.einsum("qc,qhw->chw", cls_prob, mask_prob)
+    # The same product as the einsum (K, Q) @ (Q, H*W), written in place.
+    torch.mm(cls_prob.t(), mask_prob.reshape(mask_prob.shape[0], -1), out=out.view(out.shape[0], -1))
+    return out
 
 
 # Elements of the (n, rows, W) band temporaries of `panoptic_inference` on the CPU (1 M = 4 MB).
 _PANOPTIC_BAND_ELEMENTS = 1 << 20
+_EXACT_FLOAT_COUNT = 1 << 24  # float32 holds every whole number up to this exactly
 
 
 def panoptic_inference(
@@ -67,24 +75,29 @@ def panoptic_inference(
         return panoptic_seg, segments_info
 
     # Per pixel: the winning kept query (argmax of score * mask probability; the first one on
-    # ties) and whether the winner's own probability is >= 0.5; per kept query: its mask area.
-    # Computed in bands of rows so that the (n, rows, W) temporaries stay small and cache-hot
-    # instead of an (n, H, W) copy; the results are those of the whole-image computation.
-    cur_mask_ids = torch.empty((h, w), dtype=torch.long, device=mask_prob.device)
-    winner_fg = torch.empty((h, w), dtype=torch.bool, device=mask_prob.device)
-    original_area = torch.zeros(n, dtype=torch.long, device=mask_prob.device)
-    rows = max(1, _PANOPTIC_BAND_ELEMENTS // (n * w)) if mask_prob.device.type == "cpu" else h
+    # ties) and whether the winner's own probability is >= 0.5, stored as one code
+    # 2 * winner + foreground; per kept query: its mask area. Computed in bands of rows so that
+    # the (n, rows, W) temporaries stay small and cache-hot instead of an (n, H, W) copy; the
+    # results are those of the whole-image computation.
+    device = mask_prob.device
+    rows = max(1, _PANOPTIC_BAND_ELEMENTS // (n * w)) if device.type == "cpu" else h
+    rows = min(rows, _EXACT_FLOAT_COUNT // w)  # float pixel counts per band stay exact
+    code = torch.empty((h, w), dtype=torch.long, device=device)
+    original_area = torch.zeros(n, dtype=torch.long, device=device)
+    band_buf = torch.empty((n, min(rows, h), w), dtype=mask_prob.dtype, device=device)
+    scratch = torch.empty((n, min(rows, h), w), dtype=torch.float32, device=device)
     for r0 in range(0, h, rows):
-        band = mask_prob[:, r0 : r0 + rows].index_select(0, kept)  # (n, rows, W)
+        rb = min(rows, h - r0)
+        band = torch.index_select(mask_prob[:, r0 : r0 + rb], 0, kept, out=band_buf[:, :rb])  # (n, rb, W)
+        original_area += torch.ge(band, 0.5, out=scratch[:, :rb]).sum((1, 2)).long()
         # max(0).indices = argmax(0) (first maximum on ties, documented for both), and on the
         # CPU about 2.5x faster for a reduction over the leading dimension.
-        ids = (band * cur_scores.view(-1, 1, 1)).max(0).indices  # (rows, W)
-        cur_mask_ids[r0 : r0 + rows] = ids
-        winner_fg[r0 : r0 + rows] = band.gather(0, ids[None])[0] >= 0.5
-        original_area += (band >= 0.5).flatten(1).sum(1)
-    flat_ids, flat_fg = cur_mask_ids.flatten(), winner_fg.flatten()
-    mask_area = torch.bincount(flat_ids, minlength=n)  # pixels each query won
-    final_area = torch.bincount(flat_ids[flat_fg], minlength=n)
+        prod = scratch[:, :rb] if band.dtype == scratch.dtype else None  # products in band's dtype
+        ids = torch.mul(band, cur_scores.view(-1, 1, 1), out=prod).max(0).indices  # (rb, W)
+        torch.add(band.gather(0, ids[None])[0] >= 0.5, ids, alpha=2, out=code[r0 : r0 + rb])
+    counts = torch.bincount(code.flatten(), minlength=2 * n).view(n, 2)  # (won & < 0.5, won & >= 0.5)
+    mask_area = counts.sum(1)  # pixels each query won
+    final_area = counts[:, 1]  # ... where its own probability is >= 0.5
 
     # Decide segment ids per query (a loop over at most Q scalars, in query order).
     segment_of_query = [0] * n
@@ -109,9 +122,9 @@ def panoptic_inference(
             {"id": current_segment_id, "isthing": bool(isthing), "category_id": int(pred_class)}
         )
 
-    lut = torch.tensor(segment_of_query, dtype=torch.int32, device=mask_prob.device)
-    panoptic_seg = torch.where(winner_fg, lut[cur_mask_ids], panoptic_seg)
-    return panoptic_seg, segments_info
+    lut = torch.zeros((n, 2), dtype=torch.int32, device=device)  # code -> segment id (0: void)
+    lut[:, 1] = torch.tensor(segment_of_query, dtype=torch.int32, device=device)
+    return lut.flatten()[code], segments_info
 
 
 def boxes_from_masks(masks: torch.Tensor) -> torch.Tensor:
@@ -120,17 +133,20 @@ def boxes_from_masks(masks: torch.Tensor) -> torch.Tensor:
 
     Same convention as detectron2's `BitMasks.get_bounding_boxes` (x1, y1 exclusive: last + 1).
     """
-    N, H, W = masks.shape
-    if N == 0:
-        return torch.zeros((0, 4), dtype=torch.float32, device=masks.device)
     if masks.dtype == torch.bool:
-        x_any = masks.any(dim=1)  # (N, W)
-        y_any = masks.any(dim=2)  # (N, H)
-    else:  # 0/1 float masks: float reductions are much faster than bool ones on the CPU
-        x_any = masks.sum(dim=1) > 0
-        y_any = masks.sum(dim=2) > 0
-    xs = torch.arange(W, device=masks.device)
-    ys = torch.arange(H, device=masks.device)
+        return _boxes_from_extent(masks.any(dim=1), masks.any(dim=2))
+    # 0/1 float masks: float reductions are much faster than bool ones on the CPU
+    return _boxes_from_extent(masks.sum(dim=1) > 0, masks.sum(dim=2) > 0)
+
+
+def _boxes_from_extent(x_any: torch.Tensor, y_any: torch.Tensor) -> torch.Tensor:
+    """(N, W) columns and (N, H) rows holding mask pixels -> (N, 4) XYXY boxes (zeros if empty)."""
+    N, W = x_any.shape
+    H = y_any.shape[1]
+    if N == 0:
+        return torch.zeros((0, 4), dtype=torch.float32, device=x_any.device)
+    xs = torch.arange(W, device=x_any.device)
+    ys = torch.arange(H, device=x_any.device)
     x0 = torch.where(x_any, xs, W).amin(1)
     x1 = torch.where(x_any, xs, -1).amax(1) + 1
     y0 = torch.where(y_any, ys, H).amin(1)
@@ -165,19 +181,41 @@ def select_instances(
     return InstanceSelection(scores_per_image, labels, queries)
 
 
-def binary_masks(mask_logits: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
+class BinaryMasks(NamedTuple):
+    """Thresholded masks of selected queries, with the extent of each distinct query's mask."""
+
+    masks: torch.Tensor  # (N, H, W) 0/1 float, one row per selected (query, class) pair
+    first_rows: dict[int, int]  # distinct query -> its first row in `masks` (first-appearance order)
+    row_counts: torch.Tensor  # (U, H) mask pixels per image row, one line per distinct query
+    col_counts: torch.Tensor  # (U, W) mask pixels per image column
+
+    def to(self, device) -> "BinaryMasks":
+        return self._replace(masks=self.masks.to(device), row_counts=self.row_counts.to(device),
+                             col_counts=self.col_counts.to(device))
+
+
+def binary_masks(mask_logits: torch.Tensor, queries: torch.Tensor, out: torch.Tensor | None = None) -> BinaryMasks:
     """(Q, H, W) mask logits, (N,) query indices -> (N, H, W) float32 masks `logit > 0` (0/1),
-    written row by row straight from the logits (no bool temporary); a query that appears in
-    several rows is thresholded once and copied."""
-    out = torch.empty((queries.numel(), *mask_logits.shape[-2:]), dtype=torch.float32,
-                      device=mask_logits.device)
-    first_row = _first_rows(queries)
+    written row by row straight from the logits (no bool temporary) into `out` if given. A
+    query that appears in several rows is thresholded once and copied; its pixel counts per
+    image row and column are taken right after, while its mask is still in cache."""
+    H, W = mask_logits.shape[-2:]
+    if out is None:
+        out = torch.empty((queries.numel(), H, W), dtype=torch.float32, device=mask_logits.device)
+    first_rows = _first_rows(queries)
+    row_counts = out.new_empty((len(first_rows), H))
+    col_counts = out.new_empty((len(first_rows), W))
+    u = 0  # index of the next distinct query
     for i, q in enumerate(queries.tolist()):
-        if first_row[q] == i:
-            torch.gt(mask_logits[q], 0, out=out[i])
-        else:
-            out[i].copy_(out[first_row[q]])
-    return out
+        r = first_rows[q]
+        if r < i:
+            out[i].copy_(out[r])
+            continue
+        torch.gt(mask_logits[q], 0, out=out[i])
+        torch.sum(out[i], dim=1, out=row_counts[u])
+        torch.sum(out[i], dim=0, out=col_counts[u])
+        u += 1
+    return BinaryMasks(out, first_rows, row_counts, col_counts)
 
 
 def _first_rows(queries: torch.Tensor) -> dict[int, int]:
@@ -197,7 +235,7 @@ def instance_inference(
     thing_ids: set[int] | frozenset | None = None,
     mask_prob: torch.Tensor | None = None,
     selection: InstanceSelection | None = None,
-    pred_masks: torch.Tensor | None = None,
+    binary: BinaryMasks | None = None,
 ) -> Instances:
     """Top-k (query, class) pairs by class probability (Sec. 4.1 "Post-processing").
 
@@ -205,7 +243,7 @@ def instance_inference(
     `thing_ids` (panoptic models), pairs of stuff classes are dropped. Masks are 0/1 float
     (H, W); boxes are the tight boxes of the binary masks. Instances are sorted by class
     probability. Precomputed pieces may be passed: `mask_prob` = sigmoid(mask_pred),
-    `selection` = `select_instances(...)` and `pred_masks` = `binary_masks(mask_pred,
+    `selection` = `select_instances(...)` and `binary` = `binary_masks(mask_pred,
     selection.queries)` (this lets a caller threshold the logits, then take the sigmoid in
     place); `mask_pred` then only provides the shape.
     """
@@ -213,32 +251,25 @@ def instance_inference(
     if selection is None:
         selection = select_instances(mask_cls, num_classes=num_classes, topk=topk, thing_ids=thing_ids)
     scores_per_image, labels_per_image, query_indices = selection
-    if pred_masks is None:
-        pred_masks = binary_masks(mask_pred, query_indices)  # (N, H, W) 0/1 float
+    if binary is None:
+        binary = binary_masks(mask_pred, query_indices)
+    pred_masks, first_rows, row_counts, col_counts = binary
 
     # Statistics once per distinct query u (its first output row r), gathered back to the N
-    # rows: area, probability mass inside the mask, tight box.
-    N = query_indices.numel()
-    first_row = _first_rows(query_indices)
-    slot = {q: u for u, q in enumerate(first_row)}  # distinct query -> its statistics' index
+    # rows: area and tight box from the pixel counts, probability mass inside the mask.
+    slot = {q: u for u, q in enumerate(first_rows)}  # distinct query -> its statistics' index
     inverse = torch.tensor([slot[q] for q in query_indices.tolist()], dtype=torch.long,
                            device=query_indices.device)
-    area, inside, boxes = [], [], []
-    for q, r in first_row.items():
-        row = pred_masks[r].reshape(-1)
+    inside = pred_masks.new_zeros(len(first_rows))  # (U,)
+    for u, (q, r) in enumerate(first_rows.items()):
         prob_q = mask_prob[q] if mask_prob is not None else mask_pred[q].sigmoid()
-        area.append(row.sum())
-        inside.append(torch.dot(prob_q.reshape(-1).to(torch.float32), row))
-        boxes.append(boxes_from_masks(pred_masks[r : r + 1])[0])
-    if N == 0:
-        mask_scores = torch.zeros(0, device=pred_masks.device)
-        boxes = torch.zeros((0, 4), device=pred_masks.device)
-    else:  # mean mask probability inside the binary mask
-        mask_scores = (torch.stack(inside) / (torch.stack(area) + 1e-6))[inverse]
-        boxes = torch.stack(boxes)[inverse]  # (N, 4)
+        inside[u] = torch.dot(prob_q.reshape(-1).to(torch.float32), pred_masks[r].reshape(-1))
+    area = row_counts.sum(1)  # whole numbers: exact in float32, in any order, below 2**24 pixels
+    mask_scores = inside / (area + 1e-6)  # mean mask probability inside the binary mask
+    boxes = _boxes_from_extent(col_counts > 0, row_counts > 0)  # (U, 4)
     result = Instances(image_size)
     result.pred_masks = pred_masks  # (N, H, W) 0/1 float
-    result.pred_boxes = Boxes(boxes)
-    result.scores = scores_per_image * mask_scores
+    result.pred_boxes = Boxes(boxes[inverse])
+    result.scores = scores_per_image * mask_scores[inverse]
     result.pred_classes = labels_per_image
     return result
