@@ -114,3 +114,13 @@ def test_panoptic_type_selects_three_evaluators(split, tmp_path):
     ev = build_evaluator(_cfg(tmp_path), "_eval_cs_pan")
     assert [type(e) for e in ev.evaluators] == [
         COCOPanopticEvaluator, CityscapesSemSegEvaluator, CityscapesInstanceEvaluator]
+
+
+def test_trainer_gives_each_test_set_its_own_folder(split, tmp_path):
+    from mask2former.engine.trainer import Trainer
+
+    for name in ("_eval_cs_a", "_eval_cs_b"):
+        _register(name, split, "sem_seg")  # SemSegEvaluator: writes sem_seg_predictions.json there
+    cfg = _cfg(tmp_path)
+    dirs = [Trainer.build_evaluator(cfg, n).evaluators[0]._output_dir for n in ("_eval_cs_a", "_eval_cs_b")]
+    assert dirs == [str(tmp_path / "inference" / "_eval_cs_a"), str(tmp_path / "inference" / "_eval_cs_b")]

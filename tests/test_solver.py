@@ -173,3 +173,33 @@ def test_step_lr_with_warmup():
     assert lrs[0] == pytest.approx(1.0) and lrs[9] == pytest.approx(1.0)
     assert lrs[10] == pytest.approx(0.1) and lrs[15] == pytest.approx(0.01)
     assert not any(math.isnan(x) for x in lrs)
+
+
+def test_poly_lr_resume_follows_the_config(caplog):
+    """Resuming with a larger MAX_ITER continues on the new schedule (detectron2's version kept
+    the checkpoint's MAX_ITER and crashed past it)."""
+    cfg = make_cfg(LR_SCHEDULER_NAME="WarmupPolyLR", MAX_ITER=100, WARMUP_ITERS=0, BASE_LR=1.0,
+                   BACKBONE_MULTIPLIER=1.0, POLY_LR_POWER=0.9)
+    model = nn.Linear(2, 2)
+    opt = build_optimizer(cfg, model)
+    sched = build_lr_scheduler(cfg, opt)
+    for _ in range(100):
+        opt.step()
+        sched.step()
+    state = sched.state_dict()
+    assert state["max_iters"] == 100 and state["last_epoch"] == 100
+
+    cfg.SOLVER.MAX_ITER = 200
+    opt = build_optimizer(cfg, model)
+    sched = build_lr_scheduler(cfg, opt)
+    with caplog.at_level("WARNING"):
+        sched.load_state_dict(state)
+    assert "max_iters 100 -> 200" in caplog.text
+    lrs = []
+    for _ in range(50):
+        opt.step()
+        sched.step()
+        lrs.append(opt.param_groups[0]["lr"])
+    assert sched.last_epoch == 150
+    assert lrs[-1] == pytest.approx((1 - 150 / 200) ** 0.9)
+    assert all(math.isfinite(x) and x > 0 for x in lrs)

@@ -168,22 +168,23 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
+        """Evaluators for `dataset_name`; files go to `output_folder`, by default
+        OUTPUT_DIR/inference/<dataset> (one folder per test set: upstream's shared
+        OUTPUT_DIR/inference let two test sets overwrite each other's prediction files)."""
         from ..evaluation import build_evaluator
 
-        if output_folder is None:
-            output_folder = os.path.join(cfg.OUTPUT_DIR, "inference")
         return build_evaluator(cfg, dataset_name, output_folder=output_folder)
 
     @classmethod
     def test_with_TTA(cls, cfg, model):
-        """Semantic multi-scale + flip TTA (TEST.AUG) evaluation, into OUTPUT_DIR/inference_TTA."""
+        """Semantic multi-scale + flip TTA (TEST.AUG) evaluation, into OUTPUT_DIR/inference_TTA/<dataset>."""
         from ..test_time_augmentation import SemanticSegmentorWithTTA
 
         logger.info("Running inference with test-time augmentation ...")
         model = SemanticSegmentorWithTTA(cfg, model)
         evaluators = [
             cls.build_evaluator(
-                cfg, name, output_folder=os.path.join(cfg.OUTPUT_DIR, "inference_TTA")
+                cfg, name, output_folder=os.path.join(cfg.OUTPUT_DIR, "inference_TTA", name)
             )
             for name in cfg.DATASETS.TEST
         ]

@@ -81,7 +81,7 @@ def panoptic_inference(
     # results are those of the whole-image computation.
     device = mask_prob.device
     rows = max(1, _PANOPTIC_BAND_ELEMENTS // (n * w)) if device.type == "cpu" else h
-    rows = min(rows, _EXACT_FLOAT_COUNT // w)  # float pixel counts per band stay exact
+    rows = max(1, min(rows, _EXACT_FLOAT_COUNT // w))  # float pixel counts per band stay exact
     code = torch.empty((h, w), dtype=torch.long, device=device)
     original_area = torch.zeros(n, dtype=torch.long, device=device)
     band_buf = torch.empty((n, min(rows, h), w), dtype=mask_prob.dtype, device=device)

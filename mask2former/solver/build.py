@@ -7,12 +7,16 @@ layers and embeddings get their own weight decay (`SOLVER.WEIGHT_DECAY_NORM`,
 norm of `SOLVER.CLIP_GRADIENTS.CLIP_VALUE` (0.01) when `CLIP_TYPE` is "full_model".
 """
 import itertools
+import logging
 from typing import Any
 
 import torch
 from detectron2.config import CfgNode
+from detectron2.projects.deeplab.lr_scheduler import WarmupPolyLR as _DeepLabWarmupPolyLR
 from detectron2.solver.build import maybe_add_gradient_clipping
 from torch import nn
+
+logger = logging.getLogger(__name__)
 
 NORM_MODULE_TYPES = (
     nn.BatchNorm1d,
@@ -128,7 +132,43 @@ def build_lr_scheduler(cfg: CfgNode, optimizer: torch.optim.Optimizer):
 
     WarmupPolyLR: lr = base_lr * warmup(it) * (1 - it / MAX_ITER) ** POLY_LR_POWER;
     WarmupMultiStepLR: x GAMMA at each of SOLVER.STEPS after a warm-up of WARMUP_ITERS.
+    On resume the schedule's shape comes from the config for both (see `WarmupPolyLR`).
     """
     from detectron2.projects.deeplab import build_lr_scheduler as deeplab_build_lr_scheduler
 
+    s = cfg.SOLVER
+    if s.LR_SCHEDULER_NAME == "WarmupPolyLR":
+        return WarmupPolyLR(
+            optimizer,
+            s.MAX_ITER,
+            warmup_factor=s.WARMUP_FACTOR,
+            warmup_iters=s.WARMUP_ITERS,
+            warmup_method=s.WARMUP_METHOD,
+            power=s.POLY_LR_POWER,
+            constant_ending=s.POLY_LR_CONSTANT_ENDING,
+        )
     return deeplab_build_lr_scheduler(cfg, optimizer)
+
+
+class WarmupPolyLR(_DeepLabWarmupPolyLR):
+    """detectron2's WarmupPolyLR, except that resuming keeps the config's schedule.
+
+    detectron2's version saves MAX_ITER, the warm-up and the power in its state and restores
+    them from the checkpoint: resuming with a larger SOLVER.MAX_ITER (to train longer) silently
+    kept the old schedule, and past the old MAX_ITER crashed (`math domain error`). Here only
+    the progress (`last_epoch`, base LRs) is restored, as detectron2's own schedules
+    (`LRMultiplier`) do; a changed schedule is logged.
+    """
+
+    _CONFIG_KEYS = ("max_iters", "warmup_factor", "warmup_iters", "warmup_method", "power", "constant_ending")
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        state = dict(state_dict)
+        saved = {k: state.pop(k) for k in self._CONFIG_KEYS if k in state}
+        changed = {k: (v, getattr(self, k)) for k, v in saved.items() if v != getattr(self, k)}
+        if changed:
+            logger.warning(
+                "LR schedule: using the config's values, not the checkpoint's: "
+                + ", ".join(f"{k} {old} -> {new}" for k, (old, new) in changed.items())
+            )
+        super().load_state_dict(state)
