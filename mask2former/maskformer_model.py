@@ -338,13 +338,15 @@ class MaskFormer(nn.Module):
         """(Q, Hp, Wp) padded mask logits -> (Q, height, width), contiguous (as the published
         resize, even to the same size, returns: the fusion's summation order depends on it); on
         the CPU in the workspace."""
-        if not self._use_workspace(masks):
-            return self._resize_to_output(masks, img_size, height, width).contiguous()
-        out = self._buffer("masks_out", masks, (masks.shape[0], height, width))
-        if tuple(img_size) == (height, width):
-            crop = masks[:, :height, :width]
-            return crop if crop.is_contiguous() else out.copy_(crop)
-        return self._resize_to_output(masks, img_size, height, width, out)
+        workspace = self._use_workspace(masks)
+        shape = (masks.shape[0], height, width)
+        if tuple(img_size) != (height, width):
+            out = self._buffer("masks_out", masks, shape) if workspace else None
+            return self._resize_to_output(masks, img_size, height, width, out)
+        crop = masks[:, :height, :width]  # the resize would be the identity
+        if crop.is_contiguous():
+            return crop
+        return self._buffer("masks_out", masks, shape).copy_(crop) if workspace else crop.contiguous()
 
     @staticmethod
     def _resize_to_output(result: torch.Tensor, img_size, height: int, width: int, out=None) -> torch.Tensor:
