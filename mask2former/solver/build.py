@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from detectron2.config import CfgNode
 from detectron2.projects.deeplab.lr_scheduler import WarmupPolyLR as _DeepLabWarmupPolyLR
+from detectron2.solver.build import build_lr_scheduler as build_d2_lr_scheduler
 from detectron2.solver.build import maybe_add_gradient_clipping
 from torch import nn
 
@@ -134,8 +135,6 @@ def build_lr_scheduler(cfg: CfgNode, optimizer: torch.optim.Optimizer):
     WarmupMultiStepLR: x GAMMA at each of SOLVER.STEPS after a warm-up of WARMUP_ITERS.
     On resume the schedule's shape comes from the config for both (see `WarmupPolyLR`).
     """
-    from detectron2.projects.deeplab import build_lr_scheduler as deeplab_build_lr_scheduler
-
     s = cfg.SOLVER
     if s.LR_SCHEDULER_NAME == "WarmupPolyLR":
         return WarmupPolyLR(
@@ -147,7 +146,7 @@ def build_lr_scheduler(cfg: CfgNode, optimizer: torch.optim.Optimizer):
             power=s.POLY_LR_POWER,
             constant_ending=s.POLY_LR_CONSTANT_ENDING,
         )
-    return deeplab_build_lr_scheduler(cfg, optimizer)
+    return build_d2_lr_scheduler(cfg, optimizer)
 
 
 class WarmupPolyLR(_DeepLabWarmupPolyLR):
