@@ -25,8 +25,12 @@ class OutputPool:
 
     Memory kept for reuse is capped at the bytes handed out in the latest round (`begin_round`,
     one call per forward), so a steady inference loop holds one spare set of outputs and a caller
-    that kept many outputs and then dropped them does not leave them all mapped.
+    that kept many outputs and then dropped them does not leave them all mapped. New buffers are
+    made `SLACK` times larger than asked, so that later, somewhat larger outputs (images of
+    varying size) fit too: the extra pages are never touched, and untouched pages cost no memory.
     """
+
+    SLACK = 1.5
 
     def __init__(self, min_bytes: int = 16 << 20):
         self.min_bytes = min_bytes
@@ -47,15 +51,16 @@ class OutputPool:
         if nbytes < max(self.min_bytes, 1):
             return torch.empty(shape, dtype=dtype)
         with self._lock:
-            self._round_bytes += nbytes
-            self._cap = max(self._cap, self._round_bytes)
-            # The smallest free buffer that fits, and not one more than twice too large.
-            fits = [b for b in self._free if nbytes <= b.nbytes <= 2 * nbytes]
+            # The smallest free buffer that fits, and not one far too large for the request.
+            fits = [b for b in self._free if nbytes <= b.nbytes <= 2 * self.SLACK * nbytes]
             base = min(fits, key=lambda b: b.nbytes, default=None)
             if base is not None:
                 self._free = [b for b in self._free if b is not base]
-        if base is None:
-            base = torch.empty(nbytes, dtype=torch.uint8).numpy()  # torch's allocator: 64-byte aligned
+        if base is None:  # torch's allocator: 64-byte aligned
+            base = torch.empty(int(nbytes * self.SLACK), dtype=torch.uint8).numpy()
+        with self._lock:
+            self._round_bytes += base.nbytes
+            self._cap = max(self._cap, self._round_bytes)
         lease = base[:nbytes]
         weakref.finalize(lease, self._give_back, base).atexit = False
         return torch.from_numpy(lease).view(dtype).view(shape)
