@@ -321,10 +321,9 @@ class MaskFormer(nn.Module):
         return x.device.type == "cpu" and not x.requires_grad and not self.training
 
     def train(self, mode: bool = True):
-        # Give the inference memory back when training (or re-entering); outputs still held
-        # by a caller stay valid.
-        self._workspace.clear()
-        self._outputs.clear()
+        if mode:  # give the inference memory back for training; outputs a caller holds stay valid
+            self._workspace.clear()
+            self._outputs.clear()
         return super().train(mode)
 
     def _upsample_masks(self, masks: torch.Tensor, size) -> torch.Tensor:

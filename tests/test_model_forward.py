@@ -129,6 +129,8 @@ def test_cpu_workspace_reuse_gives_identical_outputs(model, monkeypatch):
         assert ia == ib
         for x, y in zip(ta, tb):
             assert x.dtype == y.dtype and torch.equal(x, y)
+    model.eval()
+    assert model._workspace  # eval() again (e.g. per image) keeps the buffers
     model.train()
     assert not model._workspace and model._outputs.free_bytes() == 0  # training gives the memory back
 
