@@ -6,7 +6,6 @@ import torch.nn.functional as F
 
 from mask2former.modeling.postprocessing import (
     binary_masks,
-    boxes_from_masks,
     instance_inference,
     panoptic_inference,
     semantic_inference,
@@ -147,16 +146,18 @@ def test_instance_inference_drops_stuff_for_panoptic_models():
     assert res.pred_classes.tolist() == [0, 0]  # (q0, c0) and (q1, c0)
 
 
-def test_boxes_from_masks_matches_detectron2():
+def test_instance_boxes_match_detectron2():
+    """Boxes from the pixel counts = detectron2's boxes of the same masks (one mask empty)."""
     from detectron2.structures import BitMasks
 
     g = torch.Generator().manual_seed(0)
-    masks = torch.rand(6, 9, 13, generator=g) > 0.9
-    masks[0] = False
-    ours = boxes_from_masks(masks)
-    ref = BitMasks(masks).get_bounding_boxes().tensor
-    assert torch.equal(ours, ref)
-    assert boxes_from_masks(torch.zeros(0, 4, 4, dtype=torch.bool)).shape == (0, 4)
+    mask_pred = torch.randn(6, 9, 13, generator=g) - 1.3  # sparse masks
+    mask_pred[0] = -1.0  # empty
+    mask_cls = torch.randn(6, 4, generator=g)
+    res = instance_inference(mask_cls, mask_pred, num_classes=3, topk=18)
+    ref = BitMasks(res.pred_masks.bool()).get_bounding_boxes().tensor
+    assert (res.pred_masks.flatten(1).sum(1) == 0).any()  # the empty mask is among them
+    assert torch.equal(res.pred_boxes.tensor, ref)
 
 
 # ---- the published loop-based implementations, as references on random inputs ------------------

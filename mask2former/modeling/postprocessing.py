@@ -127,20 +127,10 @@ def panoptic_inference(
     return lut.flatten()[code], segments_info
 
 
-def boxes_from_masks(masks: torch.Tensor) -> torch.Tensor:
-    """Tight XYXY boxes of binary (bool or 0/1 float) masks (N, H, W) -> (N, 4) float32;
-    empty masks give zeros.
-
-    Same convention as detectron2's `BitMasks.get_bounding_boxes` (x1, y1 exclusive: last + 1).
-    """
-    if masks.dtype == torch.bool:
-        return _boxes_from_extent(masks.any(dim=1), masks.any(dim=2))
-    # 0/1 float masks: float reductions are much faster than bool ones on the CPU
-    return _boxes_from_extent(masks.sum(dim=1) > 0, masks.sum(dim=2) > 0)
-
-
 def _boxes_from_extent(x_any: torch.Tensor, y_any: torch.Tensor) -> torch.Tensor:
-    """(N, W) columns and (N, H) rows holding mask pixels -> (N, 4) XYXY boxes (zeros if empty)."""
+    """(N, W) columns and (N, H) rows holding mask pixels -> (N, 4) float32 tight XYXY boxes;
+    empty masks give zeros. Same convention as detectron2's `BitMasks.get_bounding_boxes` (x1, y1
+    exclusive: last + 1)."""
     N, W = x_any.shape
     H = y_any.shape[1]
     if N == 0:
