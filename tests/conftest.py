@@ -1,4 +1,6 @@
 import os
+import shutil
+import tempfile
 
 import pytest
 import torch
@@ -15,3 +17,16 @@ def _seed():
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: takes more than ~20 s on a 2-core CPU")
     config.addinivalue_line("markers", "cuda: needs a CUDA device (skipped without one)")
+
+
+# The training tests need about 1.2 GB of free disk at a time (checkpoints of real models).
+_MIN_FREE_GB = 2.0
+
+
+def pytest_report_header(config):
+    base = config.option.basetemp or tempfile.gettempdir()
+    free_gb = shutil.disk_usage(base if os.path.isdir(base) else tempfile.gettempdir()).free / 2**30
+    line = f"free disk for temporary files in {base}: {free_gb:.1f} GiB"
+    if free_gb < _MIN_FREE_GB:
+        line += f"  WARNING: training tests need about {_MIN_FREE_GB:g} GiB; free some space or pass --basetemp"
+    return line
