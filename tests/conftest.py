@@ -24,8 +24,11 @@ _MIN_FREE_GB = 2.0
 
 
 def pytest_report_header(config):
-    base = config.option.basetemp or tempfile.gettempdir()
-    free_gb = shutil.disk_usage(base if os.path.isdir(base) else tempfile.gettempdir()).free / 2**30
+    base = os.path.abspath(config.option.basetemp or tempfile.gettempdir())
+    existing = base
+    while not os.path.isdir(existing):  # --basetemp may not exist yet: measure where it will be
+        existing = os.path.dirname(existing)
+    free_gb = shutil.disk_usage(existing).free / 2**30
     line = f"free disk for temporary files in {base}: {free_gb:.1f} GiB"
     if free_gb < _MIN_FREE_GB:
         line += f"  WARNING: training tests need about {_MIN_FREE_GB:g} GiB; free some space or pass --basetemp"
