@@ -5,6 +5,7 @@
 here only when CUDA is usable (or FORCE_CUDA=1); otherwise it is compiled on first use, or the
 CPU backends are used (see mask2former/modeling/pixel_decoder/ops/).
 """
+
 from setuptools import find_packages, setup
 
 
@@ -25,7 +26,9 @@ setup(
     description="Masked-attention Mask Transformer for universal image segmentation",
     license="MIT",
     python_requires=">=3.10",
-    packages=find_packages(exclude=("configs", "tests*", "tools*", "demo*", "datasets*", "benchmarks*")),
+    packages=find_packages(
+        exclude=("configs", "tests*", "tools*", "demo*", "datasets*", "benchmarks*")
+    ),
     package_data={"mask2former.modeling.pixel_decoder.ops": ["csrc/**/*"]},
     install_requires=[
         "torch>=2.4",

@@ -4,6 +4,7 @@ Every measurement produces a row (a dict). Each row names its device, dtype and 
 that could not be measured keeps its columns and says why in `status` ("OOM", "skipped: ...",
 "error: ...") so that one run always prints every table.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -15,14 +16,20 @@ import statistics
 import threading
 import time
 import traceback
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import torch
 
 # ---- device and dtype ------------------------------------------------------------------------
 
-DTYPES = {"fp32": torch.float32, "tf32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+DTYPES = {
+    "fp32": torch.float32,
+    "tf32": torch.float32,
+    "bf16": torch.bfloat16,
+    "fp16": torch.float16,
+}
 
 
 def device_name(device: str) -> str:
@@ -283,7 +290,9 @@ def run_row(row: dict, fn: Callable[[dict], None], device: str, log=print) -> di
         if is_oom(e):
             row["status"] = "OOM"
         else:
-            row["status"] = f"error: {type(e).__name__}: {str(e).strip().splitlines()[0][:120] if str(e).strip() else ''}"
+            row["status"] = (
+                f"error: {type(e).__name__}: {str(e).strip().splitlines()[0][:120] if str(e).strip() else ''}"
+            )
             log(f"[benchmarks] {row.get('section', '')} row failed:\n{traceback.format_exc()}")
     finally:
         free_memory(device)
@@ -309,7 +318,12 @@ class Table:
         body = [[fmt(r.get(k)) for k, _ in self.columns] for r in self.rows]
         widths = [max([len(h)] + [len(b[i]) for b in body]) for i, h in enumerate(heads)]
         line = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
-        out = [f"### {self.title}", "", line(heads), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
+        out = [
+            f"### {self.title}",
+            "",
+            line(heads),
+            "|" + "|".join("-" * (w + 2) for w in widths) + "|",
+        ]
         out += [line(b) for b in body]
         out += [""] + [f"- {n}" for n in self.notes]
         return "\n".join(out).rstrip() + "\n"
@@ -335,6 +349,9 @@ def fmt(v: Any) -> str:
 
 
 def dump_json(path: str, tables: Iterable[Table], meta: dict) -> None:
-    data = {"meta": meta, "tables": [{"title": t.title, "rows": t.rows, "notes": t.notes} for t in tables]}
+    data = {
+        "meta": meta,
+        "tables": [{"title": t.title, "rows": t.rows, "notes": t.notes} for t in tables],
+    }
     with open(path, "w") as f:
         json.dump(data, f, indent=1, default=str)

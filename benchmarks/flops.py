@@ -14,6 +14,7 @@ Conventions, stated once because papers mix them:
   the compiled MSDeformAttn op (4 multiply-adds per bilinear sample and channel, the same as
   fvcore's grid_sampler count for the pure-PyTorch path, so every backend gives the same count).
 """
+
 from __future__ import annotations
 
 from collections import Counter
@@ -24,7 +25,9 @@ from torch import nn
 from .common import DTYPES, synchronize, time_fn
 
 
-def matmul_peak_tflops(device: str, dtype: str = "bf16", n: int | None = None, iters: int = 20) -> float:
+def matmul_peak_tflops(
+    device: str, dtype: str = "bf16", n: int | None = None, iters: int = 20
+) -> float:
     """Measured dense matmul rate (TFLOP/s, 2*n^3 per product) on random data, median of `iters`."""
     if n is None:
         n = 8192 if device.startswith("cuda") else 1024
@@ -101,7 +104,9 @@ def count_flops(model, hw: tuple[int, int], device: str) -> dict:
         with torch.no_grad():
             fca = FlopCountAnalysis(_Network(model), (x,))
             fca.set_op_handle(**EXTRA_HANDLES)
-            fca.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
+            fca.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings(
+                "none"
+            )
             total = fca.total()
             by_mod = fca.by_module()
             unsupported = Counter(fca.unsupported_ops())
@@ -115,21 +120,117 @@ def count_flops(model, hw: tuple[int, int], device: str) -> dict:
         "backbone_gflops": g("model.backbone"),
         "pixdec_gflops": head - pred,
         "decoder_gflops": pred,
-        "unsupported": ", ".join(f"{k}x{v}" for k, v in sorted(unsupported.items()) if not _elementwise(k)),
+        "unsupported": ", ".join(
+            f"{k}x{v}" for k, v in sorted(unsupported.items()) if not _elementwise(k)
+        ),
         "padded": f"{h}x{w}",
     }
 
 
-_IGNORED_KINDS = ("add", "sub", "mul", "div", "sigmoid", "relu", "gelu", "softmax", "exp", "sum", "mean",
-                  "neg", "rsub", "pow", "sqrt", "rsqrt", "clamp", "max", "min", "lt", "gt", "ge", "le", "eq",
-                  "ne", "where", "masked_fill", "fill", "zeros", "ones", "cumsum", "cos", "sin", "abs",
-                  "floor", "ceil", "log", "tanh", "erf", "dropout", "scatter", "gather", "index", "repeat",
-                  "expand", "copy", "clone", "topk", "sort", "argmax", "all", "any", "logical", "bitwise",
-                  "arange", "linspace", "full", "empty", "new_", "flip", "roll", "pad", "constant_pad",
-                  "stack", "cat", "split", "chunk", "unbind", "view", "reshape", "permute", "transpose",
-                  "contiguous", "to", "type_as", "masked", "max_pool", "avg_pool", "norm", "reciprocal",
-                  "square", "silu", "hardtanh", "meshgrid", "unsqueeze", "squeeze", "flatten", "select",
-                  "slice", "narrow", "unflatten", "or", "and", "xor", "prod", "resolve", "detach", "rand", "normal", "bernoulli", "im2col", "unfold")
+_IGNORED_KINDS = (
+    "add",
+    "sub",
+    "mul",
+    "div",
+    "sigmoid",
+    "relu",
+    "gelu",
+    "softmax",
+    "exp",
+    "sum",
+    "mean",
+    "neg",
+    "rsub",
+    "pow",
+    "sqrt",
+    "rsqrt",
+    "clamp",
+    "max",
+    "min",
+    "lt",
+    "gt",
+    "ge",
+    "le",
+    "eq",
+    "ne",
+    "where",
+    "masked_fill",
+    "fill",
+    "zeros",
+    "ones",
+    "cumsum",
+    "cos",
+    "sin",
+    "abs",
+    "floor",
+    "ceil",
+    "log",
+    "tanh",
+    "erf",
+    "dropout",
+    "scatter",
+    "gather",
+    "index",
+    "repeat",
+    "expand",
+    "copy",
+    "clone",
+    "topk",
+    "sort",
+    "argmax",
+    "all",
+    "any",
+    "logical",
+    "bitwise",
+    "arange",
+    "linspace",
+    "full",
+    "empty",
+    "new_",
+    "flip",
+    "roll",
+    "pad",
+    "constant_pad",
+    "stack",
+    "cat",
+    "split",
+    "chunk",
+    "unbind",
+    "view",
+    "reshape",
+    "permute",
+    "transpose",
+    "contiguous",
+    "to",
+    "type_as",
+    "masked",
+    "max_pool",
+    "avg_pool",
+    "norm",
+    "reciprocal",
+    "square",
+    "silu",
+    "hardtanh",
+    "meshgrid",
+    "unsqueeze",
+    "squeeze",
+    "flatten",
+    "select",
+    "slice",
+    "narrow",
+    "unflatten",
+    "or",
+    "and",
+    "xor",
+    "prod",
+    "resolve",
+    "detach",
+    "rand",
+    "normal",
+    "bernoulli",
+    "im2col",
+    "unfold",
+)
 
 
 def _elementwise(kind: str) -> bool:
@@ -138,8 +239,9 @@ def _elementwise(kind: str) -> bool:
     return any(name.startswith(p) for p in _IGNORED_KINDS)
 
 
-def mfu(gflops_per_item: float, items_per_s: float, peak_tflops: float, train: bool = False) -> tuple[float, float]:
+def mfu(
+    gflops_per_item: float, items_per_s: float, peak_tflops: float, train: bool = False
+) -> tuple[float, float]:
     """(achieved TFLOP/s, MFU %) with 2 FLOPs per multiply-add and 3x forward for training."""
     achieved = 2 * gflops_per_item * (3 if train else 1) * items_per_s / 1e3
     return achieved, 100.0 * achieved / peak_tflops if peak_tflops else float("nan")
-

@@ -5,9 +5,10 @@ Per-stage latency for one config and size is also what `tools/benchmark_inferenc
 issue's tool) prints; this module measures the same stages with module hooks so that the numbers
 land in the harness's tables next to throughput, in the same run, for both dtypes.
 """
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -38,11 +39,18 @@ def throughput(model, inputs, device: str, dtype: str, warmup: int, iters: int, 
     run = _runner(model, inputs, device, dtype)
     with PeakMemory(device) as mem:
         t = time_fn(run, device, warmup, iters)
-    row.update(ms=t.median, spread=t.spread, img_s=1000.0 / t.median, peak_gib=mem.peak_gib,
-               n=len(t.times_ms))
+    row.update(
+        ms=t.median,
+        spread=t.spread,
+        img_s=1000.0 / t.median,
+        peak_gib=mem.peak_gib,
+        n=len(t.times_ms),
+    )
 
 
-def breakdown(model, inputs, device: str, dtype: str, iters: int, row: dict, attn_row: dict | None) -> None:
+def breakdown(
+    model, inputs, device: str, dtype: str, iters: int, row: dict, attn_row: dict | None
+) -> None:
     """Per-stage medians (hooks), and the decoder's split into cross-attn / self-attn / FFN / rest.
 
     A separate pass from `throughput` so that hooks never touch the fps numbers. The first call is
@@ -70,17 +78,30 @@ def breakdown(model, inputs, device: str, dtype: str, iters: int, row: dict, att
     med = lambda f: statistics.median(f(i) for i in range(iters))  # noqa: E731  median of per-image values
     get = lambda k: (lambda i: per[k][i]) if k in per else (lambda i: float("nan"))  # noqa: E731
     dec = med(get("transformer_decoder"))
-    row.update(backbone_ms=med(get("backbone")),
-               pixdec_ms=med(lambda i: per["head"][i] - per["transformer_decoder"][i]),
-               decoder_ms=dec,
-               post_ms=med(lambda i: per["total"][i] - per["backbone"][i] - per["head"][i]))  # pre + post + glue
+    row.update(
+        backbone_ms=med(get("backbone")),
+        pixdec_ms=med(lambda i: per["head"][i] - per["transformer_decoder"][i]),
+        decoder_ms=dec,
+        post_ms=med(lambda i: per["total"][i] - per["backbone"][i] - per["head"][i]),
+    )  # pre + post + glue
     if attn_row is not None:
         cross, selfa, ffn = med(get("cross_attn")), med(get("self_attn")), med(get("ffn"))
-        attn_row.update(decoder_ms=dec, cross_ms=cross, cross_share=med(
-                            lambda i: 100.0 * get("cross_attn")(i) / per["transformer_decoder"][i]),
-                        self_ms=selfa, ffn_ms=ffn,
-                        rest_ms=med(lambda i: per["transformer_decoder"][i] - get("cross_attn")(i)
-                                    - get("self_attn")(i) - get("ffn")(i)), n=iters)
+        attn_row.update(
+            decoder_ms=dec,
+            cross_ms=cross,
+            cross_share=med(lambda i: 100.0 * get("cross_attn")(i) / per["transformer_decoder"][i]),
+            self_ms=selfa,
+            ffn_ms=ffn,
+            rest_ms=med(
+                lambda i: (
+                    per["transformer_decoder"][i]
+                    - get("cross_attn")(i)
+                    - get("self_attn")(i)
+                    - get("ffn")(i)
+                )
+            ),
+            n=iters,
+        )
 
 
 def profile_table(model, inputs, device: str, dtype: str, path: str, rows: int = 40) -> None:
@@ -123,16 +144,26 @@ def mha_reference(mha, query, key, value, allowed=None):
     `multi_head_attention` (batch-first; `allowed` True = may attend)."""
     attn_mask = None
     if allowed is not None:
-        attn_mask = (~allowed).repeat_interleave(mha.num_heads, dim=0)  # (B*h, Lq, Lk), True = masked
-    out = mha(query.transpose(0, 1), key.transpose(0, 1), value.transpose(0, 1), attn_mask=attn_mask,
-              need_weights=False)[0]
+        attn_mask = (~allowed).repeat_interleave(
+            mha.num_heads, dim=0
+        )  # (B*h, Lq, Lk), True = masked
+    out = mha(
+        query.transpose(0, 1),
+        key.transpose(0, 1),
+        value.transpose(0, 1),
+        attn_mask=attn_mask,
+        need_weights=False,
+    )[0]
     return out.transpose(0, 1)
 
 
 REFERENCE_FUNCTIONS: list[tuple[str, str, object]] = [
     # SDPA masked attention (the project's default) -> nn.MultiheadAttention (the published code)
-    ("mask2former.modeling.transformer_decoder.mask2former_transformer_decoder", "multi_head_attention",
-     mha_reference),
+    (
+        "mask2former.modeling.transformer_decoder.mask2former_transformer_decoder",
+        "multi_head_attention",
+        mha_reference,
+    ),
 ]
 
 
@@ -199,7 +230,10 @@ def _capture(model, inputs, device, dtype) -> list[dict]:
     """Raw predictions (final pred_logits / pred_masks) and post-processed outputs per image."""
     caught = {}
     h = model.sem_seg_head.predictor.register_forward_hook(
-        lambda m, a, out: caught.update(logits=out["pred_logits"].float().cpu(), masks=out["pred_masks"].float().cpu()))
+        lambda m, a, out: caught.update(
+            logits=out["pred_logits"].float().cpu(), masks=out["pred_masks"].float().cpu()
+        )
+    )
     res = []
     try:
         for x in inputs:
@@ -229,15 +263,24 @@ def compare(ref: list[dict], cand: list[dict]) -> dict:
     """Worst case over images of: relative L2 error of logits and mask logits, the fraction of
     pixels whose panoptic category (and thing/stuff) and semantic argmax agree, segment counts,
     the largest instance-score difference."""
-    out = {"logits_rel": 0.0, "masks_rel": 0.0, "pan_agree": 100.0, "sem_agree": 100.0,
-           "segments": "", "inst_dscore": 0.0}
+    out = {
+        "logits_rel": 0.0,
+        "masks_rel": 0.0,
+        "pan_agree": 100.0,
+        "sem_agree": 100.0,
+        "segments": "",
+        "inst_dscore": 0.0,
+    }
     segs = []
     for r, c in zip(ref, cand):
         out["logits_rel"] = max(out["logits_rel"], _rel(c["logits"], r["logits"]))
         out["masks_rel"] = max(out["masks_rel"], _rel(c["masks"], r["masks"]))
         ro, co = r["out"], c["out"]
         if "panoptic_seg" in ro:
-            a, b = _panoptic_categories(ro["panoptic_seg"]), _panoptic_categories(co["panoptic_seg"])
+            a, b = (
+                _panoptic_categories(ro["panoptic_seg"]),
+                _panoptic_categories(co["panoptic_seg"]),
+            )
             out["pan_agree"] = min(out["pan_agree"], 100.0 * float((a == b).float().mean()))
             segs.append(f"{len(ro['panoptic_seg'][1])}/{len(co['panoptic_seg'][1])}")
         if "sem_seg" in ro:
@@ -254,12 +297,24 @@ def compare(ref: list[dict], cand: list[dict]) -> dict:
 
 # name -> (dtype of the candidate run, use reference switches for the candidate?, tolerances, meaning)
 VARIANTS = {
-    "default vs reference path": ("fp32", False, {"logits_rel": 1e-4, "masks_rel": 1e-4, "pan_agree": 99.9},
-                                  "optimised implementation (model default) against the reference path, fp32"),
-    "repeat (determinism)": ("fp32", True, {"logits_rel": 1e-5, "masks_rel": 1e-5, "pan_agree": 100.0},
-                             "the reference path twice"),
-    "bf16 autocast": ("bf16", False, {"logits_rel": 3e-2, "masks_rel": 3e-2, "pan_agree": 99.0},
-                      "the bf16 throughput path against the fp32 reference"),
+    "default vs reference path": (
+        "fp32",
+        False,
+        {"logits_rel": 1e-4, "masks_rel": 1e-4, "pan_agree": 99.9},
+        "optimised implementation (model default) against the reference path, fp32",
+    ),
+    "repeat (determinism)": (
+        "fp32",
+        True,
+        {"logits_rel": 1e-5, "masks_rel": 1e-5, "pan_agree": 100.0},
+        "the reference path twice",
+    ),
+    "bf16 autocast": (
+        "bf16",
+        False,
+        {"logits_rel": 3e-2, "masks_rel": 3e-2, "pan_agree": 99.0},
+        "the bf16 throughput path against the fp32 reference",
+    ),
 }
 
 
@@ -269,8 +324,9 @@ VARIANTS = {
 RANDOM_WEIGHT_OVERRIDES = {"object_mask_threshold": 0.0, "overlap_threshold": 0.0}
 
 
-def outputs_check(model, inputs, device: str, rows_out: list[dict], base_row: dict,
-                  trained_weights: bool = False) -> None:
+def outputs_check(
+    model, inputs, device: str, rows_out: list[dict], base_row: dict, trained_weights: bool = False
+) -> None:
     """Reference = strict fp32 (TF32 off) through `reference_path`; each variant is compared.
 
     TF32 is off for the whole check so that an implementation difference is not hidden in (or
@@ -300,7 +356,9 @@ def _check(model, inputs, device, rows_out, base_row, note) -> None:
     for name, (dtype, use_ref, tol, meaning) in VARIANTS.items():
         row = dict(base_row, variant=name, dtype=dtype)
         if name.startswith("default") and not switches:
-            row.update(status="n/a: model exposes no reference switch (REFERENCE_SWITCHES/FUNCTIONS)")
+            row.update(
+                status="n/a: model exposes no reference switch (REFERENCE_SWITCHES/FUNCTIONS)"
+            )
             rows_out.append(row)
             continue
         if use_ref:
@@ -309,9 +367,15 @@ def _check(model, inputs, device, rows_out, base_row, note) -> None:
         else:
             cand = _capture(model, inputs, device, dtype)
         row.update(compare(ref, cand))
-        ok = row["logits_rel"] <= tol["logits_rel"] and row["masks_rel"] <= tol["masks_rel"] and row["pan_agree"] >= tol["pan_agree"]
+        ok = (
+            row["logits_rel"] <= tol["logits_rel"]
+            and row["masks_rel"] <= tol["masks_rel"]
+            and row["pan_agree"] >= tol["pan_agree"]
+        )
         row["verdict"] = "pass" if ok else "FAIL"
         row["tolerance"] = f"rel<={tol['logits_rel']:g}, pan>={tol['pan_agree']:g}%"
-        extra = [x for x in ([", ".join(switches)] if name.startswith("default") else []) + [note] if x]
+        extra = [
+            x for x in ([", ".join(switches)] if name.startswith("default") else []) + [note] if x
+        ]
         row["status"] = "ok" + (f" ({'; '.join(extra)})" if extra else "")
         rows_out.append(row)

@@ -5,6 +5,7 @@ The real models come from the project's configs (`mask2former.config.load_config
 synthetic (no data set is needed on the GPU machine): smooth random images at COCO test sizes, and
 1024x1024 LSJ-sized training images with random object masks. `--images DIR` uses real images.
 """
+
 from __future__ import annotations
 
 import glob
@@ -24,9 +25,12 @@ MODELS = {
 
 # All three outputs on: the paper's fps counts panoptic + instance + semantic post-processing.
 ALL_OUTPUTS = [
-    "MODEL.MASK_FORMER.TEST.SEMANTIC_ON", "True",
-    "MODEL.MASK_FORMER.TEST.INSTANCE_ON", "True",
-    "MODEL.MASK_FORMER.TEST.PANOPTIC_ON", "True",
+    "MODEL.MASK_FORMER.TEST.SEMANTIC_ON",
+    "True",
+    "MODEL.MASK_FORMER.TEST.INSTANCE_ON",
+    "True",
+    "MODEL.MASK_FORMER.TEST.PANOPTIC_ON",
+    "True",
 ]
 
 # COCO val images after ResizeShortestEdge(800, max_size=1333): 640x480 and 480x640 (4:3, the
@@ -50,8 +54,16 @@ class Built:
 SHARPEN = 30.0
 
 
-def build(name: str, device: str, *, standin: bool = False, opts: list[str] | tuple = (),
-          weights: str = "", train: bool = False, point_sampled: bool = True) -> Built:
+def build(
+    name: str,
+    device: str,
+    *,
+    standin: bool = False,
+    opts: list[str] | tuple = (),
+    weights: str = "",
+    train: bool = False,
+    point_sampled: bool = True,
+) -> Built:
     """The model `name` ("R50", "Swin-L" or a config path) on `device`, in train or eval mode.
     In eval mode without `weights` the class head is sharpened (SHARPEN)."""
     if standin:
@@ -61,8 +73,9 @@ def build(name: str, device: str, *, standin: bool = False, opts: list[str] | tu
         model.train(train)
         return Built(name, model, None, model.num_classes)
 
-    import mask2former  # noqa: F401  (registers the model parts)
     from detectron2.modeling import build_model
+
+    import mask2former  # noqa: F401  (registers the model parts)
     from mask2former.config import load_config
 
     path = MODELS.get(name, name)
@@ -102,14 +115,19 @@ def load_images(pattern_dir: str, shapes_hw=None) -> list[torch.Tensor]:
     """Real images from a folder, resized as the COCO test mapper does (short 800, long <= 1333)."""
     from PIL import Image
 
-    files = sorted(glob.glob(os.path.join(pattern_dir, "*.jpg")) + glob.glob(os.path.join(pattern_dir, "*.png")))
+    files = sorted(
+        glob.glob(os.path.join(pattern_dir, "*.jpg"))
+        + glob.glob(os.path.join(pattern_dir, "*.png"))
+    )
     out = []
     for f in files:
         img = np.asarray(Image.open(f).convert("RGB"))
         h, w = img.shape[:2]
         s = min(800 / min(h, w), 1333 / max(h, w))
         t = torch.from_numpy(img.copy()).permute(2, 0, 1)[None].float()
-        t = F.interpolate(t, size=(int(h * s + 0.5), int(w * s + 0.5)), mode="bilinear", align_corners=False)
+        t = F.interpolate(
+            t, size=(int(h * s + 0.5), int(w * s + 0.5)), mode="bilinear", align_corners=False
+        )
         out.append(t[0].round().clamp(0, 255).to(torch.uint8))
     return out
 
@@ -117,11 +135,17 @@ def load_images(pattern_dir: str, shapes_hw=None) -> list[torch.Tensor]:
 def inference_inputs(shapes, images_dir: str = "") -> list[dict]:
     """One detectron2 input dict per image: uint8 'image' on the CPU (as a data loader gives it),
     'height'/'width' = the image size (outputs at input resolution)."""
-    imgs = load_images(images_dir) if images_dir else [synthetic_image(h, w, i) for i, (h, w) in enumerate(shapes)]
+    imgs = (
+        load_images(images_dir)
+        if images_dir
+        else [synthetic_image(h, w, i) for i, (h, w) in enumerate(shapes)]
+    )
     return [{"image": im, "height": im.shape[1], "width": im.shape[2]} for im in imgs]
 
 
-def training_batch(batch: int, size: int, num_classes: int, num_targets: int = 11, seed: int = 0) -> list[dict]:
+def training_batch(
+    batch: int, size: int, num_classes: int, num_targets: int = 11, seed: int = 0
+) -> list[dict]:
     """LSJ-like training inputs: `size` x `size` images (the padded crop), each with `num_targets`
     random rectangles/ellipses as `instances.gt_masks` (bool tensor, as the LSJ mappers give) and
     `gt_classes`. COCO panoptic has about 11 segments per image on average."""
@@ -143,8 +167,14 @@ def training_batch(batch: int, size: int, num_classes: int, num_targets: int = 1
         inst = Instances((size, size))
         inst.gt_classes = torch.randint(0, num_classes, (num_targets,), generator=g)
         inst.gt_masks = torch.stack(masks)
-        out.append({"image": synthetic_image(size, size, 1000 + seed * 64 + b), "instances": inst,
-                    "height": size, "width": size})
+        out.append(
+            {
+                "image": synthetic_image(size, size, 1000 + seed * 64 + b),
+                "instances": inst,
+                "height": size,
+                "width": size,
+            }
+        )
     return out
 
 
@@ -162,9 +192,11 @@ def decoder_groups(model) -> dict[str, list]:
     """The transformer decoder and its layer kinds (published attribute names)."""
     pred = model.sem_seg_head.predictor
     groups = {"decoder": [pred]}
-    for key, attr in (("cross_attn", "transformer_cross_attention_layers"),
-                      ("self_attn", "transformer_self_attention_layers"),
-                      ("ffn", "transformer_ffn_layers")):
+    for key, attr in (
+        ("cross_attn", "transformer_cross_attention_layers"),
+        ("self_attn", "transformer_self_attention_layers"),
+        ("ffn", "transformer_ffn_layers"),
+    ):
         mods = getattr(pred, attr, None)
         if mods is not None:
             groups[key] = list(mods)

@@ -6,6 +6,7 @@ Shape (the MSDeformAttn issue's benchmark shape): batch 2, 1024x1024 input -> le
 tool; this module calls the same public op (`ms_deform_attn`, backend forced through
 MASK2FORMER_MSDA_BACKEND) so its rows land in the harness's tables with the other numbers.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -38,7 +39,13 @@ def make_inputs(s: dict, device: str, dtype: str, seed: int = 0):
     loc = torch.rand(N, S, M, L, P, 2, generator=g) * 1.2 - 0.1  # some samples outside the map
     attw = torch.rand(N, S, M, L * P, generator=g).softmax(-1).view(N, S, M, L, P)
     dt = DTYPES[dtype]
-    return (value.to(device, dt), shapes.to(device), start.to(device), loc.to(device, dt), attw.to(device, dt))
+    return (
+        value.to(device, dt),
+        shapes.to(device),
+        start.to(device),
+        loc.to(device, dt),
+        attw.to(device, dt),
+    )
 
 
 @contextlib.contextmanager
@@ -60,8 +67,16 @@ def backends_for(device: str) -> list[str]:
     return ["cuda", "pytorch"] if device.startswith("cuda") else ["cpp", "pytorch"]
 
 
-def bench(backend: str, s: dict, device: str, dtype: str, warmup: int, iters: int, row: dict,
-          reference: torch.Tensor | None = None) -> torch.Tensor:
+def bench(
+    backend: str,
+    s: dict,
+    device: str,
+    dtype: str,
+    warmup: int,
+    iters: int,
+    row: dict,
+    reference: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Fill fwd/fwd+bwd medians, peak memory of fwd+bwd and the error against `reference`."""
     from mask2former.modeling.pixel_decoder.ops import ms_deform_attn
 
@@ -69,7 +84,9 @@ def bench(backend: str, s: dict, device: str, dtype: str, warmup: int, iters: in
     with forced_backend(backend):
         with torch.no_grad():
             out = ms_deform_attn(value, shapes, start, loc, attw)
-            t_f = time_fn(lambda _: ms_deform_attn(value, shapes, start, loc, attw), device, warmup, iters)
+            t_f = time_fn(
+                lambda _: ms_deform_attn(value, shapes, start, loc, attw), device, warmup, iters
+            )
         leaves = [t.detach().requires_grad_(True) for t in (value, loc, attw)]
         grad = torch.randn_like(out)
 
@@ -81,8 +98,13 @@ def bench(backend: str, s: dict, device: str, dtype: str, warmup: int, iters: in
 
         with PeakMemory(device) as mem:
             t_fb = time_fn(fwd_bwd, device, warmup, iters)
-    row.update(fwd_ms=t_f.median, fwdbwd_ms=t_fb.median, spread=t_fb.spread,
-               peak_mib=mem.growth_gib * 1024, n=iters)
+    row.update(
+        fwd_ms=t_f.median,
+        fwdbwd_ms=t_fb.median,
+        spread=t_fb.spread,
+        peak_mib=mem.growth_gib * 1024,
+        n=iters,
+    )
     if reference is not None:
         ref = reference.float()
         row["rel_err"] = float((out.float() - ref).norm() / ref.norm())

@@ -11,6 +11,7 @@ environment and downloads a cp312 manylinux wheel for the compiled one (pycocoto
 
 with `.devsite` named in the call's `carry`. About 25 MB.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -24,8 +25,19 @@ import zipfile
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEST = os.path.join(REPO, ".devsite")
 # Imported by `import mask2former`, detectron2's model/config code, fvcore's FLOP counter.
-PURE = ["detectron2", "fvcore", "iopath", "omegaconf", "hydra", "antlr4", "yacs", "termcolor", "pydot",
-        "panopticapi", "cityscapesscripts"]
+PURE = [
+    "detectron2",
+    "fvcore",
+    "iopath",
+    "omegaconf",
+    "hydra",
+    "antlr4",
+    "yacs",
+    "termcolor",
+    "pydot",
+    "panopticapi",
+    "cityscapesscripts",
+]
 COMPILED = ["pycocotools"]  # (distribution name == import name here)
 
 
@@ -41,7 +53,9 @@ def copy_pure(name: str) -> None:
     if os.path.isdir(src):
         compiled = [f for _, _, fs in os.walk(src) for f in fs if f.endswith((".so", ".pyd"))]
         if compiled:
-            raise SystemExit(f"{name} has compiled files ({compiled[:2]}); list it in COMPILED instead")
+            raise SystemExit(
+                f"{name} has compiled files ({compiled[:2]}); list it in COMPILED instead"
+            )
         shutil.copytree(src, os.path.join(DEST, name), ignore=shutil.ignore_patterns("__pycache__"))
     else:
         shutil.copy2(src, DEST)
@@ -52,12 +66,33 @@ def fetch_wheel(name: str) -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         platforms = []
-        for p in ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64",
-                  "manylinux2014_x86_64"):
+        for p in (
+            "manylinux_2_28_x86_64",
+            "manylinux_2_27_x86_64",
+            "manylinux_2_17_x86_64",
+            "manylinux2014_x86_64",
+        ):
             platforms += ["--platform", p]
-        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
-                        "--python-version", "3.12", "--implementation", "cp", *platforms, "-d", tmp,
-                        f"{name}=={version(name)}"], check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "-q",
+                "--no-deps",
+                "--only-binary=:all:",
+                "--python-version",
+                "3.12",
+                "--implementation",
+                "cp",
+                *platforms,
+                "-d",
+                tmp,
+                f"{name}=={version(name)}",
+            ],
+            check=True,
+        )
         (whl,) = [f for f in os.listdir(tmp) if f.endswith(".whl")]
         with zipfile.ZipFile(os.path.join(tmp, whl)) as z:
             z.extractall(DEST)
@@ -81,9 +116,11 @@ def main() -> None:
         fetch_wheel(name)
     ignore_locally()
     size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(DEST) for f in fs)
-    print(f"{DEST}: {size / 2**20:.1f} MiB. On the GPU machine (carry=['.devsite']):\n"
-          "  export PYTHONPATH=$PWD/.devsite:$PWD PYTHONUNBUFFERED=1; "
-          "python3 benchmarks/run_all.py --device cuda --json $OUT/bench.json --markdown $OUT/bench.md")
+    print(
+        f"{DEST}: {size / 2**20:.1f} MiB. On the GPU machine (carry=['.devsite']):\n"
+        "  export PYTHONPATH=$PWD/.devsite:$PWD PYTHONUNBUFFERED=1; "
+        "python3 benchmarks/run_all.py --device cuda --json $OUT/bench.json --markdown $OUT/bench.md"
+    )
 
 
 if __name__ == "__main__":

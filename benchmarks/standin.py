@@ -10,13 +10,13 @@ It is NOT Mask2Former: it only has the same shape of interface as the project's 
 
 so that the harness can be exercised on the CPU in seconds while the real model is elsewhere.
 """
+
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
-
 from detectron2.structures import Boxes, ImageList, Instances
+from torch import nn
 
 
 class _Backbone(nn.Module):
@@ -25,7 +25,10 @@ class _Backbone(nn.Module):
         chans = [width, width * 2, width * 4, width * 8]
         self.stem = nn.Conv2d(3, chans[0], 3, stride=4, padding=1)
         self.stages = nn.ModuleList(
-            [nn.Conv2d(chans[max(i - 1, 0)], c, 3, stride=1 if i == 0 else 2, padding=1) for i, c in enumerate(chans)]
+            [
+                nn.Conv2d(chans[max(i - 1, 0)], c, 3, stride=1 if i == 0 else 2, padding=1)
+                for i, c in enumerate(chans)
+            ]
         )
         self.channels = chans
 
@@ -48,7 +51,9 @@ class _PixelDecoder(nn.Module):
         maps = [lat(feats[n]) for lat, n in zip(self.lateral, names)]
         mask_features = maps[0]
         for m in maps[1:]:
-            mask_features = mask_features + F.interpolate(m, size=mask_features.shape[-2:], mode="nearest")
+            mask_features = mask_features + F.interpolate(
+                m, size=mask_features.shape[-2:], mode="nearest"
+            )
         return mask_features, maps[1:][::-1]  # 1/4 map, then 1/32, 1/16, 1/8
 
 
@@ -66,9 +71,15 @@ class _CrossAttention(nn.Module):
         if self.attn_impl == "sdpa":
             B, Q, C = q.shape
             w, b = self.attn.in_proj_weight, self.attn.in_proj_bias
-            qq, kk, vv = F.linear(q, w[:C], b[:C]), F.linear(mem, w[C : 2 * C], b[C : 2 * C]), F.linear(mem, w[2 * C :], b[2 * C :])
+            qq, kk, vv = (
+                F.linear(q, w[:C], b[:C]),
+                F.linear(mem, w[C : 2 * C], b[C : 2 * C]),
+                F.linear(mem, w[2 * C :], b[2 * C :]),
+            )
             split = lambda t: t.view(B, -1, self.heads, C // self.heads).transpose(1, 2)  # noqa: E731
-            o = F.scaled_dot_product_attention(split(qq), split(kk), split(vv), attn_mask=~mask.view(B, self.heads, Q, -1))
+            o = F.scaled_dot_product_attention(
+                split(qq), split(kk), split(vv), attn_mask=~mask.view(B, self.heads, Q, -1)
+            )
             o = self.attn.out_proj(o.transpose(1, 2).reshape(B, Q, C))
         else:
             o = self.attn(q, mem, mem, attn_mask=mask, need_weights=False)[0]
@@ -100,8 +111,12 @@ class _Predictor(nn.Module):
         super().__init__()
         self.heads = heads
         self.query_feat = nn.Embedding(num_queries, dim)
-        self.transformer_cross_attention_layers = nn.ModuleList([_CrossAttention(dim, heads) for _ in range(layers)])
-        self.transformer_self_attention_layers = nn.ModuleList([_SelfAttention(dim, heads) for _ in range(layers)])
+        self.transformer_cross_attention_layers = nn.ModuleList(
+            [_CrossAttention(dim, heads) for _ in range(layers)]
+        )
+        self.transformer_self_attention_layers = nn.ModuleList(
+            [_SelfAttention(dim, heads) for _ in range(layers)]
+        )
         self.transformer_ffn_layers = nn.ModuleList([_FFN(dim) for _ in range(layers)])
         self.class_embed = nn.Linear(dim, num_classes + 1)
         self.mask_embed = nn.Linear(dim, dim)
@@ -119,7 +134,13 @@ class _Predictor(nn.Module):
         q = self.query_feat.weight.unsqueeze(0).repeat(B, 1, 1)
         aux = []
         logits, masks, attn = self._heads(q, mask_features, multi_scale[0].shape[-2:])
-        for i, (ca, sa, ffn) in enumerate(zip(self.transformer_cross_attention_layers, self.transformer_self_attention_layers, self.transformer_ffn_layers)):
+        for i, (ca, sa, ffn) in enumerate(
+            zip(
+                self.transformer_cross_attention_layers,
+                self.transformer_self_attention_layers,
+                self.transformer_ffn_layers,
+            )
+        ):
             mem = multi_scale[i % len(multi_scale)].flatten(2).transpose(1, 2)
             q = ffn(sa(ca(q, mem, attn)))
             aux.append({"pred_logits": logits, "pred_masks": masks})
@@ -140,13 +161,26 @@ class _Head(nn.Module):
 
 
 class StandInMaskFormer(nn.Module):
-    def __init__(self, num_classes=8, num_queries=16, dim=32, point_sampled=True, num_points=256,
-                 semantic_on=True, panoptic_on=True, instance_on=True):
+    def __init__(
+        self,
+        num_classes=8,
+        num_queries=16,
+        dim=32,
+        point_sampled=True,
+        num_points=256,
+        semantic_on=True,
+        panoptic_on=True,
+        instance_on=True,
+    ):
         super().__init__()
         self.backbone = _Backbone()
         self.sem_seg_head = _Head(self.backbone.channels, dim, num_queries, num_classes)
-        self.register_buffer("pixel_mean", torch.tensor([123.675, 116.28, 103.53]).view(-1, 1, 1), False)
-        self.register_buffer("pixel_std", torch.tensor([58.395, 57.12, 57.375]).view(-1, 1, 1), False)
+        self.register_buffer(
+            "pixel_mean", torch.tensor([123.675, 116.28, 103.53]).view(-1, 1, 1), False
+        )
+        self.register_buffer(
+            "pixel_std", torch.tensor([58.395, 57.12, 57.375]).view(-1, 1, 1), False
+        )
         self.size_divisibility = 32
         self.num_classes = num_classes
         self.point_sampled = point_sampled
@@ -158,7 +192,9 @@ class StandInMaskFormer(nn.Module):
         return self.pixel_mean.device
 
     def forward(self, batched_inputs):
-        images = [(x["image"].to(self.device) - self.pixel_mean) / self.pixel_std for x in batched_inputs]
+        images = [
+            (x["image"].to(self.device) - self.pixel_mean) / self.pixel_std for x in batched_inputs
+        ]
         images = ImageList.from_tensors(images, self.size_divisibility)
         outputs = self.sem_seg_head(self.backbone(images.tensor))
         if self.training:
@@ -173,7 +209,9 @@ class StandInMaskFormer(nn.Module):
             for b, x in enumerate(batched_inputs):
                 inst = x["instances"].to(self.device)
                 n = len(inst)
-                tgt = torch.full((out["pred_logits"].shape[1],), self.num_classes, device=self.device)
+                tgt = torch.full(
+                    (out["pred_logits"].shape[1],), self.num_classes, device=self.device
+                )
                 tgt[:n] = inst.gt_classes
                 loss_ce = loss_ce + F.cross_entropy(out["pred_logits"][b], tgt)
                 gt = torch.zeros((n, *padded_hw), device=self.device)
@@ -184,7 +222,9 @@ class StandInMaskFormer(nn.Module):
                     p = F.grid_sample(pred, pts, align_corners=False).flatten(1)
                     g = F.grid_sample(gt[:, None], pts, align_corners=False).flatten(1)
                 else:  # full-mask: predictions upsampled to the target size
-                    p = F.interpolate(pred, size=padded_hw, mode="bilinear", align_corners=False).flatten(1)
+                    p = F.interpolate(
+                        pred, size=padded_hw, mode="bilinear", align_corners=False
+                    ).flatten(1)
                     g = gt.flatten(1)
                 loss_mask = loss_mask + F.binary_cross_entropy_with_logits(p, g)
             suffix = "" if i == 0 else f"_{i - 1}"
@@ -194,11 +234,18 @@ class StandInMaskFormer(nn.Module):
 
     def _inference(self, outputs, batched_inputs, images):
         results = []
-        masks_all = F.interpolate(outputs["pred_masks"], size=images.tensor.shape[-2:], mode="bilinear", align_corners=False)
+        masks_all = F.interpolate(
+            outputs["pred_masks"],
+            size=images.tensor.shape[-2:],
+            mode="bilinear",
+            align_corners=False,
+        )
         for b, x in enumerate(batched_inputs):
             h, w = images.image_sizes[b]
             H, W = x.get("height", h), x.get("width", w)
-            masks = F.interpolate(masks_all[b : b + 1, :, :h, :w], size=(H, W), mode="bilinear", align_corners=False)[0]
+            masks = F.interpolate(
+                masks_all[b : b + 1, :, :h, :w], size=(H, W), mode="bilinear", align_corners=False
+            )[0]
             probs = outputs["pred_logits"][b].float().softmax(-1)
             masks = masks.float().sigmoid()
             res = {}
@@ -211,8 +258,10 @@ class StandInMaskFormer(nn.Module):
                 info = []
                 if keep.any():
                     ids = (scores[keep, None, None] * masks[keep]).argmax(0)
-                    for k, (lab, qi) in enumerate(zip(labels[keep].tolist(), keep.nonzero().flatten().tolist())):
-                        area = (ids == k)
+                    for k, (lab, qi) in enumerate(
+                        zip(labels[keep].tolist(), keep.nonzero().flatten().tolist())
+                    ):
+                        area = ids == k
                         if area.any():
                             seg[area] = len(info) + 1
                             info.append({"id": len(info) + 1, "category_id": lab, "isthing": True})

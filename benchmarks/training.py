@@ -9,6 +9,7 @@ loss type (MODEL.MASK_FORMER.POINT_SAMPLED_LOSS) and reset to the same initial w
 row. `tools/benchmark_training.py` (the training issue's tool) measures one configuration per
 process; this module puts every row of the matrix into one table.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -33,10 +34,12 @@ def build_optimizer(built):
 
 def _project_step(built, batch, device: str, amp: str, opt):
     from detectron2.utils.events import EventStorage
+
     from mask2former.engine.train_loop import MixedPrecisionTrainer
 
-    trainer = MixedPrecisionTrainer(built.model, itertools.repeat(batch), opt, PRECISION[amp],
-                                    torch.device(device).type)
+    trainer = MixedPrecisionTrainer(
+        built.model, itertools.repeat(batch), opt, PRECISION[amp], torch.device(device).type
+    )
     storage = EventStorage(0)
 
     def step(_):
@@ -64,7 +67,9 @@ def _plain_step(built, batch, device: str, amp: str, opt, clip: float = 0.01):
     return step
 
 
-def train_iterations(built, batch, device: str, amp: str, warmup: int, iters: int, row: dict) -> None:
+def train_iterations(
+    built, batch, device: str, amp: str, warmup: int, iters: int, row: dict
+) -> None:
     built.model.train()
     built.model.zero_grad(set_to_none=True)  # nothing left over from an earlier (OOM) row
     opt, opt_name = build_optimizer(built)
@@ -77,7 +82,14 @@ def train_iterations(built, batch, device: str, amp: str, warmup: int, iters: in
             step(i)
         t = time_fn(step, device, 0, iters)
     b = len(batch)
-    row.update(ms=t.median, spread=t.spread, img_s=1000.0 * b / t.median, peak_gib=mem.peak_gib,
-               gib_per_img=mem.peak_gib / b, act_gib_per_img=mem.growth_gib / b,
-               static_gib=mem.static / 2**30, optimizer=opt_name + (" step" if opt_name == "project" else ""),
-               n=len(t.times_ms))
+    row.update(
+        ms=t.median,
+        spread=t.spread,
+        img_s=1000.0 * b / t.median,
+        peak_gib=mem.peak_gib,
+        gib_per_img=mem.peak_gib / b,
+        act_gib_per_img=mem.growth_gib / b,
+        static_gib=mem.static / 2**30,
+        optimizer=opt_name + (" step" if opt_name == "project" else ""),
+        n=len(t.times_ms),
+    )

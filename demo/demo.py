@@ -13,6 +13,7 @@ Overlays use detectron2's Visualizer (class names and confidences). `--confidenc
 removes instances scoring below it, and panoptic segments whose class probability is below it. Without `--output` the results
 are shown in an OpenCV window, which needs a display and a non-headless OpenCV.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,9 +35,9 @@ from detectron2.data import DatasetCatalog  # noqa: E402
 from detectron2.data.detection_utils import read_image  # noqa: E402
 from detectron2.projects.deeplab import add_deeplab_config  # noqa: E402
 from detectron2.utils.logger import setup_logger  # noqa: E402
+from predictor import TASKS, VisualizationDemo, save_rgb  # noqa: E402
 
 from mask2former import add_maskformer2_config  # noqa: E402
-from predictor import TASKS, VisualizationDemo, save_rgb  # noqa: E402
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 WINDOW_NAME = "mask2former"
@@ -59,27 +60,47 @@ def setup_cfg(args: argparse.Namespace):
 
 
 def get_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--config-file", required=True, metavar="FILE", help="path to a config file")
-    p.add_argument("--input", nargs="+", default=[],
-                   help="image files, folders or glob patterns (quote globs)")
+    p.add_argument(
+        "--input", nargs="+", default=[], help="image files, folders or glob patterns (quote globs)"
+    )
     p.add_argument("--video-input", help="path to a video file")
-    p.add_argument("--output", help="a file or a folder for the overlays; a folder when several "
-                   "inputs are given. Without it, results are shown in a window")
-    p.add_argument("--confidence-threshold", type=float, default=None,
-                   help="minimum score of the instances drawn (default 0.5) and minimum class "
-                   "probability of the panoptic segments (default: the config's "
-                   "MODEL.MASK_FORMER.TEST.OBJECT_MASK_THRESHOLD)")
-    p.add_argument("--task", default="auto", choices=("auto", "all") + TASKS,
-                   help="what to draw: auto (panoptic if the model predicts it, else semantic and "
-                   "instances), one task, or all three side by side")
-    p.add_argument("--ground-truth", metavar="DATASET",
-                   help="with --task all: a registered panoptic dataset whose records (matched by "
-                   "file name) are drawn above the predictions")
+    p.add_argument(
+        "--output",
+        help="a file or a folder for the overlays; a folder when several "
+        "inputs are given. Without it, results are shown in a window",
+    )
+    p.add_argument(
+        "--confidence-threshold",
+        type=float,
+        default=None,
+        help="minimum score of the instances drawn (default 0.5) and minimum class "
+        "probability of the panoptic segments (default: the config's "
+        "MODEL.MASK_FORMER.TEST.OBJECT_MASK_THRESHOLD)",
+    )
+    p.add_argument(
+        "--task",
+        default="auto",
+        choices=("auto", "all") + TASKS,
+        help="what to draw: auto (panoptic if the model predicts it, else semantic and "
+        "instances), one task, or all three side by side",
+    )
+    p.add_argument(
+        "--ground-truth",
+        metavar="DATASET",
+        help="with --task all: a registered panoptic dataset whose records (matched by "
+        "file name) are drawn above the predictions",
+    )
     p.add_argument("--scale", type=float, default=1.0, help="scale of the drawn overlays")
-    p.add_argument("--opts", default=[], nargs=argparse.REMAINDER,
-                   help="config overrides as KEY VALUE pairs, e.g. MODEL.WEIGHTS model.pth")
+    p.add_argument(
+        "--opts",
+        default=[],
+        nargs=argparse.REMAINDER,
+        help="config overrides as KEY VALUE pairs, e.g. MODEL.WEIGHTS model.pth",
+    )
     return p
 
 
@@ -88,16 +109,20 @@ def expand_inputs(patterns: list[str]) -> list[str]:
     paths = []
     for pattern in patterns:
         if os.path.isdir(pattern):
-            paths += sorted(os.path.join(pattern, f) for f in os.listdir(pattern)
-                            if f.lower().endswith(IMAGE_EXTENSIONS))
+            paths += sorted(
+                os.path.join(pattern, f)
+                for f in os.listdir(pattern)
+                if f.lower().endswith(IMAGE_EXTENSIONS)
+            )
         elif any(c in pattern for c in "*?["):
             paths += sorted(glob.glob(os.path.expanduser(pattern)))
         else:
             paths.append(pattern)
     missing = [p for p in paths if not os.path.isfile(p)]
     if missing:
-        raise FileNotFoundError(f"Input not found: {missing[:3]}; give image files, folders or "
-                                "quoted glob patterns.")
+        raise FileNotFoundError(
+            f"Input not found: {missing[:3]}; give image files, folders or quoted glob patterns."
+        )
     if not paths:
         raise FileNotFoundError(f"No images matched {patterns}.")
     return paths
@@ -113,7 +138,9 @@ def run_images(demo: VisualizationDemo, args: argparse.Namespace, logger: loggin
     paths = expand_inputs(args.input)
     records = {}
     if args.ground_truth:
-        records = {os.path.basename(r["file_name"]): r for r in DatasetCatalog.get(args.ground_truth)}
+        records = {
+            os.path.basename(r["file_name"]): r for r in DatasetCatalog.get(args.ground_truth)
+        }
     for path in tqdm.tqdm(paths, disable=not args.output or len(paths) == 1):
         image = read_image(path, format="BGR")
         start = time.perf_counter()
@@ -145,10 +172,12 @@ def run_video(demo: VisualizationDemo, args: argparse.Namespace) -> None:
             if writer is None:
                 out = args.output
                 if os.path.isdir(out):
-                    out = os.path.join(out, os.path.splitext(os.path.basename(args.video_input))[0]
-                                       + ".mp4")
-                writer = cv2.VideoWriter(out, cv2.VideoWriter_fourcc(*"mp4v"), fps,
-                                         (vis.shape[1], vis.shape[0]))
+                    out = os.path.join(
+                        out, os.path.splitext(os.path.basename(args.video_input))[0] + ".mp4"
+                    )
+                writer = cv2.VideoWriter(
+                    out, cv2.VideoWriter_fourcc(*"mp4v"), fps, (vis.shape[1], vis.shape[0])
+                )
             writer.write(vis)
         else:
             cv2.namedWindow(WINDOW_NAME, cv2.WINDOW_NORMAL)

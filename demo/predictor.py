@@ -5,6 +5,7 @@ draws them with detectron2's `Visualizer` (class names and scores on every insta
 `draw_panel` puts the panoptic, instance and semantic results side by side, optionally above the
 ground truth of a registered dataset.
 """
+
 from __future__ import annotations
 
 import os
@@ -14,12 +15,11 @@ from typing import Any
 import cv2
 import numpy as np
 import torch
-from PIL import Image
-
 from detectron2.data import MetadataCatalog
 from detectron2.engine.defaults import DefaultPredictor
 from detectron2.structures import Instances
 from detectron2.utils.visualizer import ColorMode, Visualizer
+from PIL import Image
 
 TASKS = ("panoptic", "instance", "semantic")
 
@@ -56,10 +56,12 @@ class VisualizationDemo:
         instance_mode: detectron2 `ColorMode` for the instance overlays.
     """
 
-    def __init__(self, cfg, confidence_threshold: float = 0.5,
-                 instance_mode: ColorMode = ColorMode.IMAGE):
-        self.metadata = MetadataCatalog.get(cfg.DATASETS.TEST[0] if len(cfg.DATASETS.TEST)
-                                            else "__unused")
+    def __init__(
+        self, cfg, confidence_threshold: float = 0.5, instance_mode: ColorMode = ColorMode.IMAGE
+    ):
+        self.metadata = MetadataCatalog.get(
+            cfg.DATASETS.TEST[0] if len(cfg.DATASETS.TEST) else "__unused"
+        )
         self.cpu_device = torch.device("cpu")
         self.instance_mode = instance_mode
         self.confidence_threshold = confidence_threshold
@@ -74,8 +76,13 @@ class VisualizationDemo:
     def _visualizer(self, image_rgb: np.ndarray, scale: float = 1.0) -> Visualizer:
         return Visualizer(image_rgb, self.metadata, scale=scale, instance_mode=self.instance_mode)
 
-    def draw(self, image_rgb: np.ndarray, predictions: dict[str, Any], task: str = "auto",
-             scale: float = 1.0) -> np.ndarray:
+    def draw(
+        self,
+        image_rgb: np.ndarray,
+        predictions: dict[str, Any],
+        task: str = "auto",
+        scale: float = 1.0,
+    ) -> np.ndarray:
         """Draw one task's predictions on `image_rgb`; returns an RGB uint8 image.
 
         task: "panoptic", "instance", "semantic", or "auto" (panoptic if present, else semantic
@@ -102,8 +109,9 @@ class VisualizationDemo:
             raise ValueError(f"task must be one of {('auto',) + TASKS}, got {task!r}")
         return v.get_output().get_image()
 
-    def draw_ground_truth(self, image_rgb: np.ndarray, record: dict[str, Any], task: str,
-                          scale: float = 1.0) -> np.ndarray:
+    def draw_ground_truth(
+        self, image_rgb: np.ndarray, record: dict[str, Any], task: str, scale: float = 1.0
+    ) -> np.ndarray:
         """Draw the ground truth of one detectron2 dataset record (panoptic dataset format)."""
         v = self._visualizer(image_rgb, scale)
         if task == "panoptic" and "pan_seg_file_name" in record:
@@ -113,16 +121,26 @@ class VisualizationDemo:
             pan = _read_panoptic(record["pan_seg_file_name"])
             things = [s for s in record["segments_info"] if s.get("isthing", False)]
             inst = Instances(pan.shape)
-            inst.pred_masks = torch.from_numpy(np.stack([pan == s["id"] for s in things])
-                                               if things else np.zeros((0, *pan.shape), bool))
-            inst.pred_classes = torch.as_tensor([s["category_id"] for s in things], dtype=torch.int64)
+            inst.pred_masks = torch.from_numpy(
+                np.stack([pan == s["id"] for s in things])
+                if things
+                else np.zeros((0, *pan.shape), bool)
+            )
+            inst.pred_classes = torch.as_tensor(
+                [s["category_id"] for s in things], dtype=torch.int64
+            )
             v.draw_instance_predictions(inst)
         elif task == "semantic" and "sem_seg_file_name" in record:
             v.draw_sem_seg(np.asarray(Image.open(record["sem_seg_file_name"]), dtype=np.int64))
         return v.get_output().get_image()
 
-    def draw_panel(self, image_rgb: np.ndarray, predictions: dict[str, Any],
-                   record: dict[str, Any] | None = None, scale: float = 1.0) -> np.ndarray:
+    def draw_panel(
+        self,
+        image_rgb: np.ndarray,
+        predictions: dict[str, Any],
+        record: dict[str, Any] | None = None,
+        scale: float = 1.0,
+    ) -> np.ndarray:
         """Panoptic | instance | semantic predictions side by side (under the ground truth, when a
         dataset record is given), with the input image on the left; RGB uint8."""
         h, w = image_rgb.shape[:2]
@@ -131,12 +149,17 @@ class VisualizationDemo:
         rows = []
         if record is not None:
             gt = [self.draw_ground_truth(image_rgb, record, t, scale) for t in TASKS]
-            rows.append(_titled([inp] + gt, ["input", "ground truth: panoptic", "instance",
-                                             "semantic"]))
+            rows.append(
+                _titled([inp] + gt, ["input", "ground truth: panoptic", "instance", "semantic"])
+            )
         preds = [self.draw(image_rgb, predictions, t, scale) for t in TASKS]
         first = inp if record is None else np.full_like(inp, 255)
-        rows.append(_titled([first] + preds, ["input" if record is None else "",
-                                              "prediction: panoptic", "instance", "semantic"]))
+        rows.append(
+            _titled(
+                [first] + preds,
+                ["input" if record is None else "", "prediction: panoptic", "instance", "semantic"],
+            )
+        )
         return np.concatenate(rows, axis=0)
 
     def run_on_image(self, image_bgr: np.ndarray, task: str = "auto", scale: float = 1.0):
@@ -175,8 +198,9 @@ def _titled(images: list[np.ndarray], titles: list[str], bar: int = 22) -> np.nd
     tiles = []
     for img, title in zip(images, titles):
         head = np.full((bar, img.shape[1], 3), 255, np.uint8)
-        cv2.putText(head, title, (4, bar - 7), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1,
-                    cv2.LINE_AA)
+        cv2.putText(
+            head, title, (4, bar - 7), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA
+        )
         tiles.append(np.concatenate([head, img], axis=0))
         tiles.append(np.full((bar + img.shape[0], 4, 3), 255, np.uint8))  # gutter
     return np.concatenate(tiles[:-1], axis=1)

@@ -11,6 +11,7 @@ model silently random (upstream issues #95, #129):
   * every missing, unexpected or shape-mismatched key is listed in full at WARNING level, and
     `strict=True` turns any of them into an error. There is no legacy key migration.
 """
+
 import logging
 import pickle
 
@@ -53,7 +54,15 @@ class MaskFormerCheckpointer(DetectionCheckpointer):
             of another shape than in) the checkpoint, except OPTIONAL_KEYS.
     """
 
-    def __init__(self, model, save_dir: str = "", *, save_to_disk=None, strict: bool = False, **checkpointables):
+    def __init__(
+        self,
+        model,
+        save_dir: str = "",
+        *,
+        save_to_disk=None,
+        strict: bool = False,
+        **checkpointables,
+    ):
         super().__init__(model, save_dir, save_to_disk=save_to_disk, **checkpointables)
         self.strict = strict
         self.logger = logging.getLogger(__name__)
@@ -73,7 +82,10 @@ class MaskFormerCheckpointer(DetectionCheckpointer):
 
     def _load_model(self, checkpoint: dict) -> _IncompatibleKeys:
         state = checkpoint["model"]
-        state = {k: torch.from_numpy(np.ascontiguousarray(v)) if isinstance(v, np.ndarray) else v for k, v in state.items()}
+        state = {
+            k: torch.from_numpy(np.ascontiguousarray(v)) if isinstance(v, np.ndarray) else v
+            for k, v in state.items()
+        }
         state, renamed = map_published_keys(state)
         for old, new in renamed:
             self.logger.info(f"Renamed checkpoint key {old} -> {new}")
@@ -101,7 +113,9 @@ class MaskFormerCheckpointer(DetectionCheckpointer):
     def _report(self, incompatible: _IncompatibleKeys, mismatched: list) -> None:
         missing = [k for k in incompatible.missing_keys if k not in OPTIONAL_KEYS]
         unexpected = list(incompatible.unexpected_keys)
-        shape_errors = [f"{k}: checkpoint {a}, model {b}" for k, a, b in incompatible.incorrect_shapes]
+        shape_errors = [
+            f"{k}: checkpoint {a}, model {b}" for k, a, b in incompatible.incorrect_shapes
+        ]
         if not shape_errors:
             shape_errors = [f"{k}: checkpoint {a}, model {b}" for k, a, b in mismatched]
         problems = []
@@ -112,11 +126,13 @@ class MaskFormerCheckpointer(DetectionCheckpointer):
             )
         if unexpected:
             problems.append(
-                f"{len(unexpected)} checkpoint keys NOT USED by the model:\n  " + "\n  ".join(unexpected)
+                f"{len(unexpected)} checkpoint keys NOT USED by the model:\n  "
+                + "\n  ".join(unexpected)
             )
         if shape_errors:
             problems.append(
-                f"{len(shape_errors)} keys with a DIFFERENT SHAPE (skipped):\n  " + "\n  ".join(shape_errors)
+                f"{len(shape_errors)} keys with a DIFFERENT SHAPE (skipped):\n  "
+                + "\n  ".join(shape_errors)
             )
         if not problems:
             self.logger.info("All model keys were loaded from the checkpoint.")

@@ -4,6 +4,7 @@
 which provides the poly LR keys) before merging a Mask2Former YAML. Keys that exist only in this
 project are grouped at the end under "extensions"; their defaults keep the published behaviour.
 """
+
 from detectron2.config import CfgNode as CN
 
 

@@ -7,6 +7,7 @@ image with any of `sem_seg`, `panoptic_seg`, `instances`.
 
 Shapes: B images, Q queries, K classes (+1 "no object"), (Hp, Wp) the padded batch size.
 """
+
 import logging
 import threading
 
@@ -28,7 +29,11 @@ logger = logging.getLogger(__name__)
 
 
 def build_weight_dict(
-    class_weight: float, mask_weight: float, dice_weight: float, dec_layers: int, deep_supervision: bool
+    class_weight: float,
+    mask_weight: float,
+    dice_weight: float,
+    dec_layers: int,
+    deep_supervision: bool,
 ) -> dict[str, float]:
     """Loss weights (Sec. 4.1): ce/mask/dice, repeated with `_{i}` for the DEC_LAYERS-1 aux sets."""
     weight_dict = {"loss_ce": class_weight, "loss_mask": mask_weight, "loss_dice": dice_weight}
@@ -128,7 +133,9 @@ class MaskFormer(nn.Module):
             "metadata": MetadataCatalog.get(cfg.DATASETS.TRAIN[0]) if cfg.DATASETS.TRAIN else None,
             "size_divisibility": mf.SIZE_DIVISIBILITY,
             "sem_seg_postprocess_before_inference": (
-                mf.TEST.SEM_SEG_POSTPROCESSING_BEFORE_INFERENCE or mf.TEST.PANOPTIC_ON or mf.TEST.INSTANCE_ON
+                mf.TEST.SEM_SEG_POSTPROCESSING_BEFORE_INFERENCE
+                or mf.TEST.PANOPTIC_ON
+                or mf.TEST.INSTANCE_ON
             ),
             "pixel_mean": cfg.MODEL.PIXEL_MEAN,
             "pixel_std": cfg.MODEL.PIXEL_STD,
@@ -173,7 +180,11 @@ class MaskFormer(nn.Module):
     @property
     def thing_ids(self) -> frozenset:
         """Contiguous ids of the "thing" classes (empty without metadata)."""
-        mapping = getattr(self.metadata, "thing_dataset_id_to_contiguous_id", None) if self.metadata else None
+        mapping = (
+            getattr(self.metadata, "thing_dataset_id_to_contiguous_id", None)
+            if self.metadata
+            else None
+        )
         return frozenset(mapping.values()) if mapping else frozenset()
 
     # ---- forward ------------------------------------------------------------------------------
@@ -233,7 +244,9 @@ class MaskFormer(nn.Module):
             new_targets.append({"labels": targets_per_image.gt_classes, "masks": padded_masks})
         return new_targets
 
-    def postprocess(self, outputs: dict, batched_inputs: list[dict], images: ImageList) -> list[dict]:
+    def postprocess(
+        self, outputs: dict, batched_inputs: list[dict], images: ImageList
+    ) -> list[dict]:
         """Final-layer predictions -> per-image outputs at the requested size (Sec. 9 of the
         reference: masks upsampled to the padded input, cropped to the image, resized)."""
         mask_cls_results = outputs["pred_logits"]  # (B, Q, K+1)
@@ -261,13 +274,19 @@ class MaskFormer(nn.Module):
             selection = binary = None
             if self.instance_on:
                 selection = pp.select_instances(
-                    mask_cls_result, num_classes=self.sem_seg_head.num_classes,
-                    topk=self.test_topk_per_image, thing_ids=self.thing_ids if self.panoptic_on else None,
+                    mask_cls_result,
+                    num_classes=self.sem_seg_head.num_classes,
+                    topk=self.test_topk_per_image,
+                    thing_ids=self.thing_ids if self.panoptic_on else None,
                 )
                 binary = retry_if_cuda_oom(pp.binary_masks)(
-                    mask_pred_result, selection.queries,
-                    self._output(mask_pred_result, (selection.queries.numel(), *mask_pred_result.shape[-2:]),
-                                 torch.float32),  # masks are float32 0/1 whatever the model's dtype
+                    mask_pred_result,
+                    selection.queries,
+                    self._output(
+                        mask_pred_result,
+                        (selection.queries.numel(), *mask_pred_result.shape[-2:]),
+                        torch.float32,
+                    ),  # masks are float32 0/1 whatever the model's dtype
                 )
             mask_prob = retry_if_cuda_oom(_sigmoid_)(mask_pred_result)
             if mask_prob.device != mask_cls_result.device:  # fell back to the CPU after a CUDA OOM
@@ -277,11 +296,21 @@ class MaskFormer(nn.Module):
                     binary = binary.to(mask_prob.device)
 
             if self.semantic_on:
-                sem_seg = self._output(mask_prob, (mask_cls_result.shape[-1] - 1, *mask_prob.shape[-2:]))
-                r = retry_if_cuda_oom(pp.semantic_inference)(mask_cls_result, mask_prob, mask_prob, sem_seg)
+                sem_seg = self._output(
+                    mask_prob, (mask_cls_result.shape[-1] - 1, *mask_prob.shape[-2:])
+                )
+                r = retry_if_cuda_oom(pp.semantic_inference)(
+                    mask_cls_result, mask_prob, mask_prob, sem_seg
+                )
                 if not self.sem_seg_postprocess_before_inference:
-                    resized = None if tuple(image_size) == (height, width) else self._output(r, (r.shape[0], height, width))
-                    r = retry_if_cuda_oom(self._resize_to_output)(r, image_size, height, width, resized)
+                    resized = (
+                        None
+                        if tuple(image_size) == (height, width)
+                        else self._output(r, (r.shape[0], height, width))
+                    )
+                    r = retry_if_cuda_oom(self._resize_to_output)(
+                        r, image_size, height, width, resized
+                    )
                 processed_results[-1]["sem_seg"] = r
             if self.panoptic_on:
                 processed_results[-1]["panoptic_seg"] = retry_if_cuda_oom(self.panoptic_inference)(
@@ -333,7 +362,9 @@ class MaskFormer(nn.Module):
         out = self._buffer("masks", masks, (*masks.shape[:2], *size))
         return torch.ops.aten.upsample_bilinear2d.out(masks, list(size), False, None, None, out=out)
 
-    def _masks_at_output_size(self, masks: torch.Tensor, img_size, height: int, width: int) -> torch.Tensor:
+    def _masks_at_output_size(
+        self, masks: torch.Tensor, img_size, height: int, width: int
+    ) -> torch.Tensor:
         """(Q, Hp, Wp) padded mask logits -> (Q, height, width), contiguous (as the published
         resize, even to the same size, returns: the fusion's summation order depends on it); on
         the CPU in the workspace."""
@@ -345,10 +376,14 @@ class MaskFormer(nn.Module):
         crop = masks[:, :height, :width]  # the resize would be the identity
         if crop.is_contiguous():
             return crop
-        return self._buffer("masks_out", masks, shape).copy_(crop) if workspace else crop.contiguous()
+        return (
+            self._buffer("masks_out", masks, shape).copy_(crop) if workspace else crop.contiguous()
+        )
 
     @staticmethod
-    def _resize_to_output(result: torch.Tensor, img_size, height: int, width: int, out=None) -> torch.Tensor:
+    def _resize_to_output(
+        result: torch.Tensor, img_size, height: int, width: int, out=None
+    ) -> torch.Tensor:
         """detectron2's `sem_seg_postprocess`: crop the padding of (C, Hp, Wp), bilinear resize
         to (C, height, width), into `out` if given. When the resize would be the identity it is
         skipped (same result): the crop, a view, is returned."""
@@ -357,8 +392,9 @@ class MaskFormer(nn.Module):
             return crop
         if out is None:
             return sem_seg_postprocess(result, img_size, height, width)
-        return torch.ops.aten.upsample_bilinear2d.out(crop[None], [height, width], False, None, None,
-                                                      out=out[None])[0]
+        return torch.ops.aten.upsample_bilinear2d.out(
+            crop[None], [height, width], False, None, None, out=out[None]
+        )[0]
 
     # ---- inference per task (kept as methods: the published names) -------------------------------
     def semantic_inference(self, mask_cls, mask_pred, mask_prob=None):

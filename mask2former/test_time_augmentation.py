@@ -1,4 +1,5 @@
 """Semantic test-time augmentation: `sem_seg` averaged over scales and flips (TEST.AUG)."""
+
 import copy
 
 import numpy as np

@@ -8,6 +8,7 @@ DIR) in every process, and with each iteration's metrics written to metrics.json
 writes the median of the last 20, every 20 iterations). Model: the demo config (configs/demo/semantic.yaml: ResNet-18, MSDeformAttn pixel
 decoder, masked-attention decoder) shrunk to 64x64 inputs with `TINY_OPTS`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -93,8 +94,9 @@ def make_dataset(root: Path, split: str, n: int, size: int = 64) -> list[dict]:
         if not fl.exists():
             Image.fromarray(img).save(fi)
             Image.fromarray(label).save(fl)
-        records.append(dict(file_name=str(fi), sem_seg_file_name=str(fl), height=size, width=size,
-                            image_id=i))
+        records.append(
+            dict(file_name=str(fi), sem_seg_file_name=str(fl), height=size, width=size, image_id=i)
+        )
     return records
 
 
@@ -108,8 +110,9 @@ def register(root: str | os.PathLike) -> None:
             DatasetCatalog.remove(name)
             MetadataCatalog.remove(name)
         DatasetCatalog.register(name, lambda r=records: r)
-        MetadataCatalog.get(name).set(stuff_classes=["bg", "a", "b"], ignore_label=255,
-                                      evaluator_type="sem_seg")
+        MetadataCatalog.get(name).set(
+            stuff_classes=["bg", "a", "b"], ignore_label=255, evaluator_type="sem_seg"
+        )
 
 
 def load_train_net():
@@ -169,7 +172,11 @@ if __name__ == "__main__":
     train_net = load_train_net()
     args = train_net.default_argument_parser().parse_args(rest)
     train_net.launch(
-        reliability_driver.main, args.num_gpus, num_machines=args.num_machines,
-        machine_rank=args.machine_rank, dist_url=args.dist_url or "auto",
-        args=(known.data, args), device="cpu",
+        reliability_driver.main,
+        args.num_gpus,
+        num_machines=args.num_machines,
+        machine_rank=args.machine_rank,
+        dist_url=args.dist_url or "auto",
+        args=(known.data, args),
+        device="cpu",
     )

@@ -1,5 +1,6 @@
 """Smoke tests of the benchmark harness (benchmarks/): it runs on the CPU at tiny sizes and prints
 every table with its columns; OOM becomes a row status; the outputs check sees a change."""
+
 import os
 import time
 
@@ -9,13 +10,39 @@ import torch
 from benchmarks import common, inference, run_all
 from benchmarks.models import MODELS, REPO
 
-TINY = ["--device", "cpu", "--small", "--warmup", "0", "--iters", "1", "--train-batches", "2",
-        "--train-amp", "bf16", "--infer-dtypes", "fp32,bf16"]
+TINY = [
+    "--device",
+    "cpu",
+    "--small",
+    "--warmup",
+    "0",
+    "--iters",
+    "1",
+    "--train-batches",
+    "2",
+    "--train-amp",
+    "bf16",
+    "--infer-dtypes",
+    "fp32,bf16",
+]
 
 HEADERS = {
     "Device": ["matmul TFLOP/s"],
-    "MSDeformAttn forward / forward+backward": ["backend", "fwd ms", "fwd+bwd ms", "rel err vs fp32 pytorch"],
-    "Inference throughput": ["img/s", "ms/img", "backbone", "pixel dec", "tr. decoder", "pre+post", "peak GiB"],
+    "MSDeformAttn forward / forward+backward": [
+        "backend",
+        "fwd ms",
+        "fwd+bwd ms",
+        "rel err vs fp32 pytorch",
+    ],
+    "Inference throughput": [
+        "img/s",
+        "ms/img",
+        "backbone",
+        "pixel dec",
+        "tr. decoder",
+        "pre+post",
+        "peak GiB",
+    ],
     "Masked attention's share": ["masked cross-attn", "share %"],
     "Outputs unchanged": ["variant", "logits rel", "panoptic px agree %", "verdict"],
     "FLOPs (fvcore": ["GFLOPs", "achieved TFLOP/s", "MFU %"],
@@ -47,15 +74,45 @@ def test_run_all_standin_cpu_small(capsys):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not os.path.exists(os.path.join(REPO, MODELS["R50"])), reason="R50 config not present")
+@pytest.mark.skipif(
+    not os.path.exists(os.path.join(REPO, MODELS["R50"])), reason="R50 config not present"
+)
 def test_run_all_real_r50_cpu_small(capsys, tmp_path):
     """The real R50 COCO panoptic model through every model section, at 64-96 px, one iteration."""
-    argv = ["--device", "cpu", "--small", "--warmup", "0", "--iters", "1", "--models", "R50",
-            "--infer-dtypes", "fp32", "--train-batches", "1", "--train-amp", "bf16", "--losses", "point",
-            "--crop", "64", "--sections", "inference,check,flops,training", "--json", str(tmp_path / "b.json")]
+    argv = [
+        "--device",
+        "cpu",
+        "--small",
+        "--warmup",
+        "0",
+        "--iters",
+        "1",
+        "--models",
+        "R50",
+        "--infer-dtypes",
+        "fp32",
+        "--train-batches",
+        "1",
+        "--train-amp",
+        "bf16",
+        "--losses",
+        "point",
+        "--crop",
+        "64",
+        "--sections",
+        "inference,check,flops,training",
+        "--json",
+        str(tmp_path / "b.json"),
+    ]
     tables = run_all.main(argv)
     out = capsys.readouterr().out
-    for title in ("Inference throughput", "Masked attention", "Outputs unchanged", "FLOPs", "Training iteration"):
+    for title in (
+        "Inference throughput",
+        "Masked attention",
+        "Outputs unchanged",
+        "FLOPs",
+        "Training iteration",
+    ):
         assert f"### {title}" in out, title
     for t in tables:
         for r in t.rows:
@@ -73,22 +130,39 @@ def test_oom_and_errors_become_row_status():
         raise ValueError("bad shape")
 
     assert common.run_row({}, oom, "cpu", log=lambda m: None)["status"] == "OOM"
-    assert common.run_row({}, broken, "cpu", log=lambda m: None)["status"].startswith("error: ValueError")
-    t = common.Table("T", [("device", "device"), ("status", "status")], [{"device": "cpu", "status": "OOM"}])
+    assert common.run_row({}, broken, "cpu", log=lambda m: None)["status"].startswith(
+        "error: ValueError"
+    )
+    t = common.Table(
+        "T", [("device", "device"), ("status", "status")], [{"device": "cpu", "status": "OOM"}]
+    )
     assert "| cpu    | OOM    |" in t.render()
 
 
 def test_outputs_compare_sees_a_change():
     seg = torch.tensor([[1, 1], [2, 2]], dtype=torch.int32)
-    info = [{"id": 1, "category_id": 3, "isthing": True}, {"id": 2, "category_id": 5, "isthing": False}]
-    ref = [{"logits": torch.ones(2, 3), "masks": torch.ones(2, 4, 4),
-            "out": {"panoptic_seg": (seg, info), "sem_seg": torch.rand(4, 2, 2)}}]
+    info = [
+        {"id": 1, "category_id": 3, "isthing": True},
+        {"id": 2, "category_id": 5, "isthing": False},
+    ]
+    ref = [
+        {
+            "logits": torch.ones(2, 3),
+            "masks": torch.ones(2, 4, 4),
+            "out": {"panoptic_seg": (seg, info), "sem_seg": torch.rand(4, 2, 2)},
+        }
+    ]
     same = inference.compare(ref, ref)
     assert same["logits_rel"] == 0 and same["pan_agree"] == 100.0
     seg2 = seg.clone()
     seg2[0, 0] = 2
-    cand = [{"logits": torch.ones(2, 3) * 1.1, "masks": torch.ones(2, 4, 4),
-             "out": {"panoptic_seg": (seg2, info), "sem_seg": ref[0]["out"]["sem_seg"]}}]
+    cand = [
+        {
+            "logits": torch.ones(2, 3) * 1.1,
+            "masks": torch.ones(2, 4, 4),
+            "out": {"panoptic_seg": (seg2, info), "sem_seg": ref[0]["out"]["sem_seg"]},
+        }
+    ]
     diff = inference.compare(ref, cand)
     assert diff["logits_rel"] == pytest.approx(0.1) and diff["pan_agree"] == 75.0
 

@@ -1,11 +1,11 @@
 """Checkpoint compatibility: exact published state-dict layouts, and loading zoo-style files."""
+
 import logging
 import pickle
 from pathlib import Path
 
 import pytest
 import torch
-
 from detectron2.modeling import build_model
 
 import mask2former  # noqa: F401
@@ -41,7 +41,9 @@ def read_key_list(path: Path) -> tuple[dict[str, tuple], int]:
 
 
 def build(config: str, device: str = "meta", opts=()):
-    cfg = load_config(str(CONFIGS / config), ["MODEL.DEVICE", device, "MODEL.WEIGHTS", "", *opts], freeze=False)
+    cfg = load_config(
+        str(CONFIGS / config), ["MODEL.DEVICE", device, "MODEL.WEIGHTS", "", *opts], freeze=False
+    )
     with torch.device(device):
         return build_model(cfg)
 
@@ -91,7 +93,10 @@ def assert_same_weights(a, b):
 def test_load_zoo_pkl_maps_static_query_and_reports_nothing(trained_model, tmp_path, caplog):
     path = zoo_pkl(trained_model, tmp_path / "model_final.pkl")
     fresh = build(R50_PAN, "cpu")
-    assert not torch.equal(fresh.sem_seg_head.predictor.query_feat.weight, trained_model.sem_seg_head.predictor.query_feat.weight)
+    assert not torch.equal(
+        fresh.sem_seg_head.predictor.query_feat.weight,
+        trained_model.sem_seg_head.predictor.query_feat.weight,
+    )
     with caplog.at_level(logging.INFO, logger="mask2former.checkpoint"):
         MaskFormerCheckpointer(fresh, strict=True).load(str(path))
     assert_same_weights(fresh, trained_model)
@@ -109,11 +114,19 @@ def test_resaved_pth_loads_completely(trained_model, tmp_path):
 
 
 def test_missing_and_unexpected_keys_are_reported_loudly(trained_model, tmp_path, caplog):
-    path = zoo_pkl(trained_model, tmp_path / "partial.pkl", drop=("criterion.empty_weight", "sem_seg_head.pixel_decoder.mask_features.weight"))
+    path = zoo_pkl(
+        trained_model,
+        tmp_path / "partial.pkl",
+        drop=("criterion.empty_weight", "sem_seg_head.pixel_decoder.mask_features.weight"),
+    )
     with open(path, "rb") as f:
         data = pickle.load(f)
-    data["model"]["sem_seg_head.pixel_decoder.pixel_decoder.adapter_1.weight"] = data["model"]["sem_seg_head.pixel_decoder.adapter_1.weight"]
-    data["model"]["sem_seg_head.predictor.class_embed.bias"] = data["model"]["sem_seg_head.predictor.class_embed.bias"][:10]
+    data["model"]["sem_seg_head.pixel_decoder.pixel_decoder.adapter_1.weight"] = data["model"][
+        "sem_seg_head.pixel_decoder.adapter_1.weight"
+    ]
+    data["model"]["sem_seg_head.predictor.class_embed.bias"] = data["model"][
+        "sem_seg_head.predictor.class_embed.bias"
+    ][:10]
     with open(path, "wb") as f:
         pickle.dump(data, f)
 
@@ -122,7 +135,9 @@ def test_missing_and_unexpected_keys_are_reported_loudly(trained_model, tmp_path
         MaskFormerCheckpointer(fresh).load(str(path))
     text = caplog.text
     assert "sem_seg_head.pixel_decoder.mask_features.weight" in text and "NOT FOUND" in text
-    assert "sem_seg_head.pixel_decoder.pixel_decoder.adapter_1.weight" in text and "NOT USED" in text
+    assert (
+        "sem_seg_head.pixel_decoder.pixel_decoder.adapter_1.weight" in text and "NOT USED" in text
+    )
     assert "sem_seg_head.predictor.class_embed.bias" in text and "DIFFERENT SHAPE" in text
     assert "criterion.empty_weight" not in text  # optional
 
@@ -133,7 +148,9 @@ def test_missing_and_unexpected_keys_are_reported_loudly(trained_model, tmp_path
 def test_convert_torchvision_keys():
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("conv_tv", ROOT / "tools" / "convert-torchvision-to-d2.py")
+    spec = importlib.util.spec_from_file_location(
+        "conv_tv", ROOT / "tools" / "convert-torchvision-to-d2.py"
+    )
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     expected, _ = read_key_list(KEYS / "coco_panoptic_R50.txt") if KEYS.is_dir() else ({}, None)
@@ -152,7 +169,9 @@ def test_convert_tools_write_d2_pickles(tmp_path):
     import importlib.util
 
     def load_tool(name):
-        spec = importlib.util.spec_from_file_location(name.replace("-", "_"), ROOT / "tools" / f"{name}.py")
+        spec = importlib.util.spec_from_file_location(
+            name.replace("-", "_"), ROOT / "tools" / f"{name}.py"
+        )
         mod = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(mod)
         return mod
@@ -173,11 +192,18 @@ def test_convert_tools_write_d2_pickles(tmp_path):
     assert out["model"]["backbone.patch_embed.proj.weight"].shape == (4, 3, 2, 2)
 
     tv = load_tool("convert-torchvision-to-d2")
-    sd = {"conv1.weight": torch.ones(2, 3, 7, 7), "bn1.num_batches_tracked": torch.tensor(1),
-          "layer1.0.downsample.1.bias": torch.zeros(2), "fc.bias": torch.zeros(3)}
+    sd = {
+        "conv1.weight": torch.ones(2, 3, 7, 7),
+        "bn1.num_batches_tracked": torch.tensor(1),
+        "layer1.0.downsample.1.bias": torch.zeros(2),
+        "fc.bias": torch.zeros(3),
+    }
     torch.save({"state_dict": sd}, tmp_path / "tv.pth")
     assert tv.main([str(tmp_path / "tv.pth"), str(tmp_path / "tv.pkl")]) == 0
     with open(tmp_path / "tv.pkl", "rb") as f:
         out = pickle.load(f)
     assert out["__author__"] == "torchvision"
-    assert sorted(out["model"]) == ["backbone.res2.0.shortcut.norm.bias", "backbone.stem.conv1.weight"]
+    assert sorted(out["model"]) == [
+        "backbone.res2.0.shortcut.norm.bias",
+        "backbone.stem.conv1.weight",
+    ]

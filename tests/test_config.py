@@ -1,4 +1,5 @@
 """The config declares every key of the published implementation with the same default."""
+
 import pytest
 from detectron2.config import get_cfg
 from detectron2.projects.deeplab import add_deeplab_config

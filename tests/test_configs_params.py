@@ -7,13 +7,11 @@ R101 = R50 + 17 res4 bottlenecks (+ their SyncBN affine parameters), Swin-S = Sw
 stage-3 blocks. Swin-B matches the paper's 107M (Table 1 & 2). The paper reports 44M (R50),
 63M (R101), 47M (Swin-T), 69M (Swin-S), 107M (Swin-B), 216M (Swin-L 200 queries).
 """
-import os
+
 from pathlib import Path
 
 import pytest
 import torch
-import yaml
-
 from detectron2.modeling import build_model
 
 import mask2former  # noqa: F401  (registers the model parts)
@@ -27,8 +25,13 @@ RES4_BLOCK = 1024 * 256 + 256 * 256 * 9 + 256 * 1024  # conv weights of one res4
 RES4_BLOCK_BN = 2 * (256 + 256 + 1024)  # its SyncBN weight + bias
 SWIN_T = 47_435_264 - 134 * 257 - 100 * 512  # coco_panoptic_swin_tiny key list
 SWIN_BLOCK_384 = (
-    2 * 384 + 169 * 12 + (384 * 1152 + 1152) + (384 * 384 + 384) + 2 * 384
-    + (384 * 1536 + 1536) + (1536 * 384 + 384)
+    2 * 384
+    + 169 * 12
+    + (384 * 1152 + 1152)
+    + (384 * 384 + 384)
+    + 2 * 384
+    + (384 * 1536 + 1536)
+    + (1536 * 384 + 384)
 )
 SWIN_L = 215_535_610 - 134 * 257 - 200 * 512  # coco_panoptic_swin_large_IN21k_384_200q key list
 BASE = {
@@ -41,18 +44,31 @@ BASE = {
     ("swin_base", None): 106_832_184,
     ("swin_large", None): SWIN_L,
 }
-PAPER_MILLIONS = {"R50": 44, "R101": 63, "swin_tiny": 47, "swin_small": 69, "swin_base": 107, "swin_large": 216}
+PAPER_MILLIONS = {
+    "R50": 44,
+    "R101": 63,
+    "swin_tiny": 47,
+    "swin_small": 69,
+    "swin_base": 107,
+    "swin_large": 216,
+}
 
 
 def model_configs() -> list[Path]:
     return sorted(
-        p for p in CONFIGS.rglob("*.yaml") if "demo" not in p.parts and not p.name.startswith("Base-")
+        p
+        for p in CONFIGS.rglob("*.yaml")
+        if "demo" not in p.parts and not p.name.startswith("Base-")
     )
 
 
 def backbone_of(cfg) -> tuple[str, bool | None]:
     if cfg.MODEL.BACKBONE.NAME == "D2SwinTransformer":
-        name = {96: "swin_small" if cfg.MODEL.SWIN.DEPTHS[2] == 18 else "swin_tiny", 128: "swin_base", 192: "swin_large"}
+        name = {
+            96: "swin_small" if cfg.MODEL.SWIN.DEPTHS[2] == 18 else "swin_tiny",
+            128: "swin_base",
+            192: "swin_large",
+        }
         return name[cfg.MODEL.SWIN.EMBED_DIM], None
     return f"R{cfg.MODEL.RESNETS.DEPTH}", cfg.MODEL.RESNETS.NORM == "SyncBN"
 
@@ -82,19 +98,37 @@ def test_configs_hold_the_published_values():
     """Spot checks of section 2 of the reference inventory."""
     cfg = load_config(str(CONFIGS / "coco/panoptic-segmentation/maskformer2_R50_bs16_50ep.yaml"))
     mf = cfg.MODEL.MASK_FORMER
-    assert (mf.DEC_LAYERS, mf.NUM_OBJECT_QUERIES, mf.CLASS_WEIGHT, mf.MASK_WEIGHT, mf.DICE_WEIGHT) == (10, 100, 2.0, 5.0, 5.0)
+    assert (
+        mf.DEC_LAYERS,
+        mf.NUM_OBJECT_QUERIES,
+        mf.CLASS_WEIGHT,
+        mf.MASK_WEIGHT,
+        mf.DICE_WEIGHT,
+    ) == (10, 100, 2.0, 5.0, 5.0)
     assert (mf.TEST.SEMANTIC_ON, mf.TEST.INSTANCE_ON, mf.TEST.PANOPTIC_ON) == (True, True, True)
     assert cfg.SOLVER.STEPS == (327778, 355092) and cfg.SOLVER.MAX_ITER == 368750
     assert cfg.INPUT.DATASET_MAPPER_NAME == "coco_panoptic_lsj"
-    cfg = load_config(str(CONFIGS / "coco/panoptic-segmentation/swin/maskformer2_swin_large_IN21k_384_bs16_100ep.yaml"))
+    cfg = load_config(
+        str(
+            CONFIGS
+            / "coco/panoptic-segmentation/swin/maskformer2_swin_large_IN21k_384_bs16_100ep.yaml"
+        )
+    )
     assert cfg.MODEL.MASK_FORMER.NUM_OBJECT_QUERIES == 200 and cfg.SOLVER.MAX_ITER == 737500
     assert cfg.MODEL.SWIN.PRETRAIN_IMG_SIZE == 384 and cfg.MODEL.SWIN.WINDOW_SIZE == 12
     cfg = load_config(str(CONFIGS / "ade20k/semantic-segmentation/maskformer2_R50_bs16_160k.yaml"))
     assert cfg.INPUT.MIN_SIZE_TRAIN == tuple(int(x * 0.1 * 512) for x in range(5, 21))
     assert cfg.SOLVER.LR_SCHEDULER_NAME == "WarmupPolyLR" and cfg.INPUT.SIZE_DIVISIBILITY == 512
-    cfg = load_config(str(CONFIGS / "mapillary-vistas/panoptic-segmentation/maskformer_R50_bs16_300k.yaml"))
-    assert cfg.MODEL.MASK_FORMER.TEST.OBJECT_MASK_THRESHOLD == 0.0 and cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE == 65
-    cfg = load_config(str(CONFIGS / "cityscapes/semantic-segmentation/maskformer2_R50_bs16_90k.yaml"))
+    cfg = load_config(
+        str(CONFIGS / "mapillary-vistas/panoptic-segmentation/maskformer_R50_bs16_300k.yaml")
+    )
+    assert (
+        cfg.MODEL.MASK_FORMER.TEST.OBJECT_MASK_THRESHOLD == 0.0
+        and cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE == 65
+    )
+    cfg = load_config(
+        str(CONFIGS / "cityscapes/semantic-segmentation/maskformer2_R50_bs16_90k.yaml")
+    )
     assert cfg.MODEL.RESNETS.NORM == "SyncBN" and tuple(cfg.INPUT.CROP.SIZE) == (512, 1024)
     for p in model_configs():  # every model config is a MaskFormer with the paper's decoder
         c = load_config(str(p))

@@ -1,4 +1,5 @@
 """SetCriterion and point sampling (mask2former/modeling/criterion.py, point_sampling.py)."""
+
 import math
 
 import pytest
@@ -148,8 +149,14 @@ def test_empty_targets_give_finite_losses_and_gradients(point_sampled):
         for _ in range(2)
     ]
     losses = make_criterion(point_sampled=point_sampled)(outputs, targets)
-    assert set(losses) == {"loss_ce", "loss_mask", "loss_dice", "loss_ce_0", "loss_mask_0",
-                           "loss_dice_0"}
+    assert set(losses) == {
+        "loss_ce",
+        "loss_mask",
+        "loss_dice",
+        "loss_ce_0",
+        "loss_mask_0",
+        "loss_dice_0",
+    }
     assert all(torch.isfinite(v) for v in losses.values())
     assert losses["loss_mask"].item() == 0 and losses["loss_dice"].item() == 0
     sum(losses.values()).backward()
@@ -188,10 +195,12 @@ class ToyModel(nn.Module):
             if i > 0:
                 q = q + torch.relu(self.layers[i - 1](q))
             qn = self.norm(q)
-            preds.append({
-                "pred_logits": self.cls(qn),
-                "pred_masks": torch.einsum("bqc,bchw->bqhw", qn, feats),
-            })
+            preds.append(
+                {
+                    "pred_logits": self.cls(qn),
+                    "pred_masks": torch.einsum("bqc,bchw->bqhw", qn, feats),
+                }
+            )
         return {**preds[-1], "aux_outputs": preds[:-1]}
 
 
@@ -206,8 +215,10 @@ def test_every_parameter_gets_a_gradient(point_sampled):
     crit = make_criterion(point_sampled=point_sampled, num_points=100)
     losses = crit(model(x), targets)
     assert len(losses) == 9  # 3 losses x (final + 2 aux)
-    total = sum(crit.weight_dict.get(k.rsplit("_", 1)[0] if k[-1].isdigit() else k, 1) * v
-                for k, v in losses.items())
+    total = sum(
+        crit.weight_dict.get(k.rsplit("_", 1)[0] if k[-1].isdigit() else k, 1) * v
+        for k, v in losses.items()
+    )
     assert torch.isfinite(total)
     total.backward()
     for name, p in model.named_parameters():

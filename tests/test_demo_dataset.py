@@ -1,5 +1,6 @@
 """The built-in demo_shapes dataset: deterministic, and written in valid COCO / panoptic / semantic
 formats that agree with each other."""
+
 import json
 import os
 
@@ -83,7 +84,9 @@ def test_formats_are_valid_and_consistent(small_root, split):
         assert image.std() > 20  # not blank
 
         pan = _rgb2id(os.path.join(small_root, f"panoptic_{split}", ann["file_name"]))
-        sem = np.asarray(Image.open(os.path.join(small_root, f"panoptic_semseg_{split}", stem + ".png")))
+        sem = np.asarray(
+            Image.open(os.path.join(small_root, f"panoptic_semseg_{split}", stem + ".png"))
+        )
         assert pan.shape == sem.shape == image.shape[:2]
         ids = [s["id"] for s in ann["segments_info"]]
         assert len(set(ids)) == len(ids)
@@ -93,7 +96,12 @@ def test_formats_are_valid_and_consistent(small_root, split):
             m = pan == s["id"]
             assert s["area"] == m.sum()
             ys, xs = np.nonzero(m)
-            assert s["bbox"] == [xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1]
+            assert s["bbox"] == [
+                xs.min(),
+                ys.min(),
+                xs.max() - xs.min() + 1,
+                ys.max() - ys.min() + 1,
+            ]
             assert s["iscrowd"] == 0 and s["category_id"] in categories
             assert (sem[m] == contiguous[s["category_id"]]).all()  # semantic agrees with panoptic
             if categories[s["category_id"]]["isthing"]:
@@ -135,8 +143,11 @@ def test_registration_is_lazy_and_uses_the_helpers(tmp_path):
     root = str(tmp_path / "lazy")
     names = builtin_demo.register_demo_shapes(root, prefix="_test_lazy", splits={"val": (3, 1)})
     try:
-        assert sorted(names) == ["_test_lazy_instance_val", "_test_lazy_panoptic_val",
-                                 "_test_lazy_sem_seg_val"]
+        assert sorted(names) == [
+            "_test_lazy_instance_val",
+            "_test_lazy_panoptic_val",
+            "_test_lazy_sem_seg_val",
+        ]
         assert not os.path.exists(root)  # registering generates nothing
         meta = MetadataCatalog.get("_test_lazy_panoptic_val")  # class metadata needs no files
         assert meta.stuff_classes == [c["name"] for c in builtin_demo.DEMO_CATEGORIES]
@@ -148,7 +159,11 @@ def test_registration_is_lazy_and_uses_the_helpers(tmp_path):
         inst = DatasetCatalog.get("_test_lazy_instance_val")
         assert {a["category_id"] for r in inst for a in r["annotations"]} <= {0, 1, 2, 3}
         assert MetadataCatalog.get("_test_lazy_instance_val").thing_classes == [
-            "circle", "triangle", "square", "star"]
+            "circle",
+            "triangle",
+            "square",
+            "star",
+        ]
     finally:
         for name in names:
             DatasetCatalog.remove(name)

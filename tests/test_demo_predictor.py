@@ -1,5 +1,6 @@
 """demo/demo.py and demo/predictor.py: confidence filtering, and inference with random weights on
 the CPU writes overlays."""
+
 import importlib.util
 import os
 import sys
@@ -7,9 +8,8 @@ import sys
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-
 from detectron2.structures import Boxes, Instances
+from PIL import Image
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(REPO, "configs", "demo", "panoptic.yaml")
@@ -17,8 +17,9 @@ CONFIG = os.path.join(REPO, "configs", "demo", "panoptic.yaml")
 
 def _load(name):
     sys.path.insert(0, os.path.join(REPO, "demo"))
-    spec = importlib.util.spec_from_file_location(f"_demo_{name}", os.path.join(REPO, "demo",
-                                                                                f"{name}.py"))
+    spec = importlib.util.spec_from_file_location(
+        f"_demo_{name}", os.path.join(REPO, "demo", f"{name}.py")
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -73,9 +74,25 @@ def test_demo_writes_overlays_with_random_weights(image_path, tmp_path):
     demo = _load("demo")
     out = tmp_path / "out"
     for task in ("auto", "all"):
-        demo.main(["--config-file", CONFIG, "--input", image_path, "--output", str(out / task) + "/",
-                   "--task", task, "--confidence-threshold", "0.0",
-                   "--opts", "MODEL.WEIGHTS", "", "MODEL.DEVICE", "cpu"])
+        demo.main(
+            [
+                "--config-file",
+                CONFIG,
+                "--input",
+                image_path,
+                "--output",
+                str(out / task) + "/",
+                "--task",
+                task,
+                "--confidence-threshold",
+                "0.0",
+                "--opts",
+                "MODEL.WEIGHTS",
+                "",
+                "MODEL.DEVICE",
+                "cpu",
+            ]
+        )
         vis = np.asarray(Image.open(out / task / "scene.png"))
         assert vis.ndim == 3 and vis.shape[2] == 3
         assert vis.shape[1] >= 256 * (4 if task == "all" else 1)
@@ -88,8 +105,18 @@ def test_demo_writes_overlays_with_random_weights(image_path, tmp_path):
 def test_confidence_threshold_filters_model_outputs(image_path):
     demo = _load("demo")
     args = demo.get_parser().parse_args(
-        ["--config-file", CONFIG, "--input", image_path,
-         "--opts", "MODEL.WEIGHTS", "", "MODEL.DEVICE", "cpu"])
+        [
+            "--config-file",
+            CONFIG,
+            "--input",
+            image_path,
+            "--opts",
+            "MODEL.WEIGHTS",
+            "",
+            "MODEL.DEVICE",
+            "cpu",
+        ]
+    )
     cfg = demo.setup_cfg(args)
     image = np.asarray(Image.open(image_path))[:, :, ::-1]
     counts = {}
@@ -99,8 +126,9 @@ def test_confidence_threshold_filters_model_outputs(image_path):
         preds = vis_demo.predict(image)
         counts[threshold] = len(preds["instances"])
         if threshold > 1:
-            assert all("score" not in s or s["score"] >= threshold
-                       for s in preds["panoptic_seg"][1])
+            assert all(
+                "score" not in s or s["score"] >= threshold for s in preds["panoptic_seg"][1]
+            )
     assert counts[0.0] > 0 and counts[1.01] == 0
 
 
@@ -111,8 +139,20 @@ def test_confidence_threshold_filters_panoptic_segments(image_path):
     counts = {}
     for threshold in ("0.0", "0.99"):
         args = demo.get_parser().parse_args(
-            ["--config-file", CONFIG, "--input", image_path, "--confidence-threshold", threshold,
-             "--opts", "MODEL.WEIGHTS", "", "MODEL.DEVICE", "cpu"])
+            [
+                "--config-file",
+                CONFIG,
+                "--input",
+                image_path,
+                "--confidence-threshold",
+                threshold,
+                "--opts",
+                "MODEL.WEIGHTS",
+                "",
+                "MODEL.DEVICE",
+                "cpu",
+            ]
+        )
         cfg = demo.setup_cfg(args)
         assert cfg.MODEL.MASK_FORMER.TEST.OBJECT_MASK_THRESHOLD == float(threshold)
         torch.manual_seed(0)
@@ -134,8 +174,21 @@ def test_demo_on_a_video(tmp_path):
     writer.release()
     demo = _load("demo")
     out = str(tmp_path / "out.mp4")
-    demo.main(["--config-file", CONFIG, "--video-input", video, "--output", out,
-               "--opts", "MODEL.WEIGHTS", "", "MODEL.DEVICE", "cpu"])
+    demo.main(
+        [
+            "--config-file",
+            CONFIG,
+            "--video-input",
+            video,
+            "--output",
+            out,
+            "--opts",
+            "MODEL.WEIGHTS",
+            "",
+            "MODEL.DEVICE",
+            "cpu",
+        ]
+    )
     cap = cv2.VideoCapture(out)
     frames = 0
     while cap.read()[0]:

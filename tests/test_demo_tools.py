@@ -1,4 +1,5 @@
 """tools/run_demo.py and tools/plot_training_curves.py on a small metrics.json."""
+
 import importlib.util
 import json
 import os
@@ -10,8 +11,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def _load(name):
     # By path: detectron2 installs a top-level `tools` package that would shadow ours.
-    spec = importlib.util.spec_from_file_location(f"_demo_{name}",
-                                                  os.path.join(REPO, "tools", f"{name}.py"))
+    spec = importlib.util.spec_from_file_location(
+        f"_demo_{name}", os.path.join(REPO, "tools", f"{name}.py")
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -22,8 +24,13 @@ RECORDS = [
     {"iteration": 39, "total_loss": 30.0, "loss_ce": 2.0, "loss_mask": 1.5, "loss_dice": 3.0},
     {"iteration": 39, "panoptic_seg/PQ": 20.0, "segm/AP": 12.0, "sem_seg/mIoU": 50.0},
     {"iteration": 59, "total_loss": 20.0, "loss_ce": 1.0, "loss_mask": 1.0, "loss_dice": 2.0},
-    {"iteration": 59, "panoptic_seg/PQ": 55.0, "panoptic_seg/PQ_th": 50.0, "segm/AP": 48.0,
-     "sem_seg/mIoU": 75.0},
+    {
+        "iteration": 59,
+        "panoptic_seg/PQ": 55.0,
+        "panoptic_seg/PQ_th": 50.0,
+        "segm/AP": 48.0,
+        "sem_seg/mIoU": 75.0,
+    },
 ]
 
 

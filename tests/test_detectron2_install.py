@@ -1,4 +1,5 @@
 """Detectron2 imports on this stack, and missing compiled ops fail with a clear message."""
+
 import importlib
 import logging
 
@@ -105,7 +106,6 @@ def test_numpy_aliases_fixed_for_masks_and_semseg():
 
 def test_pillow10_transforms_import():
     from detectron2.data.transforms import ExtentTransform
-
     from PIL import Image
 
     assert ExtentTransform((0, 0, 1, 1), (2, 2)).interp == Image.BILINEAR

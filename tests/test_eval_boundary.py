@@ -3,6 +3,7 @@
 100 x 100 image: diagonal 141.4, d = round(0.02 * 141.4) = 3 px. The boundary of a 40 x 40
 square is 40^2 - 34^2 = 444 px; of an 80 x 80 square 80^2 - 74^2 = 924 px.
 """
+
 import importlib.util
 import json
 import os
@@ -45,6 +46,7 @@ def test_boundary_iou_by_hand():
 
 def _write(tmp_path, gt_masks, dt_masks):
     """COCO json files: one image, one category; gt_masks list, dt_masks [(mask, score)]."""
+
     def rle(m):
         r = mask_util.encode(np.asfortranarray(m))
         r["counts"] = r["counts"].decode()
@@ -54,13 +56,22 @@ def _write(tmp_path, gt_masks, dt_masks):
         "images": [{"id": 1, "height": 100, "width": 100, "file_name": "a.jpg"}],
         "categories": [{"id": 5, "name": "thing"}],
         "annotations": [
-            {"id": i + 1, "image_id": 1, "category_id": 5, "segmentation": rle(m),
-             "area": float(m.sum()), "bbox": list(mask_util.toBbox(rle(m))), "iscrowd": 0}
+            {
+                "id": i + 1,
+                "image_id": 1,
+                "category_id": 5,
+                "segmentation": rle(m),
+                "area": float(m.sum()),
+                "bbox": list(mask_util.toBbox(rle(m))),
+                "iscrowd": 0,
+            }
             for i, m in enumerate(gt_masks)
         ],
     }
-    dt = [{"image_id": 1, "category_id": 5, "segmentation": rle(m), "score": s,
-           "bbox": [0, 0, 1, 1]} for m, s in dt_masks]
+    dt = [
+        {"image_id": 1, "category_id": 5, "segmentation": rle(m), "score": s, "bbox": [0, 0, 1, 1]}
+        for m, s in dt_masks
+    ]
     gt_path, dt_path = tmp_path / "gt.json", tmp_path / "dt.json"
     gt_path.write_text(json.dumps(gt))
     dt_path.write_text(json.dumps(dt))
@@ -80,11 +91,22 @@ def test_boundary_ap_shifted_square(tool, tmp_path):
     """Mask IoU 1560/1640 = 0.951 (>= every threshold: AP 100); Boundary IoU 5/7 = 0.714
     (matches at 0.50 ... 0.70, 5 of 10 thresholds: AP 50). min() and Boundary alone agree."""
     gt, dt = _write(tmp_path, [G], [(SHIFT1, 0.9)])
-    assert tool.main(["--gt-json-file", gt, "--dt-json-file", dt, "--iou-type", "segm"])[
-        "segm"]["AP"] == pytest.approx(100)
+    assert tool.main(["--gt-json-file", gt, "--dt-json-file", dt, "--iou-type", "segm"])["segm"][
+        "AP"
+    ] == pytest.approx(100)
     for mode in ("min", "boundary"):
-        res = tool.main(["--gt-json-file", gt, "--dt-json-file", dt,
-                         "--boundary-iou-mode", mode, "--output", str(tmp_path / mode)])
+        res = tool.main(
+            [
+                "--gt-json-file",
+                gt,
+                "--dt-json-file",
+                dt,
+                "--boundary-iou-mode",
+                mode,
+                "--output",
+                str(tmp_path / mode),
+            ]
+        )
         assert res["boundary"]["AP"] == pytest.approx(50)
         assert res["boundary"]["AP50"] == pytest.approx(100)
         assert res["boundary"]["AP75"] == pytest.approx(0)
@@ -103,7 +125,8 @@ def test_boundary_ap_min_vs_boundary_only(tool, tmp_path):
     gt, dt = _write(tmp_path, [g], [(p, 0.8)])
     assert tool.evaluate(gt, dt, "boundary", iou_mode="min")["boundary"]["AP"] == pytest.approx(0)
     assert tool.evaluate(gt, dt, "boundary", iou_mode="boundary")["boundary"]["AP"] == (
-        pytest.approx(20))
+        pytest.approx(20)
+    )
 
 
 def test_bad_mode_is_a_clear_error():

@@ -1,5 +1,6 @@
 """Cityscapes evaluators (official cityscapesscripts) on a generated Cityscapes-layout split:
 one 64 x 128 image of frankfurt with road, one car and one person, and a void strip."""
+
 import numpy as np
 import pytest
 import torch
@@ -42,8 +43,11 @@ def split(tmp_path_factory):
     image = root / "leftImg8bit" / "val" / "frankfurt" / f"{NAME}_leftImg8bit.png"
     record = {"file_name": str(image), "image_id": NAME, "height": H, "width": W}
     train_ids = np.vectorize(lambda i: id2label[int(i)].trainId)(ids)
-    return {"gt_dir": str(gt_dir), "record": record, "train_ids": np.where(train_ids == 255, 0,
-                                                                           train_ids)}
+    return {
+        "gt_dir": str(gt_dir),
+        "record": record,
+        "train_ids": np.where(train_ids == 255, 0, train_ids),
+    }
 
 
 def _register(name, split, evaluator_type, **extra):
@@ -51,15 +55,28 @@ def _register(name, split, evaluator_type, **extra):
         DatasetCatalog.remove(name)
         MetadataCatalog.remove(name)
     DatasetCatalog.register(name, lambda: [split["record"]])
-    MetadataCatalog.get(name).set(gt_dir=split["gt_dir"], thing_classes=THINGS,
-                                  stuff_classes=STUFF, ignore_label=255,
-                                  evaluator_type=evaluator_type, **extra)
+    MetadataCatalog.get(name).set(
+        gt_dir=split["gt_dir"],
+        thing_classes=THINGS,
+        stuff_classes=STUFF,
+        ignore_label=255,
+        evaluator_type=evaluator_type,
+        **extra,
+    )
     return [split["record"]]
 
 
 def _cfg(tmp_path):
-    return CfgNode({"OUTPUT_DIR": str(tmp_path), "MODEL": {"MASK_FORMER": {"TEST": {
-        "PANOPTIC_ON": True, "INSTANCE_ON": True, "SEMANTIC_ON": True}}}})
+    return CfgNode(
+        {
+            "OUTPUT_DIR": str(tmp_path),
+            "MODEL": {
+                "MASK_FORMER": {
+                    "TEST": {"PANOPTIC_ON": True, "INSTANCE_ON": True, "SEMANTIC_ON": True}
+                }
+            },
+        }
+    )
 
 
 def _sem(train_ids):
@@ -87,8 +104,9 @@ def test_semantic_perfect_and_hand_worked(split, tmp_path):
     # The car predicted as truck: IoU road 1, person 1, car 0, truck 0 (predicted only) -> 50.
     wrong = split["train_ids"].copy()
     wrong[CAR] = id2label[27].trainId
-    res = run_evaluator(build_evaluator(_cfg(tmp_path), "_eval_cs_sem"), recs,
-                        {NAME: {"sem_seg": _sem(wrong)}})
+    res = run_evaluator(
+        build_evaluator(_cfg(tmp_path), "_eval_cs_sem"), recs, {NAME: {"sem_seg": _sem(wrong)}}
+    )
     assert res["sem_seg"]["IoU"] == pytest.approx(50)
 
 
@@ -101,19 +119,32 @@ def test_instance_perfect_and_missed_car(split, tmp_path, monkeypatch):
     res = run_evaluator(ev, recs, {NAME: {"instances": perfect}})
     assert res["segm"]["AP"] == pytest.approx(100) and res["segm"]["AP50"] == pytest.approx(100)
     # Car missed: AP car 0, person 1; cityscapes averages over classes with ground truth -> 50.
-    res = run_evaluator(build_evaluator(_cfg(tmp_path), "_eval_cs_inst"), recs,
-                        {NAME: {"instances": _instances([(PERSON, "person", 0.8)])}})
+    res = run_evaluator(
+        build_evaluator(_cfg(tmp_path), "_eval_cs_inst"),
+        recs,
+        {NAME: {"instances": _instances([(PERSON, "person", 0.8)])}},
+    )
     assert res["segm"]["AP"] == pytest.approx(50)
     assert not (tmp_path / "matches.json").exists()  # the script's dump stays out of the cwd
 
 
 def test_panoptic_type_selects_three_evaluators(split, tmp_path):
-    _register("_eval_cs_pan", split, "cityscapes_panoptic_seg", panoptic_json="unused.json",
-              panoptic_root="unused", thing_dataset_id_to_contiguous_id={26: 13},
-              stuff_dataset_id_to_contiguous_id={7: 0}, label_divisor=1000)
+    _register(
+        "_eval_cs_pan",
+        split,
+        "cityscapes_panoptic_seg",
+        panoptic_json="unused.json",
+        panoptic_root="unused",
+        thing_dataset_id_to_contiguous_id={26: 13},
+        stuff_dataset_id_to_contiguous_id={7: 0},
+        label_divisor=1000,
+    )
     ev = build_evaluator(_cfg(tmp_path), "_eval_cs_pan")
     assert [type(e) for e in ev.evaluators] == [
-        COCOPanopticEvaluator, CityscapesSemSegEvaluator, CityscapesInstanceEvaluator]
+        COCOPanopticEvaluator,
+        CityscapesSemSegEvaluator,
+        CityscapesInstanceEvaluator,
+    ]
 
 
 def test_trainer_gives_each_test_set_its_own_folder(split, tmp_path):
@@ -122,5 +153,11 @@ def test_trainer_gives_each_test_set_its_own_folder(split, tmp_path):
     for name in ("_eval_cs_a", "_eval_cs_b"):
         _register(name, split, "sem_seg")  # SemSegEvaluator: writes sem_seg_predictions.json there
     cfg = _cfg(tmp_path)
-    dirs = [Trainer.build_evaluator(cfg, n).evaluators[0]._output_dir for n in ("_eval_cs_a", "_eval_cs_b")]
-    assert dirs == [str(tmp_path / "inference" / "_eval_cs_a"), str(tmp_path / "inference" / "_eval_cs_b")]
+    dirs = [
+        Trainer.build_evaluator(cfg, n).evaluators[0]._output_dir
+        for n in ("_eval_cs_a", "_eval_cs_b")
+    ]
+    assert dirs == [
+        str(tmp_path / "inference" / "_eval_cs_a"),
+        str(tmp_path / "inference" / "_eval_cs_b"),
+    ]

@@ -1,4 +1,5 @@
 """Two processes (Gloo, CPU) give the same metrics as one: each evaluator gathers its state."""
+
 import json
 import math
 
@@ -11,8 +12,9 @@ from mask2former.evaluation import testing as T
 
 CFG = {
     "OUTPUT_DIR": "",
-    "MODEL": {"MASK_FORMER": {"TEST": {"PANOPTIC_ON": True, "INSTANCE_ON": True,
-                                       "SEMANTIC_ON": True}}},
+    "MODEL": {
+        "MASK_FORMER": {"TEST": {"PANOPTIC_ON": True, "INSTANCE_ON": True, "SEMANTIC_ON": True}}
+    },
     "TEST": {"DETECTIONS_PER_IMAGE": 100, "BOUNDARY_AP": True},
 }
 
@@ -24,7 +26,8 @@ def _same(a, b):
         for k, v in a[task].items():
             w = b[task][k]
             assert (v is None and w is None) or (
-                v is not None and w is not None
+                v is not None
+                and w is not None
                 and (math.isnan(v) and math.isnan(w) or math.isclose(v, w, abs_tol=1e-9))
             ), (task, k, v, w)
 
@@ -35,12 +38,18 @@ def test_two_gloo_processes_match_one(tmp_path):
     records = T.register_panoptic_world("_eval_dist_world", world)
     single = T.run_evaluator(
         build_evaluator(CfgNode(CFG), "_eval_dist_world", str(tmp_path / "single")),
-        records, T.partial_outputs())
+        records,
+        T.partial_outputs(),
+    )
     out = tmp_path / "dist"
     out.mkdir()
     # spawn (not fork: forked children of a process that has used torch's thread pool can hang)
-    mp.spawn(T.distributed_worker, nprocs=2, join=True,
-             args=(2, str(tmp_path / "init"), world, CFG, str(out)))
+    mp.spawn(
+        T.distributed_worker,
+        nprocs=2,
+        join=True,
+        args=(2, str(tmp_path / "init"), world, CFG, str(out)),
+    )
     dist = json.loads((out / "results.json").read_text())
     single = json.loads(json.dumps(single))  # same NaN/float handling as the worker's file
     assert set(single) == {"panoptic_seg", "bbox", "segm", "boundary", "sem_seg"}

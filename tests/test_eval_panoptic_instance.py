@@ -4,6 +4,7 @@ one panoptic model in one run, with perfect, hand-worked and empty predictions.
 The dataset and predictions are in mask2former/evaluation/testing.py: dataset ids 20/7/25/12
 (sky, cat, grass, dog) map to contiguous 0..3, things interleaved with stuff.
 """
+
 import json
 
 import pytest
@@ -19,12 +20,21 @@ from mask2former.evaluation import testing as T
 
 
 def make_cfg(out, panoptic=True, instance=True, semantic=True, boundary=False):
-    return CfgNode({
-        "OUTPUT_DIR": str(out),
-        "MODEL": {"MASK_FORMER": {"TEST": {
-            "PANOPTIC_ON": panoptic, "INSTANCE_ON": instance, "SEMANTIC_ON": semantic}}},
-        "TEST": {"DETECTIONS_PER_IMAGE": 100, "BOUNDARY_AP": boundary},
-    })
+    return CfgNode(
+        {
+            "OUTPUT_DIR": str(out),
+            "MODEL": {
+                "MASK_FORMER": {
+                    "TEST": {
+                        "PANOPTIC_ON": panoptic,
+                        "INSTANCE_ON": instance,
+                        "SEMANTIC_ON": semantic,
+                    }
+                }
+            },
+            "TEST": {"DETECTIONS_PER_IMAGE": 100, "BOUNDARY_AP": boundary},
+        }
+    )
 
 
 @pytest.fixture(scope="module")
@@ -33,8 +43,8 @@ def world(tmp_path_factory):
 
 
 @pytest.mark.parametrize(
-    "evaluator_type",
-    ["coco_panoptic_seg", "ade20k_panoptic_seg", "mapillary_vistas_panoptic_seg"])
+    "evaluator_type", ["coco_panoptic_seg", "ade20k_panoptic_seg", "mapillary_vistas_panoptic_seg"]
+)
 def test_perfect_predictions_give_100(world, tmp_path, evaluator_type):
     records = T.register_panoptic_world("_eval_world", world, evaluator_type)
     ev = build_evaluator(make_cfg(tmp_path, boundary=True), "_eval_world")
@@ -47,12 +57,19 @@ def test_perfect_predictions_give_100(world, tmp_path, evaluator_type):
         assert res[task]["AP"] == pytest.approx(100), task
     assert res["sem_seg"]["mIoU"] == pytest.approx(100)
     out = tmp_path / "inference" / "_eval_world"
-    for f in ("results.md", "results.csv", "results.json", "predictions.json",
-              "coco_instances_results.json", "sem_seg_predictions.json"):
+    for f in (
+        "results.md",
+        "results.csv",
+        "results.json",
+        "predictions.json",
+        "coco_instances_results.json",
+        "sem_seg_predictions.json",
+    ):
         assert (out / f).exists(), f
     # instance results are written with the dataset's category ids, not contiguous ones
-    assert {r["category_id"] for r in json.loads((out / "coco_instances_results.json").read_text())
-            } == {7, 12}
+    assert {
+        r["category_id"] for r in json.loads((out / "coco_instances_results.json").read_text())
+    } == {7, 12}
     assert "dataset,task,metric,value" in (out / "results.csv").read_text()
 
 
@@ -67,8 +84,9 @@ def test_hand_worked_partial_case(world, tmp_path):
     to recall 0.5: 51/101), 0 above -> AP_cat = (6 + 51/101) / 10; dog: one FP, AP 0.
     """
     records = T.register_panoptic_world("_eval_world", world)
-    res = T.run_evaluator(build_evaluator(make_cfg(tmp_path), "_eval_world"), records,
-                          T.partial_outputs())
+    res = T.run_evaluator(
+        build_evaluator(make_cfg(tmp_path), "_eval_world"), records, T.partial_outputs()
+    )
     sky, grass, cat, dog = (2900 / 3000 + 1) / 2, (2000 / 3000 + 1) / 2, (0.9 + 0.775) / 2, 0.0
     p = res["panoptic_seg"]
     assert p["PQ"] == pytest.approx(100 * (sky + grass + cat + dog) / 4)
@@ -90,18 +108,25 @@ def test_hand_worked_partial_case(world, tmp_path):
 def test_instance_gt_from_panoptic_when_no_instance_json(world, tmp_path, monkeypatch):
     """Mapillary Vistas has no instance json: the thing segments of the panoptic PNGs are used."""
     monkeypatch.setenv("MASK2FORMER_CACHE", str(tmp_path / "cache"))
-    records = T.register_panoptic_world("_eval_world", world, "mapillary_vistas_panoptic_seg",
-                                        instance_json=False)
-    res = T.run_evaluator(build_evaluator(make_cfg(tmp_path, True, True, False), "_eval_world"),
-                          records, T.partial_outputs())
+    records = T.register_panoptic_world(
+        "_eval_world", world, "mapillary_vistas_panoptic_seg", instance_json=False
+    )
+    res = T.run_evaluator(
+        build_evaluator(make_cfg(tmp_path, True, True, False), "_eval_world"),
+        records,
+        T.partial_outputs(),
+    )
     assert res["segm"]["AP-cat"] == pytest.approx(100 * (6 + 51 / 101) / 10)
     assert res["segm"]["AP-dog"] == pytest.approx(0)
 
 
 def test_empty_predictions_give_0(world, tmp_path):
     records = T.register_panoptic_world("_eval_world", world)
-    res = T.run_evaluator(build_evaluator(make_cfg(tmp_path, boundary=True), "_eval_world"),
-                          records, T.empty_outputs())
+    res = T.run_evaluator(
+        build_evaluator(make_cfg(tmp_path, boundary=True), "_eval_world"),
+        records,
+        T.empty_outputs(),
+    )
     assert res["panoptic_seg"]["PQ"] == 0 and res["panoptic_seg"]["PQ_st"] == 0
     for task in ("segm", "boundary"):
         assert res[task]["AP"] == 0 and res[task]["AP50"] == 0
@@ -116,10 +141,12 @@ def test_selection_follows_test_flags(world, tmp_path):
         build_evaluator(make_cfg(tmp_path, False, False, False), "_eval_world")
     T.register_panoptic_world("_eval_world", world, "coco")
     assert [type(e) for e in build_evaluator(make_cfg(tmp_path), "_eval_world").evaluators] == [
-        InstanceSegEvaluator]
+        InstanceSegEvaluator
+    ]
     T.register_panoptic_world("_eval_world", world, "sem_seg")
     assert [type(e) for e in build_evaluator(make_cfg(tmp_path), "_eval_world").evaluators] == [
-        SemSegEvaluator]
+        SemSegEvaluator
+    ]
 
 
 def test_unknown_evaluator_type_lists_valid_ones(world, tmp_path):

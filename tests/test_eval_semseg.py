@@ -1,5 +1,6 @@
 """Semantic evaluation: hand-worked mIoU/fwIoU/mACC/pACC, 8- and 16-bit labels, ignore_label,
 ground truth from panoptic PNGs, and the semantic-PQ tool."""
+
 import importlib.util
 import json
 import os
@@ -47,14 +48,16 @@ def _register(name, tmp_path, ignore=IGN, writer=None):
         path = writer(tmp_path, i, gt) if writer else str(tmp_path / f"{name}_{i}.png")
         if not writer:
             Image.fromarray(gt.astype(np.uint8)).save(path)
-        records.append(dict(file_name=f"{name}/{i}.jpg", sem_seg_file_name=path, image_id=i,
-                            height=4, width=4))
+        records.append(
+            dict(file_name=f"{name}/{i}.jpg", sem_seg_file_name=path, image_id=i, height=4, width=4)
+        )
     if name in DatasetCatalog.list():
         DatasetCatalog.remove(name)
         MetadataCatalog.remove(name)
     DatasetCatalog.register(name, lambda: records)
-    MetadataCatalog.get(name).set(stuff_classes=NAMES, ignore_label=ignore,
-                                  evaluator_type="sem_seg")
+    MetadataCatalog.get(name).set(
+        stuff_classes=NAMES, ignore_label=ignore, evaluator_type="sem_seg"
+    )
     return records
 
 
@@ -89,8 +92,9 @@ def test_16bit_tif_and_png_with_ignore_65535(tmp_path):
 
     recs = _register("_eval_sem16", tmp_path, ignore=65535, writer=writer)
     ev = SemSegEvaluator("_eval_sem16")
-    _check(run_evaluator(ev, recs, {i: {"sem_seg": _scores(p)} for i, p in enumerate(PRED)})[
-        "sem_seg"])
+    _check(
+        run_evaluator(ev, recs, {i: {"sem_seg": _scores(p)} for i, p in enumerate(PRED)})["sem_seg"]
+    )
 
 
 def test_perfect_is_100_and_labels_out_of_range_raise(tmp_path):
@@ -118,16 +122,25 @@ def test_semantic_gt_from_panoptic_pngs(tmp_path):
             infos.append({"id": seg_id * 7, "category_id": int(c), "iscrowd": 0})
         path = str(tmp_path / f"pan{i}.png")
         Image.fromarray(id2rgb(pan)).save(path)
-        records.append(dict(file_name=f"p/{i}.jpg", pan_seg_file_name=path, segments_info=infos,
-                            image_id=i, height=4, width=4))
+        records.append(
+            dict(
+                file_name=f"p/{i}.jpg",
+                pan_seg_file_name=path,
+                segments_info=infos,
+                image_id=i,
+                height=4,
+                width=4,
+            )
+        )
     name = "_eval_sem_from_pan"
     if name in DatasetCatalog.list():
         DatasetCatalog.remove(name)
         MetadataCatalog.remove(name)
     DatasetCatalog.register(name, lambda: records)
     MetadataCatalog.get(name).set(stuff_classes=NAMES, ignore_label=IGN)
-    res = run_evaluator(SemSegEvaluator(name), records,
-                        {i: {"sem_seg": _scores(p)} for i, p in enumerate(PRED)})
+    res = run_evaluator(
+        SemSegEvaluator(name), records, {i: {"sem_seg": _scores(p)} for i, p in enumerate(PRED)}
+    )
     _check(res["sem_seg"])
 
 
@@ -138,20 +151,26 @@ def test_semantic_pq_tool_hand_worked(tmp_path):
     """
     recs = _register("_eval_sem_pq", tmp_path)
     out = tmp_path / "out"
-    run_evaluator(SemSegEvaluator("_eval_sem_pq", output_dir=str(out)), recs,
-                  {i: {"sem_seg": _scores(p)} for i, p in enumerate(PRED)})
+    run_evaluator(
+        SemSegEvaluator("_eval_sem_pq", output_dir=str(out)),
+        recs,
+        {i: {"sem_seg": _scores(p)} for i, p in enumerate(PRED)},
+    )
     pq = {"a": 0.8 / 2, "b": 0.6, "c": 0.75 / 1.5, "d": 10 / 14}
     sq = {"a": 0.8, "b": 0.6, "c": 0.75, "d": 10 / 14}
     rq = {"a": 0.5, "b": 1.0, "c": 1 / 1.5, "d": 1.0}
 
     spec = importlib.util.spec_from_file_location(
         "evaluate_pq_for_semantic_segmentation",
-        os.path.join(os.path.dirname(__file__), "..", "tools",
-                     "evaluate_pq_for_semantic_segmentation.py"))
+        os.path.join(
+            os.path.dirname(__file__), "..", "tools", "evaluate_pq_for_semantic_segmentation.py"
+        ),
+    )
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
-    res = tool.main(["--dataset-name", "_eval_sem_pq",
-                     "--json-file", str(out / "sem_seg_predictions.json")])
+    res = tool.main(
+        ["--dataset-name", "_eval_sem_pq", "--json-file", str(out / "sem_seg_predictions.json")]
+    )
     assert res["panoptic_seg"]["PQ"] == pytest.approx(100 * np.mean(list(pq.values())))
     assert res["panoptic_seg"]["SQ"] == pytest.approx(100 * np.mean(list(sq.values())))
     assert res["panoptic_seg"]["RQ"] == pytest.approx(100 * np.mean(list(rq.values())))
@@ -160,4 +179,5 @@ def test_semantic_pq_tool_hand_worked(tmp_path):
     _check(res["sem_seg"])
     assert "| PQ | SQ | RQ |" in (out / "results.md").read_text()
     assert json.loads((out / "results.json").read_text())["sem_seg"]["mIoU"] == pytest.approx(
-        EXPECTED["mIoU"])
+        EXPECTED["mIoU"]
+    )

@@ -1,4 +1,5 @@
 """HungarianMatcher on hand-built cases (mask2former/modeling/matcher.py)."""
+
 import pytest
 import torch
 
@@ -31,7 +32,7 @@ def test_perfect_predictions_give_identity_and_near_zero_mask_cost(num_points):
     masks = _blobs(3)
     outputs = _perfect_outputs(labels, masks, num_queries=5, num_classes=3)
     matcher = HungarianMatcher(cost_class=2, cost_mask=5, cost_dice=5, num_points=num_points)
-    (pred_idx, tgt_idx), = matcher(outputs, [{"labels": labels, "masks": masks}])
+    ((pred_idx, tgt_idx),) = matcher(outputs, [{"labels": labels, "masks": masks}])
     assert pred_idx.dtype == torch.int64 and tgt_idx.dtype == torch.int64
     order = torch.argsort(tgt_idx)
     assert pred_idx[order].tolist() == [0, 1, 2]
@@ -53,7 +54,7 @@ def test_permuted_predictions_give_the_permutation(num_points):
     perm = torch.tensor([2, 0, 3, 1])  # query q predicts target perm[q]
     outputs = _perfect_outputs(labels[perm], masks[perm], num_queries=4, num_classes=4)
     matcher = HungarianMatcher(cost_class=1, cost_mask=1, cost_dice=1, num_points=num_points)
-    (pred_idx, tgt_idx), = matcher(outputs, [{"labels": labels, "masks": masks}])
+    ((pred_idx, tgt_idx),) = matcher(outputs, [{"labels": labels, "masks": masks}])
     assert dict(zip(pred_idx.tolist(), tgt_idx.tolist())) == {q: int(perm[q]) for q in range(4)}
 
 
@@ -63,7 +64,7 @@ def test_class_cost_alone_decides_when_masks_are_identical():
     logits = torch.tensor([[[5.0, -5.0, 0.0], [-5.0, 5.0, 0.0]]])  # query 0 -> class 0
     outputs = {"pred_logits": logits, "pred_masks": torch.zeros(1, 2, 8, 8)}
     matcher = HungarianMatcher(num_points=64)
-    (pred_idx, tgt_idx), = matcher(outputs, [{"labels": labels, "masks": masks}])
+    ((pred_idx, tgt_idx),) = matcher(outputs, [{"labels": labels, "masks": masks}])
     assert dict(zip(pred_idx.tolist(), tgt_idx.tolist())) == {0: 1, 1: 0}
 
 
@@ -81,7 +82,7 @@ def test_images_without_targets_give_empty_indices():
 def test_more_targets_than_queries_matches_every_query():
     outputs = {"pred_logits": torch.randn(1, 2, 4), "pred_masks": torch.randn(1, 2, 8, 8)}
     targets = [{"labels": torch.tensor([0, 1, 2]), "masks": _blobs(3, 8)}]
-    (pred_idx, tgt_idx), = HungarianMatcher(num_points=16)(outputs, targets)
+    ((pred_idx, tgt_idx),) = HungarianMatcher(num_points=16)(outputs, targets)
     assert sorted(pred_idx.tolist()) == [0, 1] and len(set(tgt_idx.tolist())) == 2
 
 

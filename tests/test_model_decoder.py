@@ -1,4 +1,5 @@
 """Masked-attention transformer decoder: SDPA == nn.MultiheadAttention, Eq. (2)-(3), empty masks."""
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -26,7 +27,9 @@ def test_sdpa_matches_multihead_attention_float64(with_mask):
         allowed[:, :, 0] = True  # every row attends somewhere
         # nn.MultiheadAttention: (B*h, Lq, Lk) bool, True = NOT allowed, seq-first tensors.
         ref_mask = (~allowed).repeat_interleave(h, dim=0)
-    ref = mha(q.transpose(0, 1), k.transpose(0, 1), v.transpose(0, 1), attn_mask=ref_mask)[0].transpose(0, 1)
+    ref = mha(q.transpose(0, 1), k.transpose(0, 1), v.transpose(0, 1), attn_mask=ref_mask)[
+        0
+    ].transpose(0, 1)
     out = multi_head_attention(mha, q, k, v, allowed)
     torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
 
@@ -49,12 +52,26 @@ def test_masked_cross_attention_ignores_features_outside_the_mask():
     assert (out2[0, 1:] - out[0, 1:]).abs().max() > 1e-3  # unrestricted queries see the change
 
 
-def small_decoder(num_queries=4, dec_layers=3, hidden=32, mask_dim=8) -> MultiScaleMaskedTransformerDecoder:
-    return MultiScaleMaskedTransformerDecoder(
-        in_channels=hidden, mask_classification=True, num_classes=5, hidden_dim=hidden,
-        num_queries=num_queries, nheads=4, dim_feedforward=64, dec_layers=dec_layers,
-        pre_norm=False, mask_dim=mask_dim, enforce_input_project=False,
-    ).double().eval()
+def small_decoder(
+    num_queries=4, dec_layers=3, hidden=32, mask_dim=8
+) -> MultiScaleMaskedTransformerDecoder:
+    return (
+        MultiScaleMaskedTransformerDecoder(
+            in_channels=hidden,
+            mask_classification=True,
+            num_classes=5,
+            hidden_dim=hidden,
+            num_queries=num_queries,
+            nheads=4,
+            dim_feedforward=64,
+            dec_layers=dec_layers,
+            pre_norm=False,
+            mask_dim=mask_dim,
+            enforce_input_project=False,
+        )
+        .double()
+        .eval()
+    )
 
 
 def fix_mask_prediction(decoder, channel_bias: torch.Tensor) -> None:

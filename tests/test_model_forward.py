@@ -1,7 +1,9 @@
 """Forward passes of full models (R50 and Swin-T configs, nothing shrunk but the input)."""
+
+from pathlib import Path
+
 import pytest
 import torch
-
 from detectron2.data import MetadataCatalog
 from detectron2.modeling import build_model
 from detectron2.structures import BitMasks, Instances
@@ -9,8 +11,6 @@ from detectron2.structures import BitMasks, Instances
 import mask2former  # noqa: F401
 from mask2former.config import load_config
 from mask2former.modeling.postprocessing import semantic_inference
-
-from pathlib import Path
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 CASES = {
@@ -22,7 +22,11 @@ CASES = {
 @pytest.fixture(scope="module", params=sorted(CASES))
 def model(request):
     torch.manual_seed(0)
-    cfg = load_config(str(CONFIGS / CASES[request.param]), ["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", ""], freeze=False)
+    cfg = load_config(
+        str(CONFIGS / CASES[request.param]),
+        ["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", ""],
+        freeze=False,
+    )
     m = build_model(cfg)
     m.cfg = cfg
     return m
@@ -43,7 +47,9 @@ def test_train_forward_backward(model):
     b = Instances((64, 64))  # smaller image: padded in the batch
     b.gt_classes = torch.tensor([7])
     b.gt_masks = torch.ones(1, 64, 64, dtype=torch.bool)
-    losses = model([{"image": image(64, 96), "instances": a}, {"image": image(64, 64, 1), "instances": b}])
+    losses = model(
+        [{"image": image(64, 96), "instances": a}, {"image": image(64, 64, 1), "instances": b}]
+    )
     # 3 losses for the final prediction + 3 for each of the DEC_LAYERS - 1 = 9 aux predictions.
     assert len(losses) == 30 and {"loss_ce", "loss_mask", "loss_dice", "loss_ce_8"} <= set(losses)
     total = sum(losses.values())
@@ -59,7 +65,9 @@ def test_eval_forward_all_outputs(model):
     md = MetadataCatalog.get(model.cfg.DATASETS.TRAIN[0])
     assert model.thing_ids == frozenset(md.thing_dataset_id_to_contiguous_id.values())
     with torch.no_grad():
-        out = model([{"image": image(64, 96), "height": 32, "width": 48}, {"image": image(70, 60, 2)}])
+        out = model(
+            [{"image": image(64, 96), "height": 32, "width": 48}, {"image": image(70, 60, 2)}]
+        )
     assert len(out) == 2
     r = out[0]
     assert r["sem_seg"].shape == (133, 32, 48)
@@ -84,9 +92,13 @@ def test_eval_semantic_only_resizes_after_fusion(model):
             images = model.preprocess_image([{"image": image(60, 90)}])
             pred = model.sem_seg_head(model.backbone(images.tensor))
         assert set(out[0]) == {"sem_seg"} and out[0]["sem_seg"].shape == (133, 30, 45)
-        masks = torch.nn.functional.interpolate(pred["pred_masks"], size=images.tensor.shape[-2:], mode="bilinear", align_corners=False)
+        masks = torch.nn.functional.interpolate(
+            pred["pred_masks"], size=images.tensor.shape[-2:], mode="bilinear", align_corners=False
+        )
         ref = semantic_inference(pred["pred_logits"][0], masks[0])[:, :60, :90]
-        ref = torch.nn.functional.interpolate(ref[None], size=(30, 45), mode="bilinear", align_corners=False)[0]
+        ref = torch.nn.functional.interpolate(
+            ref[None], size=(30, 45), mode="bilinear", align_corners=False
+        )[0]
         torch.testing.assert_close(out[0]["sem_seg"], ref)
     finally:
         model.panoptic_on, model.instance_on, model.sem_seg_postprocess_before_inference = flags
@@ -100,8 +112,14 @@ def test_padding_is_to_multiple_of_32(model):
 def _flat(result):
     seg, info = result["panoptic_seg"]
     inst = result["instances"]
-    return [result["sem_seg"], seg, inst.pred_masks, inst.pred_boxes.tensor, inst.scores,
-            inst.pred_classes], info
+    return [
+        result["sem_seg"],
+        seg,
+        inst.pred_masks,
+        inst.pred_boxes.tensor,
+        inst.scores,
+        inst.pred_classes,
+    ], info
 
 
 def test_cpu_workspace_reuse_gives_identical_outputs(model, monkeypatch):
@@ -111,7 +129,13 @@ def test_cpu_workspace_reuse_gives_identical_outputs(model, monkeypatch):
     outputs."""
     model.eval()
     monkeypatch.setattr(model._outputs, "min_bytes", 0)  # pool every output at these small sizes
-    cases = [((96, 128), None), ((70, 60), None), ((96, 128), (50, 70)), ((128, 96), None), ((70, 60), (140, 120))]
+    cases = [
+        ((96, 128), None),
+        ((70, 60), None),
+        ((96, 128), (50, 70)),
+        ((128, 96), None),
+        ((70, 60), (140, 120)),
+    ]
 
     def run(i, size, out_size):
         x = {"image": image(*size, i)}
@@ -132,7 +156,9 @@ def test_cpu_workspace_reuse_gives_identical_outputs(model, monkeypatch):
     model.eval()
     assert model._workspace  # eval() again (e.g. per image) keeps the buffers
     model.train()
-    assert not model._workspace and model._outputs.free_bytes() == 0  # training gives the memory back
+    assert (
+        not model._workspace and model._outputs.free_bytes() == 0
+    )  # training gives the memory back
 
 
 def test_cpu_outputs_are_recycled_only_once_dropped(model, monkeypatch):

@@ -1,4 +1,5 @@
 """OutputPool: memory of dropped outputs is reused, memory still in use never is."""
+
 import gc
 import threading
 

@@ -1,4 +1,5 @@
 """Inference post-processing on hand-made logits, with hand-computed results."""
+
 import math
 
 import torch
@@ -63,8 +64,12 @@ def test_panoptic_inference_hand_computed_segments():
     mask_cls[6] = torch.tensor([0.0, 0.5, 0.0, 0.0, 3.0])  # best class = no object
     mask_pred = region_logits(regions, h, w)
     seg, info = panoptic_inference(
-        mask_cls, mask_pred, num_classes=K, thing_ids=thing_ids,
-        object_mask_threshold=0.8, overlap_threshold=0.8,
+        mask_cls,
+        mask_pred,
+        num_classes=K,
+        thing_ids=thing_ids,
+        object_mask_threshold=0.8,
+        overlap_threshold=0.8,
     )
     expected = torch.tensor(
         [
@@ -106,7 +111,12 @@ def test_panoptic_pixels_outside_the_winning_mask_are_void():
     mask_cls = onehot_logits([0], 1)
     mask_pred = torch.tensor([[[BIG, BIG, -1.0]]])
     seg, info = panoptic_inference(
-        mask_cls, mask_pred, num_classes=1, thing_ids={0}, object_mask_threshold=0.5, overlap_threshold=0.5
+        mask_cls,
+        mask_pred,
+        num_classes=1,
+        thing_ids={0},
+        object_mask_threshold=0.5,
+        overlap_threshold=0.5,
     )
     assert seg.tolist() == [[1, 1, 0]]
 
@@ -124,7 +134,9 @@ def test_instance_inference_topk_scores_and_boxes():
     res = instance_inference(mask_cls, mask_pred, num_classes=K, topk=4)
     assert len(res) == 4
     probs = F.softmax(mask_cls, -1)[:, :K]
-    exp_pairs = sorted(((probs[q, c].item(), q, c) for q in range(3) for c in range(K)), reverse=True)[:4]
+    exp_pairs = sorted(
+        ((probs[q, c].item(), q, c) for q in range(3) for c in range(K)), reverse=True
+    )[:4]
     assert res.pred_classes.tolist() == [c for _, _, c in exp_pairs]
     assert res.pred_masks.dtype == torch.float32 and res.pred_masks.shape == (4, h, w)
     for i, (p, q, c) in enumerate(exp_pairs):
@@ -140,7 +152,9 @@ def test_instance_inference_topk_scores_and_boxes():
 
 
 def test_instance_inference_drops_stuff_for_panoptic_models():
-    mask_cls = torch.tensor([[5.0, 0.0, 0.0], [0.0, 5.0, 0.0]])  # q0 class 0 (thing), q1 class 1 (stuff)
+    mask_cls = torch.tensor(
+        [[5.0, 0.0, 0.0], [0.0, 5.0, 0.0]]
+    )  # q0 class 0 (thing), q1 class 1 (stuff)
     mask_pred = torch.full((2, 2, 2), BIG)
     res = instance_inference(mask_cls, mask_pred, num_classes=2, topk=4, thing_ids={0})
     assert res.pred_classes.tolist() == [0, 0]  # (q0, c0) and (q1, c0)
@@ -161,7 +175,9 @@ def test_instance_boxes_match_detectron2():
 
 
 # ---- the published loop-based implementations, as references on random inputs ------------------
-def reference_panoptic(mask_cls, mask_pred, num_classes, thing_ids, object_mask_threshold, overlap_threshold):
+def reference_panoptic(
+    mask_cls, mask_pred, num_classes, thing_ids, object_mask_threshold, overlap_threshold
+):
     scores, labels = F.softmax(mask_cls, dim=-1).max(-1)
     mask_pred = mask_pred.sigmoid()
     keep = labels.ne(num_classes) & (scores > object_mask_threshold)
@@ -191,7 +207,9 @@ def reference_panoptic(mask_cls, mask_pred, num_classes, thing_ids, object_mask_
                 stuff_memory_list[int(pred_class)] = current_segment_id + 1
             current_segment_id += 1
             panoptic_seg[mask] = current_segment_id
-            segments_info.append({"id": current_segment_id, "isthing": bool(isthing), "category_id": int(pred_class)})
+            segments_info.append(
+                {"id": current_segment_id, "isthing": bool(isthing), "category_id": int(pred_class)}
+            )
     return panoptic_seg, segments_info
 
 
@@ -207,7 +225,12 @@ def test_panoptic_matches_published_loop_on_random_inputs():
     for seed in range(5):
         mask_cls, mask_pred = random_predictions(seed)
         for thr in (0.0, 0.5, 0.8):
-            kw = dict(num_classes=8, thing_ids={0, 1, 2, 3}, object_mask_threshold=thr * 0.5, overlap_threshold=thr)
+            kw = dict(
+                num_classes=8,
+                thing_ids={0, 1, 2, 3},
+                object_mask_threshold=thr * 0.5,
+                overlap_threshold=thr,
+            )
             seg, info = panoptic_inference(mask_cls, mask_pred, **kw)
             ref_seg, ref_info = reference_panoptic(mask_cls, mask_pred, **kw)
             assert info == ref_info
@@ -223,7 +246,9 @@ def test_instance_matches_published_computation_on_random_inputs():
     q = idx // K
     m = mask_pred[q]
     binary = (m > 0).float()
-    mask_scores = (m.sigmoid().flatten(1) * binary.flatten(1)).sum(1) / (binary.flatten(1).sum(1) + 1e-6)
+    mask_scores = (m.sigmoid().flatten(1) * binary.flatten(1)).sum(1) / (
+        binary.flatten(1).sum(1) + 1e-6
+    )
     assert torch.equal(res.pred_classes, idx % K)
     assert torch.equal(res.pred_masks, binary)
     # Same values up to float32 summation order (a dot product instead of a sum).
@@ -237,12 +262,19 @@ def test_binary_masks_repeated_queries_and_empty_selection():
     ref = (logits[queries] > 0).float()
     assert out.dtype == torch.float32 and torch.equal(out, ref)
     assert first_rows == {2: 0, 0: 1, 3: 3}
-    assert torch.equal(row_counts, ref[[0, 1, 3]].sum(2)) and torch.equal(col_counts, ref[[0, 1, 3]].sum(1))
+    assert torch.equal(row_counts, ref[[0, 1, 3]].sum(2)) and torch.equal(
+        col_counts, ref[[0, 1, 3]].sum(1)
+    )
     empty = binary_masks(logits, queries[:0])
-    assert empty.masks.shape == (0, 7, 9) and empty.row_counts.shape == (0, 7) and empty.first_rows == {}
+    assert (
+        empty.masks.shape == (0, 7, 9)
+        and empty.row_counts.shape == (0, 7)
+        and empty.first_rows == {}
+    )
     # No thing class among the pairs: an empty, well-formed result.
-    res = instance_inference(torch.tensor([[0.0, 5.0, 0.0]]), logits[:1], num_classes=2, topk=4,
-                             thing_ids={5})
+    res = instance_inference(
+        torch.tensor([[0.0, 5.0, 0.0]]), logits[:1], num_classes=2, topk=4, thing_ids={5}
+    )
     assert len(res) == 0 and res.pred_masks.shape == (0, 7, 9)
     assert res.pred_boxes.tensor.shape == (0, 4) and res.scores.shape == (0,)
 
@@ -251,7 +283,9 @@ def test_panoptic_matches_published_loop_in_half_precision():
     """fp16 probabilities (autocast): counts stay exact, products in fp16 as in the loop."""
     for seed in range(3):
         mask_cls, mask_pred = random_predictions(seed)
-        kw = dict(num_classes=8, thing_ids={0, 1, 2, 3}, object_mask_threshold=0.0, overlap_threshold=0.0)
+        kw = dict(
+            num_classes=8, thing_ids={0, 1, 2, 3}, object_mask_threshold=0.0, overlap_threshold=0.0
+        )
         seg, info = panoptic_inference(mask_cls.half(), mask_pred.half(), **kw)
         ref_seg, ref_info = reference_panoptic(mask_cls.half(), mask_pred.half(), **kw)
         assert len(ref_info) >= 2 and info == ref_info and torch.equal(seg, ref_seg)
@@ -263,7 +297,9 @@ def test_panoptic_row_bands_match_whole_image(monkeypatch):
 
     for seed in range(3):
         mask_cls, mask_pred = random_predictions(seed)
-        kw = dict(num_classes=8, thing_ids={0, 1, 2, 3}, object_mask_threshold=0.0, overlap_threshold=0.0)
+        kw = dict(
+            num_classes=8, thing_ids={0, 1, 2, 3}, object_mask_threshold=0.0, overlap_threshold=0.0
+        )
         ref_seg, ref_info = reference_panoptic(mask_cls, mask_pred, **kw)
         assert len(ref_info) >= 2  # several segments compete for pixels
         for elements in (1, 50, 333):  # 1: one row per band

@@ -1,4 +1,5 @@
 """Atomic checkpoint writes and safe loading (mask2former/utils/atomic_io.py)."""
+
 import os
 import pickle
 import random
@@ -7,9 +8,8 @@ import time
 
 import pytest
 import torch
-from torch import nn
-
 from detectron2.checkpoint import DetectionCheckpointer
+from torch import nn
 
 from mask2former.utils.atomic_io import (
     AtomicCheckpointerMixin,
@@ -120,7 +120,10 @@ def test_non_atomic_baseline_can_truncate(tmp_path):
         b = io.BytesIO()
         torch.save({"model": {"w": torch.zeros(1000)}}, b)
         f.write(b.getvalue()[:1024])
-    with pytest.raises(CorruptCheckpointError, match=r"model_final\.pth \(1024 bytes\) is truncated or corrupted.*Fix"):
+    with pytest.raises(
+        CorruptCheckpointError,
+        match=r"model_final\.pth \(1024 bytes\) is truncated or corrupted.*Fix",
+    ):
         load_checkpoint_file(p)
 
 
@@ -134,11 +137,15 @@ def test_pth_is_loaded_weights_only(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     p = tmp_path / "evil.pth"
     torch.save({"model": {"w": torch.ones(1)}, "x": _Evil()}, p)
-    with pytest.raises(UnsafeCheckpointError, match=r"evil\.pth with torch.load\(weights_only=True\)"):
+    with pytest.raises(
+        UnsafeCheckpointError, match=r"evil\.pth with torch.load\(weights_only=True\)"
+    ):
         load_checkpoint_file(p)
     assert not (tmp_path / "PWNED").exists()
     # plain tensors / containers / numbers are fine
-    torch.save({"model": {"w": torch.ones(1)}, "iteration": 5, "opt": {"lr": [0.1]}}, tmp_path / "ok.pth")
+    torch.save(
+        {"model": {"w": torch.ones(1)}, "iteration": 5, "opt": {"lr": [0.1]}}, tmp_path / "ok.pth"
+    )
     assert load_checkpoint_file(tmp_path / "ok.pth")["iteration"] == 5
 
 
@@ -147,7 +154,10 @@ def test_pkl_only_when_allowed(tmp_path, monkeypatch):
     p = tmp_path / "zoo.pkl"
     with open(p, "wb") as f:
         pickle.dump({"model": {"0.weight": torch.ones(8, 4).numpy()}, "__author__": "zoo"}, f)
-    with pytest.raises(UnsafeCheckpointError, match=r"zoo\.pkl: a \.pkl file is a Python pickle.*can run arbitrary code"):
+    with pytest.raises(
+        UnsafeCheckpointError,
+        match=r"zoo\.pkl: a \.pkl file is a Python pickle.*can run arbitrary code",
+    ):
         load_checkpoint_file(p)
     assert load_checkpoint_file(p, allow_pickle=True)["__author__"] == "zoo"
 
@@ -156,7 +166,13 @@ def test_checkpointer_resume_never_unpickles_but_explicit_pkl_loads(tmp_path):
     model = _model()
     zoo = tmp_path / "zoo.pkl"
     with open(zoo, "wb") as f:
-        pickle.dump({"model": {k: v.numpy() for k, v in _model(1).state_dict().items()}, "__author__": "zoo"}, f)
+        pickle.dump(
+            {
+                "model": {k: v.numpy() for k, v in _model(1).state_dict().items()},
+                "__author__": "zoo",
+            },
+            f,
+        )
     out = tmp_path / "out"
     out.mkdir()
     (out / "last_checkpoint").write_text("../zoo.pkl")  # something put a pickle in the resume path
@@ -178,7 +194,11 @@ def test_safetensors_save_and_resume(tmp_path):
     ck.save_format = "safetensors"
     ck.save("model_0000004", iteration=4)
     assert (tmp_path / "last_checkpoint").read_text() == "model_0000004.safetensors"
-    assert sorted(os.listdir(tmp_path)) == ["last_checkpoint", "model_0000004.safetensors", "model_0000004.state.pth"]
+    assert sorted(os.listdir(tmp_path)) == [
+        "last_checkpoint",
+        "model_0000004.safetensors",
+        "model_0000004.state.pth",
+    ]
     from safetensors.torch import load_file
 
     assert set(load_file(tmp_path / "model_0000004.safetensors")) == set(model.state_dict())
@@ -189,7 +209,10 @@ def test_safetensors_save_and_resume(tmp_path):
     assert extra["iteration"] == 4
     for a, b in zip(model.parameters(), model2.parameters()):
         assert torch.equal(a, b)
-    assert torch.equal(opt2.state_dict()["state"][0]["momentum_buffer"], opt.state_dict()["state"][0]["momentum_buffer"])
+    assert torch.equal(
+        opt2.state_dict()["state"][0]["momentum_buffer"],
+        opt.state_dict()["state"][0]["momentum_buffer"],
+    )
     # MODEL.WEIGHTS can name a .safetensors file directly
     model3 = _model(9)
     Ckpt(model3).load(str(tmp_path / "model_0000004.safetensors"), checkpointables=[])
@@ -210,11 +233,15 @@ def test_safetensors_pair_from_two_saves_is_detected(tmp_path):
 
 def test_corrupt_safetensors(tmp_path):
     p = tmp_path / "w.safetensors"
-    p.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\":")
-    with pytest.raises(CorruptCheckpointError, match=r"w\.safetensors .* is truncated or corrupted"):
+    p.write_bytes(b'\x10\x00\x00\x00\x00\x00\x00\x00{"a":')
+    with pytest.raises(
+        CorruptCheckpointError, match=r"w\.safetensors .* is truncated or corrupted"
+    ):
         load_checkpoint_file(p)
 
 
 def test_missing_checkpoint_names_the_fix(tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"nope\.pth does not exist\. Fix: check MODEL.WEIGHTS"):
+    with pytest.raises(
+        FileNotFoundError, match=r"nope\.pth does not exist\. Fix: check MODEL.WEIGHTS"
+    ):
         load_checkpoint_file(tmp_path / "nope.pth")

@@ -1,4 +1,5 @@
 """Bad inputs through the real training mappers and the training loader's record checks."""
+
 import logging
 
 import numpy as np
@@ -18,7 +19,11 @@ S = 32
 
 def _sem_mapper(num_classes=3):
     return MaskFormerSemanticDatasetMapper(
-        True, augmentations=[], image_format="RGB", ignore_label=255, size_divisibility=-1,
+        True,
+        augmentations=[],
+        image_format="RGB",
+        ignore_label=255,
+        size_divisibility=-1,
         num_classes=num_classes,
     )
 
@@ -40,8 +45,13 @@ def files(tmp_path):
 
 
 def _rec(d, **kw):
-    r = dict(file_name=str(d / "img.png"), sem_seg_file_name=str(d / "lab.png"), height=S, width=S,
-             image_id=0)
+    r = dict(
+        file_name=str(d / "img.png"),
+        sem_seg_file_name=str(d / "lab.png"),
+        height=S,
+        width=S,
+        image_id=0,
+    )
     r.update(kw)
     return r
 
@@ -61,22 +71,33 @@ def test_truncated_image(files):
 def test_missing_image_and_label(files):
     with pytest.raises(MissingFileError, match=r"image .*nope\.png does not exist"):
         _sem_mapper()(_rec(files, file_name=str(files / "nope.png")))
-    with pytest.raises(MissingFileError, match=r"semantic label file .*gone\.png \(annotation of image .*img\.png\) does not exist"):
+    with pytest.raises(
+        MissingFileError,
+        match=r"semantic label file .*gone\.png \(annotation of image .*img\.png\) does not exist",
+    ):
         _sem_mapper()(_rec(files, sem_seg_file_name=str(files / "gone.png")))
 
 
 def test_size_mismatch(files):
-    with pytest.raises(InvalidInputError, match=r"img\.png is 32x32 \(width x height\) but its annotation says 40x32"):
+    with pytest.raises(
+        InvalidInputError,
+        match=r"img\.png is 32x32 \(width x height\) but its annotation says 40x32",
+    ):
         _sem_mapper()(_rec(files, width=40))
 
 
 def test_label_out_of_range(files):
-    with pytest.raises(InvalidInputError, match=r"lab\.png \(annotation of image .*img\.png\) contains label value\(s\) 1 \(64 px\)"):
+    with pytest.raises(
+        InvalidInputError,
+        match=r"lab\.png \(annotation of image .*img\.png\) contains label value\(s\) 1 \(64 px\)",
+    ):
         _sem_mapper(num_classes=1)(_rec(files))
 
 
 def test_colour_coded_label(files):
-    Image.fromarray(np.random.default_rng(1).integers(0, 255, (S, S, 3), dtype=np.uint8)).save(files / "c.png")
+    Image.fromarray(np.random.default_rng(1).integers(0, 255, (S, S, 3), dtype=np.uint8)).save(
+        files / "c.png"
+    )
     with pytest.raises(InvalidInputError, match="colour-coded"):
         _sem_mapper()(_rec(files, sem_seg_file_name=str(files / "c.png")))
 
@@ -105,21 +126,45 @@ def test_odd_image_formats_through_the_mapper(files, kind):
         im.save(p, exif=exif, quality=100)
         lab = np.zeros((S // 2, S), np.uint8)
         Image.fromarray(lab).save(files / "lab_exif.png")
-        out = _sem_mapper()(_rec(files, file_name=str(p), sem_seg_file_name=str(files / "lab_exif.png"),
-                                 height=S // 2, width=S))
-        assert out["image"].shape == (3, S // 2, S) and abs(int(out["image"][0].float().mean()) - 90) <= 2
+        out = _sem_mapper()(
+            _rec(
+                files,
+                file_name=str(p),
+                sem_seg_file_name=str(files / "lab_exif.png"),
+                height=S // 2,
+                width=S,
+            )
+        )
+        assert (
+            out["image"].shape == (3, S // 2, S)
+            and abs(int(out["image"][0].float().mean()) - 90) <= 2
+        )
         return
     out = _sem_mapper()(_rec(files, file_name=str(p)))
     assert out["image"].shape == (3, S, S) and int(out["image"][0, 0, 0]) == expect
 
 
 def test_panoptic_id_not_in_segments_info(files):
-    rec = dict(file_name=str(files / "img.png"), pan_seg_file_name=str(files / "pan.png"), height=S,
-               width=S, image_id=0, segments_info=[{"id": 5, "category_id": 1, "iscrowd": 0}])
+    rec = dict(
+        file_name=str(files / "img.png"),
+        pan_seg_file_name=str(files / "pan.png"),
+        height=S,
+        width=S,
+        image_id=0,
+        segments_info=[{"id": 5, "category_id": 1, "iscrowd": 0}],
+    )
     mapper = MaskFormerPanopticDatasetMapper(
-        True, augmentations=[], image_format="RGB", ignore_label=255, size_divisibility=-1,
-        num_classes=3)
-    with pytest.raises(InvalidInputError, match=r"pan\.png \(annotation of image .*img\.png\) contains segment id\(s\) 300 \(128 px\)"):
+        True,
+        augmentations=[],
+        image_format="RGB",
+        ignore_label=255,
+        size_divisibility=-1,
+        num_classes=3,
+    )
+    with pytest.raises(
+        InvalidInputError,
+        match=r"pan\.png \(annotation of image .*img\.png\) contains segment id\(s\) 300 \(128 px\)",
+    ):
         mapper(rec)
     lsj = COCOPanopticNewBaselineDatasetMapper(True, tfm_gens=[], image_format="RGB")
     with pytest.raises(InvalidInputError, match=r"segment id\(s\) 300"):
@@ -129,9 +174,12 @@ def test_panoptic_id_not_in_segments_info(files):
 
 
 def test_empty_annotation_list_maps_to_no_instances(files):
-    mapper = MaskFormerInstanceDatasetMapper(True, augmentations=[], image_format="RGB",
-                                             size_divisibility=-1)
-    out = mapper(dict(file_name=str(files / "img.png"), height=S, width=S, image_id=0, annotations=[]))
+    mapper = MaskFormerInstanceDatasetMapper(
+        True, augmentations=[], image_format="RGB", size_divisibility=-1
+    )
+    out = mapper(
+        dict(file_name=str(files / "img.png"), height=S, width=S, image_id=0, annotations=[])
+    )
     assert len(out["instances"]) == 0 and out["instances"].gt_masks.shape[-2:] == (S, S)
 
 
@@ -139,9 +187,21 @@ def test_empty_annotation_list_maps_to_no_instances(files):
 def _cfg(name, num_classes):
     from mask2former.config import load_config
 
-    return load_config("", ["DATASETS.TRAIN", f"('{name}',)", "MODEL.SEM_SEG_HEAD.NUM_CLASSES",
-                            str(num_classes), "INPUT.DATASET_MAPPER_NAME", "mask_former_instance",
-                            "DATALOADER.NUM_WORKERS", "0", "SOLVER.IMS_PER_BATCH", "1"])
+    return load_config(
+        "",
+        [
+            "DATASETS.TRAIN",
+            f"('{name}',)",
+            "MODEL.SEM_SEG_HEAD.NUM_CLASSES",
+            str(num_classes),
+            "INPUT.DATASET_MAPPER_NAME",
+            "mask_former_instance",
+            "DATALOADER.NUM_WORKERS",
+            "0",
+            "SOLVER.IMS_PER_BATCH",
+            "1",
+        ],
+    )
 
 
 def _register(name, records, classes):
@@ -162,10 +222,27 @@ def test_train_loader_category_id_not_in_metadata(files):
     from mask2former.utils.resume import build_resumable_train_loader
 
     square = [8, 8, 16, 8, 16, 16, 8, 16]
-    annos = [{"category_id": 0, "segmentation": [square], "iscrowd": 0, "bbox": [8, 8, 8, 8], "bbox_mode": 1},
-             {"category_id": 4, "segmentation": [square], "iscrowd": 0, "bbox": [8, 8, 8, 8], "bbox_mode": 1}]
+    annos = [
+        {
+            "category_id": 0,
+            "segmentation": [square],
+            "iscrowd": 0,
+            "bbox": [8, 8, 8, 8],
+            "bbox_mode": 1,
+        },
+        {
+            "category_id": 4,
+            "segmentation": [square],
+            "iscrowd": 0,
+            "bbox": [8, 8, 8, 8],
+            "bbox_mode": 1,
+        },
+    ]
     _register("_rel_badcat", [_inst(files, annos)], ["a", "b"])
-    with pytest.raises(InvalidInputError, match=r"annotation #1 in .*img\.png has category_id 4.*valid ids: 0\.\.1 \(0=a, 1=b\)"):
+    with pytest.raises(
+        InvalidInputError,
+        match=r"annotation #1 in .*img\.png has category_id 4.*valid ids: 0\.\.1 \(0=a, 1=b\)",
+    ):
         build_resumable_train_loader(_cfg("_rel_badcat", 2), mapper=lambda d: d)
 
 
@@ -173,8 +250,22 @@ def test_train_loader_drops_short_polygons_with_a_count(files, caplog):
     from mask2former.utils.resume import build_resumable_train_loader
 
     square = [8, 8, 16, 8, 16, 16, 8, 16]
-    annos = [{"category_id": 0, "segmentation": [square, [1, 1, 2, 2]], "iscrowd": 0, "bbox": [8, 8, 8, 8], "bbox_mode": 1},
-             {"category_id": 1, "segmentation": [[3, 3, 4, 4]], "iscrowd": 0, "bbox": [3, 3, 1, 1], "bbox_mode": 1}]
+    annos = [
+        {
+            "category_id": 0,
+            "segmentation": [square, [1, 1, 2, 2]],
+            "iscrowd": 0,
+            "bbox": [8, 8, 8, 8],
+            "bbox_mode": 1,
+        },
+        {
+            "category_id": 1,
+            "segmentation": [[3, 3, 4, 4]],
+            "iscrowd": 0,
+            "bbox": [3, 3, 1, 1],
+            "bbox_mode": 1,
+        },
+    ]
     _register("_rel_poly", [_inst(files, annos)], ["a", "b"])
     with caplog.at_level(logging.WARNING):
         loader = build_resumable_train_loader(_cfg("_rel_poly", 2), mapper=lambda d: d)
@@ -187,7 +278,9 @@ def test_train_loader_drops_short_polygons_with_a_count(files, caplog):
 def test_train_loader_missing_file_fails_at_start(files):
     from mask2former.utils.resume import build_resumable_train_loader
 
-    _register("_rel_missing", [dict(_inst(files, []), file_name=str(files / "lost.jpg"))], ["a", "b"])
+    _register(
+        "_rel_missing", [dict(_inst(files, []), file_name=str(files / "lost.jpg"))], ["a", "b"]
+    )
     cfg = _cfg("_rel_missing", 2)
     cfg.defrost()
     cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS = False

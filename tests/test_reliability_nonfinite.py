@@ -1,15 +1,20 @@
 """A non-finite loss stops training, names the iteration and the terms, keeps the last checkpoint."""
+
 import math
 import os
 
 import pytest
 import torch
-from torch import nn
-
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.engine import SimpleTrainer, hooks
+from torch import nn
 
-from mask2former.engine.nonfinite import NonFiniteLossError, check_losses_finite, install_nonfinite_check, nonfinite_terms
+from mask2former.engine.nonfinite import (
+    NonFiniteLossError,
+    check_losses_finite,
+    install_nonfinite_check,
+    nonfinite_terms,
+)
 from mask2former.utils.atomic_io import AtomicCheckpointerMixin, load_checkpoint_file
 
 
@@ -18,15 +23,23 @@ class Ckpt(AtomicCheckpointerMixin, DetectionCheckpointer):
 
 
 def test_nonfinite_terms():
-    d = {"loss_ce": torch.tensor(1.0), "loss_mask": torch.tensor(float("nan")),
-         "loss_dice": torch.tensor(float("inf")), "n": 3}
+    d = {
+        "loss_ce": torch.tensor(1.0),
+        "loss_mask": torch.tensor(float("nan")),
+        "loss_dice": torch.tensor(float("inf")),
+        "n": 3,
+    }
     assert set(nonfinite_terms(d)) == {"loss_mask", "loss_dice"}
     check_losses_finite({"a": torch.tensor(0.5)}, 3)
     with pytest.raises(NonFiniteLossError) as e:
         check_losses_finite(d, 17, last_checkpoint="out/model_0000009.pth")
     msg = str(e.value)
     assert "iteration 17" in msg and "loss_mask=nan" in msg and "loss_dice=inf" in msg
-    assert "2 other loss terms were finite" in msg and "out/model_0000009.pth" in msg and "BASE_LR" in msg
+    assert (
+        "2 other loss terms were finite" in msg
+        and "out/model_0000009.pth" in msg
+        and "BASE_LR" in msg
+    )
     assert e.value.iteration == 17 and set(e.value.terms) == {"loss_mask", "loss_dice"}
     assert isinstance(e.value, FloatingPointError)
 
@@ -70,7 +83,10 @@ def test_training_stops_and_last_good_checkpoint_is_intact(tmp_path):
     assert "Non-finite loss at iteration 7: loss_b=nan" in msg
     assert "model_0000005.pth" in msg and "img_007.jpg" in msg
     # checkpoints at iterations 2 and 5 only (period 3); nothing written after the bad step
-    assert sorted(f for f in os.listdir(tmp_path) if f.endswith(".pth")) == ["model_0000002.pth", "model_0000005.pth"]
+    assert sorted(f for f in os.listdir(tmp_path) if f.endswith(".pth")) == [
+        "model_0000002.pth",
+        "model_0000005.pth",
+    ]
     assert (tmp_path / "last_checkpoint").read_text() == "model_0000005.pth"
     ckpt = load_checkpoint_file(tmp_path / "model_0000005.pth")
     assert all(torch.isfinite(v).all() for v in ckpt["model"].values())

@@ -1,4 +1,5 @@
 """Pieces that make a resumed run continue exactly (mask2former/utils/resume.py)."""
+
 import itertools
 import random
 

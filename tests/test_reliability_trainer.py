@@ -1,5 +1,6 @@
 """The project's Trainer (tools/train_net.py's) with the reliability pieces wired in: a NaN loss
 stops training and keeps the last good checkpoint; checkpoints are atomic and can be safetensors."""
+
 import os
 import sys
 from pathlib import Path
@@ -23,8 +24,15 @@ def _msda_backend(monkeypatch):
 def _trainer(tmp_path, **overrides):
     drv.register(tmp_path / "data")
     train_net = drv.load_train_net()
-    opts = drv.opts_list(tmp_path / "out", **{"SOLVER.IMS_PER_BATCH": 2, "DATASETS.TEST": (),
-                                              "SOLVER.CHECKPOINT_PERIOD": 2, **overrides})
+    opts = drv.opts_list(
+        tmp_path / "out",
+        **{
+            "SOLVER.IMS_PER_BATCH": 2,
+            "DATASETS.TEST": (),
+            "SOLVER.CHECKPOINT_PERIOD": 2,
+            **overrides,
+        },
+    )
     args = train_net.default_argument_parser().parse_args(["--config-file", drv.CONFIG, *opts])
     cfg = train_net.setup(args)
     return train_net.Trainer(cfg)
@@ -63,7 +71,9 @@ def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path):
 
 
 def test_safetensors_checkpoints_and_resume(tmp_path):
-    trainer = _trainer(tmp_path, **{"SOLVER.MAX_ITER": 2, "SOLVER.CHECKPOINT_FORMAT": "safetensors"})
+    trainer = _trainer(
+        tmp_path, **{"SOLVER.MAX_ITER": 2, "SOLVER.CHECKPOINT_FORMAT": "safetensors"}
+    )
     trainer.resume_or_load(resume=False)
     trainer.train()
     out = tmp_path / "out"
@@ -71,7 +81,9 @@ def test_safetensors_checkpoints_and_resume(tmp_path):
     assert "model_final.safetensors" in names and "model_final.state.pth" in names
     assert not [n for n in names if n.endswith(".pth") and not n.endswith(".state.pth")]
     assert (out / "last_checkpoint").read_text() == "model_final.safetensors"
-    resumed = _trainer(tmp_path, **{"SOLVER.MAX_ITER": 4, "SOLVER.CHECKPOINT_FORMAT": "safetensors"})
+    resumed = _trainer(
+        tmp_path, **{"SOLVER.MAX_ITER": 4, "SOLVER.CHECKPOINT_FORMAT": "safetensors"}
+    )
     resumed.resume_or_load(resume=True)
     assert resumed.start_iter == 2
     for (k, a), b in zip(trainer.model.state_dict().items(), resumed.model.state_dict().values()):

@@ -1,4 +1,5 @@
 """Bad inputs give errors that name the file and the fix (mask2former/data/validation.py)."""
+
 import logging
 
 import numpy as np
@@ -40,7 +41,9 @@ def test_truncated_image(tmp_path):
     data = full.read_bytes()
     bad = tmp_path / "cut.jpg"
     bad.write_bytes(data[: len(data) // 2])
-    with pytest.raises(InvalidInputError, match=r"cut\.jpg is truncated or corrupted.*Fix: re-download"):
+    with pytest.raises(
+        InvalidInputError, match=r"cut\.jpg is truncated or corrupted.*Fix: re-download"
+    ):
         read_image(str(bad), "BGR")
 
 
@@ -100,7 +103,9 @@ def test_16bit_rgb_png(tmp_path):
     p = tmp_path / "rgb16.png"
     cv2.imwrite(str(p), arr)
     rgb = read_image(str(p), "RGB")
-    assert rgb.dtype == np.uint8 and abs(int(rgb[0, 0, 0]) - 60000 // 257) <= 1 and rgb[0, 0, 1] == 0
+    assert (
+        rgb.dtype == np.uint8 and abs(int(rgb[0, 0, 0]) - 60000 // 257) <= 1 and rgb[0, 0, 1] == 0
+    )
 
 
 def test_exif_rotated_image(tmp_path):
@@ -120,7 +125,9 @@ def test_exif_rotated_image(tmp_path):
 
 
 def test_image_size_mismatch():
-    with pytest.raises(InvalidInputError, match=r"a\.jpg is 24x16 .* annotation says 30x16.*Fix: correct"):
+    with pytest.raises(
+        InvalidInputError, match=r"a\.jpg is 24x16 .* annotation says 30x16.*Fix: correct"
+    ):
         check_image_size({"file_name": "a.jpg", "height": 16, "width": 30}, _rgb())
 
 
@@ -155,7 +162,10 @@ def test_semantic_label_gray_saved_as_rgb_is_accepted(tmp_path):
 
 
 def test_missing_semantic_label_file(tmp_path):
-    with pytest.raises(MissingFileError, match=r"semantic label file .*x\.png \(annotation of image a\.jpg\) does not exist"):
+    with pytest.raises(
+        MissingFileError,
+        match=r"semantic label file .*x\.png \(annotation of image a\.jpg\) does not exist",
+    ):
         read_sem_seg(str(tmp_path / "x.png"), 3, image_file="a.jpg")
 
 
@@ -181,7 +191,9 @@ def test_panoptic_segment_id_not_in_segments_info(tmp_path):
     _pan_png(p, ids)
     read = read_panoptic_ids(str(p))
     np.testing.assert_array_equal(read, ids)
-    check_panoptic_segments(read, [{"id": 1000, "category_id": 1}, {"id": 2001, "category_id": 2}], str(p))
+    check_panoptic_segments(
+        read, [{"id": 1000, "category_id": 1}, {"id": 2001, "category_id": 2}], str(p)
+    )
     with pytest.raises(InvalidInputError) as e:
         check_panoptic_segments(read, [{"id": 1000, "category_id": 1}], str(p), image_file="i.jpg")
     msg = str(e.value)
@@ -210,18 +222,27 @@ def test_polygons_with_fewer_than_3_points_are_dropped_with_count(caplog):
         "file_name": "a.jpg",
         "annotations": [
             {"category_id": 0, "segmentation": [good, [1, 1, 2, 2]], "iscrowd": 0},
-            {"category_id": 1, "segmentation": [[5, 5, 6, 6]], "iscrowd": 0},  # only a 2-point polygon
+            {
+                "category_id": 1,
+                "segmentation": [[5, 5, 6, 6]],
+                "iscrowd": 0,
+            },  # only a 2-point polygon
             {"category_id": 1, "segmentation": {"size": [4, 4], "counts": "abc"}, "iscrowd": 0},
         ],
     }
     with caplog.at_level(logging.WARNING, logger="mask2former.data.validation"):
-        out = validate_dataset_dicts([d, {"file_name": "b.jpg", "annotations": []}], "toy", num_classes=2)
+        out = validate_dataset_dicts(
+            [d, {"file_name": "b.jpg", "annotations": []}], "toy", num_classes=2
+        )
     annos = out[0]["annotations"]
     assert len(annos) == 2 and annos[0]["segmentation"] == [good]
     assert d["annotations"][0]["segmentation"] == [good, [1, 1, 2, 2]]  # input not modified
     text = caplog.text
     assert "Dataset toy (2 images)" in text and "2 polygon(s) with fewer than 3 points" in text
-    assert "1 instance(s) had no valid polygon" in text and "1 image(s) have an empty annotation list" in text
+    assert (
+        "1 instance(s) had no valid polygon" in text
+        and "1 image(s) have an empty annotation list" in text
+    )
 
 
 def test_polygon_with_odd_coordinates_raises():
@@ -230,11 +251,21 @@ def test_polygon_with_odd_coordinates_raises():
 
 
 def test_dataset_level_category_check():
-    d = {"file_name": "a.jpg", "annotations": [{"category_id": 5, "segmentation": [], "iscrowd": 0}]}
+    d = {
+        "file_name": "a.jpg",
+        "annotations": [{"category_id": 5, "segmentation": [], "iscrowd": 0}],
+    }
     with pytest.raises(InvalidInputError, match=r"annotation #0 in a\.jpg has category_id 5"):
         check_instance_annotations(d, 3)
-    pan = {"file_name": "a.jpg", "pan_seg_file_name": "a.png", "segments_info": [{"id": 3, "category_id": 9}]}
-    with pytest.raises(InvalidInputError, match=r"segment 3 in a\.png \(annotation of image a\.jpg\) has category_id 9"):
+    pan = {
+        "file_name": "a.jpg",
+        "pan_seg_file_name": "a.png",
+        "segments_info": [{"id": 3, "category_id": 9}],
+    }
+    with pytest.raises(
+        InvalidInputError,
+        match=r"segment 3 in a\.png \(annotation of image a\.jpg\) has category_id 9",
+    ):
         validate_dataset_dicts([pan], num_classes=4)
 
 
@@ -250,7 +281,9 @@ def test_dataset_level_missing_files(tmp_path):
 def test_config_misspelled_key_suggests_closest(tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("SOLVER:\n  BASE_LRR: 0.1\n")
-    with pytest.raises(ConfigKeyError, match=r"unknown config key 'SOLVER.BASE_LRR'.*Did you mean 'SOLVER.BASE_LR'"):
+    with pytest.raises(
+        ConfigKeyError, match=r"unknown config key 'SOLVER.BASE_LRR'.*Did you mean 'SOLVER.BASE_LR'"
+    ):
         load_config(str(cfg))
 
 

@@ -1,4 +1,5 @@
 """Optimiser param groups, full-model clipping and LR schedules (mask2former/solver)."""
+
 import math
 
 import pytest
@@ -144,8 +145,13 @@ def test_clipping_disabled_returns_the_plain_class():
 
 
 def test_poly_lr_values():
-    cfg = make_cfg(LR_SCHEDULER_NAME="WarmupPolyLR", MAX_ITER=100, WARMUP_ITERS=0, BASE_LR=1e-4,
-                   POLY_LR_POWER=0.9)
+    cfg = make_cfg(
+        LR_SCHEDULER_NAME="WarmupPolyLR",
+        MAX_ITER=100,
+        WARMUP_ITERS=0,
+        BASE_LR=1e-4,
+        POLY_LR_POWER=0.9,
+    )
     model = FakeModel()
     opt = build_optimizer(cfg, model)
     sched = build_lr_scheduler(cfg, opt)
@@ -160,8 +166,16 @@ def test_poly_lr_values():
 
 
 def test_step_lr_with_warmup():
-    cfg = make_cfg(LR_SCHEDULER_NAME="WarmupMultiStepLR", MAX_ITER=20, STEPS=(10, 15), GAMMA=0.1,
-                   WARMUP_ITERS=2, WARMUP_FACTOR=1.0, BASE_LR=1.0, BACKBONE_MULTIPLIER=1.0)
+    cfg = make_cfg(
+        LR_SCHEDULER_NAME="WarmupMultiStepLR",
+        MAX_ITER=20,
+        STEPS=(10, 15),
+        GAMMA=0.1,
+        WARMUP_ITERS=2,
+        WARMUP_FACTOR=1.0,
+        BASE_LR=1.0,
+        BACKBONE_MULTIPLIER=1.0,
+    )
     model = nn.Linear(2, 2)
     opt = build_optimizer(cfg, model)
     sched = build_lr_scheduler(cfg, opt)
@@ -178,8 +192,14 @@ def test_step_lr_with_warmup():
 def test_poly_lr_resume_follows_the_config(caplog):
     """Resuming with a larger MAX_ITER continues on the new schedule (detectron2's version kept
     the checkpoint's MAX_ITER and crashed past it)."""
-    cfg = make_cfg(LR_SCHEDULER_NAME="WarmupPolyLR", MAX_ITER=100, WARMUP_ITERS=0, BASE_LR=1.0,
-                   BACKBONE_MULTIPLIER=1.0, POLY_LR_POWER=0.9)
+    cfg = make_cfg(
+        LR_SCHEDULER_NAME="WarmupPolyLR",
+        MAX_ITER=100,
+        WARMUP_ITERS=0,
+        BASE_LR=1.0,
+        BACKBONE_MULTIPLIER=1.0,
+        POLY_LR_POWER=0.9,
+    )
     model = nn.Linear(2, 2)
     opt = build_optimizer(cfg, model)
     sched = build_lr_scheduler(cfg, opt)

@@ -1,12 +1,16 @@
 """Swin backbone: SDPA window attention == the explicit published formula; shapes; names."""
+
 import pytest
 import torch
-import torch.nn.functional as F
-
 from detectron2.config import get_cfg
 
 from mask2former.config import add_maskformer2_config
-from mask2former.modeling.backbone.swin import BasicLayer, D2SwinTransformer, WindowAttention, window_partition
+from mask2former.modeling.backbone.swin import (
+    BasicLayer,
+    D2SwinTransformer,
+    WindowAttention,
+    window_partition,
+)
 
 
 def reference_window_attention(attn: WindowAttention, x, mask=None):
@@ -35,7 +39,9 @@ def test_window_attention_matches_reference_float64(shifted):
     H, W = 8, 12
     mask = layer._shift_attention_mask(H, W, "cpu", torch.float64) if shifted else None
     x = torch.randn(2 * (H // 4) * (W // 4), 16, 24, dtype=torch.float64)
-    torch.testing.assert_close(attn(x, mask), reference_window_attention(attn, x, mask), rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(
+        attn(x, mask), reference_window_attention(attn, x, mask), rtol=1e-10, atol=1e-10
+    )
 
 
 def test_shift_mask_separates_regions():
@@ -62,17 +68,28 @@ def test_d2_swin_outputs_and_names():
     out = model(torch.randn(1, 3, 70, 100))  # not a multiple of the window or patch size
     shapes = {k: tuple(v.shape) for k, v in out.items()}
     assert shapes == {
-        "res2": (1, 24, 18, 25), "res3": (1, 48, 9, 13), "res4": (1, 96, 5, 7), "res5": (1, 192, 3, 4)
+        "res2": (1, 24, 18, 25),
+        "res3": (1, 48, 9, 13),
+        "res4": (1, 96, 5, 7),
+        "res5": (1, 192, 3, 4),
     }
     spec = model.output_shape()
     assert [(spec[k].channels, spec[k].stride) for k in ("res2", "res3", "res4", "res5")] == [
-        (24, 4), (48, 8), (96, 16), (192, 32)
+        (24, 4),
+        (48, 8),
+        (96, 16),
+        (192, 32),
     ]
     assert model.size_divisibility == 32
     names = set(model.state_dict())
-    for n in ("patch_embed.proj.weight", "layers.0.blocks.1.attn.relative_position_bias_table",
-              "layers.0.blocks.0.attn.relative_position_index", "layers.2.downsample.reduction.weight",
-              "norm3.weight", "layers.3.blocks.1.mlp.fc2.bias"):
+    for n in (
+        "patch_embed.proj.weight",
+        "layers.0.blocks.1.attn.relative_position_bias_table",
+        "layers.0.blocks.0.attn.relative_position_index",
+        "layers.2.downsample.reduction.weight",
+        "norm3.weight",
+        "layers.3.blocks.1.mlp.fc2.bias",
+    ):
         assert n in names
     assert not any("attn_mask" in n for n in names)
 

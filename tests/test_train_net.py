@@ -3,6 +3,7 @@
 The engine is exercised with a toy meta-architecture built from the real matcher and criterion
 (fast, independent of the model code); one test trains the real MaskFormer when it is registered.
 """
+
 import importlib.util
 import json
 import os
@@ -50,8 +51,15 @@ def make_dataset(root: Path, n: int = 4, size: int = 64) -> list[dict]:
         label[:2] = 255
         Image.fromarray(img).save(root / f"{i}.png")
         Image.fromarray(label).save(root / f"{i}_label.png")
-        records.append(dict(file_name=str(root / f"{i}.png"), height=size, width=size, image_id=i,
-                            sem_seg_file_name=str(root / f"{i}_label.png")))
+        records.append(
+            dict(
+                file_name=str(root / f"{i}.png"),
+                height=size,
+                width=size,
+                image_id=i,
+                sem_seg_file_name=str(root / f"{i}_label.png"),
+            )
+        )
     return records
 
 
@@ -81,14 +89,24 @@ class ToyMaskFormer(nn.Module):
         self.layer = nn.Linear(8, 8)
         self.decoder_norm = nn.LayerNorm(8)
         self.class_embed = nn.Linear(8, self.num_classes + 1)
-        weight_dict = {"loss_ce": mf.CLASS_WEIGHT, "loss_mask": mf.MASK_WEIGHT,
-                       "loss_dice": mf.DICE_WEIGHT}
+        weight_dict = {
+            "loss_ce": mf.CLASS_WEIGHT,
+            "loss_mask": mf.MASK_WEIGHT,
+            "loss_dice": mf.DICE_WEIGHT,
+        }
         weight_dict.update({f"{k}_0": v for k, v in list(weight_dict.items())})
-        matcher = HungarianMatcher(mf.CLASS_WEIGHT, mf.MASK_WEIGHT, mf.DICE_WEIGHT,
-                                   num_points=mf.TRAIN_NUM_POINTS)
+        matcher = HungarianMatcher(
+            mf.CLASS_WEIGHT, mf.MASK_WEIGHT, mf.DICE_WEIGHT, num_points=mf.TRAIN_NUM_POINTS
+        )
         self.criterion = SetCriterion(
-            self.num_classes, matcher, weight_dict, mf.NO_OBJECT_WEIGHT, ["labels", "masks"],
-            mf.TRAIN_NUM_POINTS, mf.OVERSAMPLE_RATIO, mf.IMPORTANCE_SAMPLE_RATIO,
+            self.num_classes,
+            matcher,
+            weight_dict,
+            mf.NO_OBJECT_WEIGHT,
+            ["labels", "masks"],
+            mf.TRAIN_NUM_POINTS,
+            mf.OVERSAMPLE_RATIO,
+            mf.IMPORTANCE_SAMPLE_RATIO,
             point_sampled=mf.POINT_SAMPLED_LOSS,
         )
 
@@ -98,12 +116,15 @@ class ToyMaskFormer(nn.Module):
 
     def _predict(self, q, feats):
         q = self.decoder_norm(q)
-        return {"pred_logits": self.class_embed(q),
-                "pred_masks": torch.einsum("bqc,bchw->bqhw", q, feats)}
+        return {
+            "pred_logits": self.class_embed(q),
+            "pred_masks": torch.einsum("bqc,bchw->bqhw", q, feats),
+        }
 
     def forward(self, batched_inputs):
-        images = [(x["image"].to(self.device) - self.pixel_mean) / self.pixel_std
-                  for x in batched_inputs]
+        images = [
+            (x["image"].to(self.device) - self.pixel_mean) / self.pixel_std for x in batched_inputs
+        ]
         images = ImageList.from_tensors(images, 32)
         feats = self.backbone(images.tensor)
         q0 = self.query_feat.weight[None].expand(len(images), -1, -1)
@@ -115,19 +136,29 @@ class ToyMaskFormer(nn.Module):
             for x in batched_inputs:
                 sem = x["sem_seg"].to(self.device)
                 classes = [c for c in sem.unique().tolist() if c != 255]
-                masks = torch.stack([sem == c for c in classes]) if classes else \
-                    torch.zeros(0, *sem.shape, dtype=torch.bool, device=self.device)
+                masks = (
+                    torch.stack([sem == c for c in classes])
+                    if classes
+                    else torch.zeros(0, *sem.shape, dtype=torch.bool, device=self.device)
+                )
                 masks = F.pad(masks, (0, w - masks.shape[-1], 0, h - masks.shape[-2]))
-                targets.append({"labels": torch.tensor(classes, dtype=torch.int64,
-                                                       device=self.device), "masks": masks})
+                targets.append(
+                    {
+                        "labels": torch.tensor(classes, dtype=torch.int64, device=self.device),
+                        "masks": masks,
+                    }
+                )
             losses = self.criterion({**out, "aux_outputs": [aux]}, targets)
             return {k: v * self.criterion.weight_dict[k] for k, v in losses.items()}
         results = []
         masks = F.interpolate(out["pred_masks"], size=images.tensor.shape[-2:], mode="bilinear")
         for i, x in enumerate(batched_inputs):
             ih, iw = images.image_sizes[i]
-            m = F.interpolate(masks[i : i + 1, :, :ih, :iw], size=(x.get("height", ih),
-                              x.get("width", iw)), mode="bilinear")[0]
+            m = F.interpolate(
+                masks[i : i + 1, :, :ih, :iw],
+                size=(x.get("height", ih), x.get("width", iw)),
+                mode="bilinear",
+            )[0]
             prob = out["pred_logits"][i].softmax(-1)[:, :-1]
             results.append({"sem_seg": torch.einsum("qc,qhw->chw", prob, m.sigmoid())})
         return results
@@ -191,8 +222,11 @@ def tiny_dataset(tmp_path):
 @pytest.mark.parametrize("precision", ["fp32", "bfloat16"])
 def test_train_net_trains_a_few_iterations(tiny_dataset, tmp_path, precision):
     out = tmp_path / "out"
-    amp = {} if precision == "fp32" else {"SOLVER.AMP.ENABLED": True,
-                                           "SOLVER.AMP.PRECISION": precision}
+    amp = (
+        {}
+        if precision == "fp32"
+        else {"SOLVER.AMP.ENABLED": True, "SOLVER.AMP.PRECISION": precision}
+    )
     run_train_net(toy_opts(out, **amp))
     assert (out / "model_final.pth").exists()
     assert (out / "config.yaml").exists()
@@ -241,10 +275,16 @@ def test_eval_only_and_tta(tiny_dataset, tmp_path):
     out = tmp_path / "out"
     run_train_net(toy_opts(out, max_iter=2))
     _, res = run_train_net(
-        ["--eval-only"] + toy_opts(out, **{"MODEL.WEIGHTS": str(out / "model_final.pth"),
-                                           "TEST.AUG.ENABLED": True,
-                                           "TEST.AUG.MIN_SIZES": (48, 64),
-                                           "TEST.AUG.MAX_SIZE": 128})
+        ["--eval-only"]
+        + toy_opts(
+            out,
+            **{
+                "MODEL.WEIGHTS": str(out / "model_final.pth"),
+                "TEST.AUG.ENABLED": True,
+                "TEST.AUG.MIN_SIZES": (48, 64),
+                "TEST.AUG.MAX_SIZE": 128,
+            },
+        )
     )
     assert "sem_seg" in res and 0 <= res["sem_seg"]["mIoU"] <= 100
     assert f"{DATASET}_TTA" in res and "mIoU" in res[f"{DATASET}_TTA"]["sem_seg"]
@@ -292,37 +332,41 @@ def _real_model_available():
 @pytest.mark.skipif(not _real_model_available(), reason="MaskFormer or its semantic mapper missing")
 def test_train_net_with_the_real_model(tiny_dataset, tmp_path):
     out = tmp_path / "out"
-    opts = toy_opts(out, max_iter=2, **{
-        "MODEL.META_ARCHITECTURE": "MaskFormer",
-        "MODEL.BACKBONE.NAME": "build_resnet_backbone",
-        "MODEL.RESNETS.DEPTH": 18,
-        "MODEL.RESNETS.RES2_OUT_CHANNELS": 64,
-        "MODEL.RESNETS.OUT_FEATURES": ("res2", "res3", "res4", "res5"),
-        "MODEL.PIXEL_MEAN": (123.675, 116.28, 103.53),
-        "MODEL.PIXEL_STD": (58.395, 57.12, 57.375),
-        "MODEL.SEM_SEG_HEAD.NAME": "MaskFormerHead",
-        "MODEL.SEM_SEG_HEAD.IN_FEATURES": ("res2", "res3", "res4", "res5"),
-        "MODEL.SEM_SEG_HEAD.PIXEL_DECODER_NAME": "MSDeformAttnPixelDecoder",
-        "MODEL.SEM_SEG_HEAD.TRANSFORMER_ENC_LAYERS": 1,
-        "MODEL.SEM_SEG_HEAD.CONVS_DIM": 32,
-        "MODEL.SEM_SEG_HEAD.MASK_DIM": 32,
-        "MODEL.SEM_SEG_HEAD.NORM": "GN",
-        "MODEL.MASK_FORMER.TRANSFORMER_IN_FEATURE": "multi_scale_pixel_decoder",
-        "MODEL.MASK_FORMER.HIDDEN_DIM": 32,
-        "MODEL.MASK_FORMER.DIM_FEEDFORWARD": 64,
-        "MODEL.MASK_FORMER.DEC_LAYERS": 4,
-        "MODEL.MASK_FORMER.DROPOUT": 0.0,
-        "MODEL.MASK_FORMER.NHEADS": 4,
-        "INPUT.DATASET_MAPPER_NAME": "mask_former_semantic",
-        "INPUT.FORMAT": "RGB",
-        "INPUT.CROP.ENABLED": True,
-        "INPUT.CROP.TYPE": "absolute",
-        "INPUT.CROP.SIZE": (64, 64),
-        "INPUT.SIZE_DIVISIBILITY": 64,
-        "SOLVER.AMP.ENABLED": True,
-        "SOLVER.AMP.PRECISION": "bfloat16",
-        "DATASETS.TEST": (),
-    })
+    opts = toy_opts(
+        out,
+        max_iter=2,
+        **{
+            "MODEL.META_ARCHITECTURE": "MaskFormer",
+            "MODEL.BACKBONE.NAME": "build_resnet_backbone",
+            "MODEL.RESNETS.DEPTH": 18,
+            "MODEL.RESNETS.RES2_OUT_CHANNELS": 64,
+            "MODEL.RESNETS.OUT_FEATURES": ("res2", "res3", "res4", "res5"),
+            "MODEL.PIXEL_MEAN": (123.675, 116.28, 103.53),
+            "MODEL.PIXEL_STD": (58.395, 57.12, 57.375),
+            "MODEL.SEM_SEG_HEAD.NAME": "MaskFormerHead",
+            "MODEL.SEM_SEG_HEAD.IN_FEATURES": ("res2", "res3", "res4", "res5"),
+            "MODEL.SEM_SEG_HEAD.PIXEL_DECODER_NAME": "MSDeformAttnPixelDecoder",
+            "MODEL.SEM_SEG_HEAD.TRANSFORMER_ENC_LAYERS": 1,
+            "MODEL.SEM_SEG_HEAD.CONVS_DIM": 32,
+            "MODEL.SEM_SEG_HEAD.MASK_DIM": 32,
+            "MODEL.SEM_SEG_HEAD.NORM": "GN",
+            "MODEL.MASK_FORMER.TRANSFORMER_IN_FEATURE": "multi_scale_pixel_decoder",
+            "MODEL.MASK_FORMER.HIDDEN_DIM": 32,
+            "MODEL.MASK_FORMER.DIM_FEEDFORWARD": 64,
+            "MODEL.MASK_FORMER.DEC_LAYERS": 4,
+            "MODEL.MASK_FORMER.DROPOUT": 0.0,
+            "MODEL.MASK_FORMER.NHEADS": 4,
+            "INPUT.DATASET_MAPPER_NAME": "mask_former_semantic",
+            "INPUT.FORMAT": "RGB",
+            "INPUT.CROP.ENABLED": True,
+            "INPUT.CROP.TYPE": "absolute",
+            "INPUT.CROP.SIZE": (64, 64),
+            "INPUT.SIZE_DIVISIBILITY": 64,
+            "SOLVER.AMP.ENABLED": True,
+            "SOLVER.AMP.PRECISION": "bfloat16",
+            "DATASETS.TEST": (),
+        },
+    )
     run_train_net(opts)
     assert (out / "model_final.pth").exists()
     metrics = [json.loads(line) for line in (out / "metrics.json").read_text().splitlines()]
@@ -370,5 +414,6 @@ def test_unknown_precision_raises():
     from mask2former.engine import MixedPrecisionTrainer
 
     with pytest.raises(ValueError, match="bfloat16"):
-        MixedPrecisionTrainer(nn.Linear(1, 1), [0], torch.optim.SGD([nn.Parameter(torch.ones(1))],
-                                                                  lr=1), "fp8", "cpu")
+        MixedPrecisionTrainer(
+            nn.Linear(1, 1), [0], torch.optim.SGD([nn.Parameter(torch.ones(1))], lr=1), "fp8", "cpu"
+        )

@@ -1,4 +1,5 @@
 """Multi-process training on the CPU (Gloo) through mask2former.engine.launch."""
+
 import json
 
 import pytest

@@ -1,10 +1,10 @@
 """A 2-iteration detectron2 DefaultTrainer run on a tiny generated dataset, on the CPU."""
-import numpy as np
-from PIL import Image
 
+import numpy as np
 from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.engine import DefaultTrainer
+from PIL import Image
 
 
 def make_semseg_dataset(root, n=4, size=64):
@@ -18,8 +18,13 @@ def make_semseg_dataset(root, n=4, size=64):
         Image.fromarray(img).save(img_path)
         Image.fromarray(label).save(label_path)
         records.append(
-            dict(file_name=str(img_path), sem_seg_file_name=str(label_path), height=size,
-                 width=size, image_id=i)
+            dict(
+                file_name=str(img_path),
+                sem_seg_file_name=str(label_path),
+                height=size,
+                width=size,
+                image_id=i,
+            )
         )
     return records
 

@@ -4,11 +4,12 @@ detectron2 .pkl that MODEL.WEIGHTS loads.
 Not a script and not part of the package: the conversion scripts import it from their own
 folder, so they run without importing `mask2former` (nor registering its datasets).
 """
+
 from __future__ import annotations
 
 import argparse
 import pickle
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch

@@ -20,6 +20,7 @@ R50 on COCO, averaged over val images); attention through scaled_dot_product_att
 counted, the deformable-attention sampling (a custom op, uncounted by fvcore in the paper too) is
 not.
 """
+
 import argparse
 import json
 import logging
@@ -36,17 +37,33 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--config-file", required=True)
-    p.add_argument("--size", type=int, nargs=2, default=[800, 1216], metavar=("H", "W"),
-                   help="input image size (after the test-time resize)")
-    p.add_argument("--output-size", type=int, nargs=2, default=None, metavar=("H", "W"),
-                   help="requested output height/width (default: the input size)")
+    p.add_argument(
+        "--size",
+        type=int,
+        nargs=2,
+        default=[800, 1216],
+        metavar=("H", "W"),
+        help="input image size (after the test-time resize)",
+    )
+    p.add_argument(
+        "--output-size",
+        type=int,
+        nargs=2,
+        default=None,
+        metavar=("H", "W"),
+        help="requested output height/width (default: the input size)",
+    )
     p.add_argument("--device", default="cpu", help="cpu, cuda, or 'all' (cpu and cuda if present)")
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: leave as is)")
     p.add_argument("--weights", default="", help="checkpoint to load (.pkl/.pth)")
-    p.add_argument("--all-outputs", action="store_true", help="turn on semantic, panoptic and instance")
-    p.add_argument("--sharpen", type=float, default=30.0, help="class-head scale for random weights")
+    p.add_argument(
+        "--all-outputs", action="store_true", help="turn on semantic, panoptic and instance"
+    )
+    p.add_argument(
+        "--sharpen", type=float, default=30.0, help="class-head scale for random weights"
+    )
     p.add_argument("--no-flops", action="store_true")
     p.add_argument("--json", default="", help="also write the results to this JSON file")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
@@ -54,16 +71,22 @@ def parse_args(argv=None):
 
 
 def build(args, device: str):
-    import mask2former  # noqa: F401
     from detectron2.modeling import build_model
 
+    import mask2former  # noqa: F401
     from mask2former.checkpoint import MaskFormerCheckpointer
     from mask2former.config import load_config
 
     opts = ["MODEL.DEVICE", device, "MODEL.WEIGHTS", ""] + list(args.opts)
     if args.all_outputs:
-        opts += ["MODEL.MASK_FORMER.TEST.SEMANTIC_ON", "True", "MODEL.MASK_FORMER.TEST.PANOPTIC_ON", "True",
-                 "MODEL.MASK_FORMER.TEST.INSTANCE_ON", "True"]
+        opts += [
+            "MODEL.MASK_FORMER.TEST.SEMANTIC_ON",
+            "True",
+            "MODEL.MASK_FORMER.TEST.PANOPTIC_ON",
+            "True",
+            "MODEL.MASK_FORMER.TEST.INSTANCE_ON",
+            "True",
+        ]
     cfg = load_config(args.config_file, opts)
     torch.manual_seed(0)
     model = build_model(cfg).eval()
@@ -141,7 +164,9 @@ def count_flops(model, images_tensor) -> float | None:
 
     analysis = FlopCountAnalysis(Net(model), (images_tensor,))
     analysis.set_op_handle("aten::scaled_dot_product_attention", sdpa_flop)
-    analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
+    analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings(
+        "none"
+    )
     logging.getLogger("fvcore").setLevel(logging.ERROR)
     return analysis.total()
 
@@ -190,7 +215,9 @@ def run(args, device: str) -> dict:
     return {
         "config": args.config_file,
         "device": device,
-        "device_name": torch.cuda.get_device_name() if device.startswith("cuda") else f"CPU x{torch.get_num_threads()} threads",
+        "device_name": torch.cuda.get_device_name()
+        if device.startswith("cuda")
+        else f"CPU x{torch.get_num_threads()} threads",
         "msdeformattn_backend": select_backend("cuda" if device.startswith("cuda") else "cpu").name,
         "input": [h, w],
         "outputs": describe(runs[-1]["_results"]),
@@ -204,15 +231,22 @@ def run(args, device: str) -> dict:
 
 def print_report(r: dict) -> None:
     total = sum(r["stages_s"].values())
-    print(f"\n{r['config']} on {r['device']} ({r['device_name']}), input {r['input'][0]}x{r['input'][1]}, "
-          f"MSDeformAttn backend: {r['msdeformattn_backend']}")
+    print(
+        f"\n{r['config']} on {r['device']} ({r['device_name']}), input {r['input'][0]}x{r['input'][1]}, "
+        f"MSDeformAttn backend: {r['msdeformattn_backend']}"
+    )
     print(f"outputs: {r['outputs']}")
-    print(f"| stage | seconds | share |\n|---|---:|---:|")
+    print("| stage | seconds | share |\n|---|---:|---:|")
     for k, v in r["stages_s"].items():
         print(f"| {k} | {v:.3f} | {100 * v / total:.1f}% |")
     print(f"| **total** (sum of stage medians) | **{total:.3f}** | 100% |")
-    print("total per run: " + ", ".join(f"{t:.3f}" for t in r["total_s_runs"]) + " s; end-to-end forward: "
-          + ", ".join(f"{t:.3f}" for t in r["end_to_end_s_runs"]) + " s")
+    print(
+        "total per run: "
+        + ", ".join(f"{t:.3f}" for t in r["total_s_runs"])
+        + " s; end-to-end forward: "
+        + ", ".join(f"{t:.3f}" for t in r["end_to_end_s_runs"])
+        + " s"
+    )
     flops = "n/a" if r["gflops"] is None else f"{r['gflops']:.1f} GFLOPs (fvcore, network only)"
     print(f"params: {r['params']:,} ({r['params'] / 1e6:.1f}M); {flops}")
 

@@ -14,6 +14,7 @@ that mode's alone:
 The point-vs-full ratio is computed on the growth (weights and optimizer state are the same).
 The matcher uses TRAIN_NUM_POINTS points in both modes; only the final losses differ.
 """
+
 import argparse
 import json
 import os
@@ -178,8 +179,17 @@ def main(argv=None):
     results = []
     for mode in args.modes:
         cmd = [sys.executable, os.path.abspath(__file__), "--_child", mode]
-        for k in ("config_file", "size", "batch", "masks_per_image", "iters", "warmup",
-                  "precision", "device", "threads"):
+        for k in (
+            "config_file",
+            "size",
+            "batch",
+            "masks_per_image",
+            "iters",
+            "warmup",
+            "precision",
+            "device",
+            "threads",
+        ):
             cmd += [f"--{k.replace('_', '-')}", str(getattr(args, k))]
         cmd += list(args.opts)
         with tempfile.TemporaryFile("w+") as log:

@@ -11,6 +11,7 @@ the classifier (`head.*`), the final `norm.*` and the precomputed shifted-window
 checkpointer reports as missing only the head and the per-stage output norms `backbone.norm0..3`
 (new in the segmentation model).
 """
+
 import os
 import sys
 

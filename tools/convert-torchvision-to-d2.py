@@ -10,6 +10,7 @@ res{2..5}.{i}.conv{1,2,3}[.norm], shortcut[.norm]); the classifier (fc.*) and BN
 head keys as missing (they start from their initialisation) and nothing else.
 Use it with configs whose RESNETS.STRIDE_IN_1X1 is False (all Mask2Former configs).
 """
+
 import os
 import re
 import sys
@@ -33,8 +34,13 @@ def convert_key(k: str) -> str | None:
         k = k.replace(f"bn{t}", f"conv{t}.norm")
     k = k.replace("downsample.0", "shortcut")
     k = k.replace("downsample.1", "shortcut.norm")
-    if not re.fullmatch(r"(stem\.conv1|res[2-5]\.\d+\.(conv[123]|shortcut))(\.norm)?\.(weight|bias|running_mean|running_var)", k):
-        raise ValueError(f"unexpected torchvision key {old!r} (-> {k!r}); is this a torchvision ResNet?")
+    if not re.fullmatch(
+        r"(stem\.conv1|res[2-5]\.\d+\.(conv[123]|shortcut))(\.norm)?\.(weight|bias|running_mean|running_var)",
+        k,
+    ):
+        raise ValueError(
+            f"unexpected torchvision key {old!r} (-> {k!r}); is this a torchvision ResNet?"
+        )
     return "backbone." + k
 
 

@@ -10,6 +10,7 @@ min(mask IoU, Boundary IoU) (`--boundary-iou-mode boundary`: Boundary IoU alone)
 `bbox` give the usual COCO AP. Boundaries are the pixels within d = dilation_ratio x image
 diagonal of the mask contour (`--dilation-ratio`, default 0.02).
 """
+
 import argparse
 import contextlib
 import io
@@ -22,8 +23,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 METRICS = ["AP", "AP50", "AP75", "APs", "APm", "APl"]
 
 
-def evaluate(gt_json, dt_json, iou_type="boundary", dilation_ratio=0.02, iou_mode="min",
-             use_fast_impl=None):
+def evaluate(
+    gt_json, dt_json, iou_type="boundary", dilation_ratio=0.02, iou_mode="min", use_fast_impl=None
+):
     """{iou_type: {AP, AP50, AP75, APs, APm, APl}} in [0, 100] (NaN where undefined)."""
     import json
 
@@ -45,8 +47,13 @@ def evaluate(gt_json, dt_json, iou_type="boundary", dilation_ratio=0.02, iou_mod
         results = strip_boxes(results)  # areas from masks, as detectron2 does for segm
     coco_dt = coco_gt.loadRes(results)
     if iou_type == "boundary":
-        ev = make_boundary_cocoeval(coco_gt, coco_dt, dilation_ratio=dilation_ratio,
-                                    iou_mode=iou_mode, use_fast_impl=use_fast_impl)
+        ev = make_boundary_cocoeval(
+            coco_gt,
+            coco_dt,
+            dilation_ratio=dilation_ratio,
+            iou_mode=iou_mode,
+            use_fast_impl=use_fast_impl,
+        )
     else:
         if use_fast_impl:
             from detectron2.evaluation.fast_eval_api import COCOeval_opt as COCOeval  # noqa
@@ -63,15 +70,23 @@ def main(argv=None):
     parser.add_argument("--dt-json-file", required=True, help="COCO-format results")
     parser.add_argument("--iou-type", default="boundary", choices=["boundary", "segm", "bbox"])
     parser.add_argument("--dilation-ratio", type=float, default=0.02)
-    parser.add_argument("--boundary-iou-mode", default="min", choices=["min", "boundary"],
-                        help="min(mask IoU, Boundary IoU) (default, as published) or Boundary "
-                        "IoU alone")
+    parser.add_argument(
+        "--boundary-iou-mode",
+        default="min",
+        choices=["min", "boundary"],
+        help="min(mask IoU, Boundary IoU) (default, as published) or Boundary IoU alone",
+    )
     parser.add_argument("--output", default=None, help="folder for results.{md,csv,json}")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
 
-    res = evaluate(args.gt_json_file, args.dt_json_file, args.iou_type, args.dilation_ratio,
-                   args.boundary_iou_mode)
+    res = evaluate(
+        args.gt_json_file,
+        args.dt_json_file,
+        args.iou_type,
+        args.dilation_ratio,
+        args.boundary_iou_mode,
+    )
     if args.output:
         from mask2former.evaluation.reporting import write_results_table
 

@@ -19,6 +19,7 @@ the script stops and says which file and which fix did not match.
 
 Usage: ``python tools/install_detectron2.py [--cache-dir DIR] [--force]``
 """
+
 import argparse
 import hashlib
 import os
@@ -39,7 +40,7 @@ SDIST_SHA256 = "5d2e9e51e523ec72f6a31cca04b0a515492e9514b773a3d134cedc0677170b29
 
 # Replaces `from detectron2 import _C` where the compiled ops are used. Any use of a missing op
 # raises a RuntimeError that says what is missing and how to get it; importing stays possible.
-MISSING_C = '''try:
+MISSING_C = """try:
     from detectron2 import _C
 except ImportError:  # [mask2former patch] installed from PyPI without compiled ops
 
@@ -55,74 +56,134 @@ except ImportError:  # [mask2former patch] installed from PyPI without compiled 
             )
 
     _C = _MissingCompiledOps()
-'''
+"""
 
 # (file, old, new, count, why). `count` is how many times `old` must occur.
 PATCHES = [
     # --- packaging: the sdist has no csrc and no top-level configs/ ---------------------------
-    ("setup.py", "ext_modules=get_extensions(),", "ext_modules=[],", 1,
-     "sdist lacks detectron2/layers/csrc: build no extension"),
-    ("setup.py", 'package_data={"detectron2.model_zoo": get_model_zoo_configs()},',
-     'package_data={"detectron2.model_zoo": ["configs/**/*.yaml", "configs/**/*.py"]},', 1,
-     "the sdist ships the model-zoo configs inside the package already"),
+    (
+        "setup.py",
+        "ext_modules=get_extensions(),",
+        "ext_modules=[],",
+        1,
+        "sdist lacks detectron2/layers/csrc: build no extension",
+    ),
+    (
+        "setup.py",
+        'package_data={"detectron2.model_zoo": get_model_zoo_configs()},',
+        'package_data={"detectron2.model_zoo": ["configs/**/*.yaml", "configs/**/*.py"]},',
+        1,
+        "the sdist ships the model-zoo configs inside the package already",
+    ),
     # --- compiled ops imported at module level (upstream 710e7795, ac31916c) ------------------
-    ("detectron2/layers/deform_conv.py", "from detectron2 import _C\n", MISSING_C, 1,
-     "import without _C (upstream 710e7795)"),
-    ("detectron2/layers/rotated_boxes.py", "from detectron2 import _C\n", MISSING_C, 1,
-     "import without _C (upstream ac31916c)"),
-    ("detectron2/layers/roi_align_rotated.py", "from detectron2 import _C\n", MISSING_C, 1,
-     "import without _C (upstream ac31916c)"),
-    ("detectron2/evaluation/fast_eval_api.py", "from detectron2 import _C\n", MISSING_C, 1,
-     "import without _C (upstream 710e7795)"),
-    ("detectron2/layers/nms.py",
-     "    return torch.ops.detectron2.nms_rotated(boxes, scores, iou_threshold)",
-     "    if not hasattr(torch.ops.detectron2, 'nms_rotated'):  # [mask2former patch]\n"
-     "        from .rotated_boxes import _C as _maybe_missing\n"
-     "        _maybe_missing.nms_rotated  # raises the clear 'compiled op missing' error\n"
-     "    return torch.ops.detectron2.nms_rotated(boxes, scores, iou_threshold)", 1,
-     "clear error instead of 'No such operator detectron2::nms_rotated'"),
+    (
+        "detectron2/layers/deform_conv.py",
+        "from detectron2 import _C\n",
+        MISSING_C,
+        1,
+        "import without _C (upstream 710e7795)",
+    ),
+    (
+        "detectron2/layers/rotated_boxes.py",
+        "from detectron2 import _C\n",
+        MISSING_C,
+        1,
+        "import without _C (upstream ac31916c)",
+    ),
+    (
+        "detectron2/layers/roi_align_rotated.py",
+        "from detectron2 import _C\n",
+        MISSING_C,
+        1,
+        "import without _C (upstream ac31916c)",
+    ),
+    (
+        "detectron2/evaluation/fast_eval_api.py",
+        "from detectron2 import _C\n",
+        MISSING_C,
+        1,
+        "import without _C (upstream 710e7795)",
+    ),
+    (
+        "detectron2/layers/nms.py",
+        "    return torch.ops.detectron2.nms_rotated(boxes, scores, iou_threshold)",
+        "    if not hasattr(torch.ops.detectron2, 'nms_rotated'):  # [mask2former patch]\n"
+        "        from .rotated_boxes import _C as _maybe_missing\n"
+        "        _maybe_missing.nms_rotated  # raises the clear 'compiled op missing' error\n"
+        "    return torch.ops.detectron2.nms_rotated(boxes, scores, iou_threshold)",
+        1,
+        "clear error instead of 'No such operator detectron2::nms_rotated'",
+    ),
     # COCOEvaluator: fall back to pycocotools (and say so once) when _C is missing.
-    ("detectron2/evaluation/coco_evaluation.py", "        self._use_fast_impl = use_fast_impl\n",
-     "        self._use_fast_impl = use_fast_impl\n"
-     "        if use_fast_impl and not _fast_eval_available():  # [mask2former patch]\n"
-     "            self._use_fast_impl = False\n", 1,
-     "fall back to pycocotools COCOeval (upstream 710e7795)"),
-    ("detectron2/evaluation/coco_evaluation.py",
-     "from detectron2.evaluation.fast_eval_api import COCOeval_opt\n",
-     "from detectron2.evaluation.fast_eval_api import COCOeval_opt\n\n\n"
-     "_FAST_EVAL_WARNED = []\n\n\n"
-     "def _fast_eval_available():  # [mask2former patch]\n"
-     "    try:\n"
-     "        from detectron2 import _C  # noqa: F401\n"
-     "    except ImportError:\n"
-     "        if not _FAST_EVAL_WARNED:\n"
-     "            _FAST_EVAL_WARNED.append(True)\n"
-     "            logging.getLogger(__name__).warning(\n"
-     "                \"detectron2's compiled fast COCO evaluation is not installed; \"\n"
-     "                'using the official pycocotools COCOeval (same numbers, slower).'\n"
-     "            )\n"
-     "        return False\n"
-     "    return True\n", 1,
-     "fall back to pycocotools COCOeval (upstream 710e7795)"),
+    (
+        "detectron2/evaluation/coco_evaluation.py",
+        "        self._use_fast_impl = use_fast_impl\n",
+        "        self._use_fast_impl = use_fast_impl\n"
+        "        if use_fast_impl and not _fast_eval_available():  # [mask2former patch]\n"
+        "            self._use_fast_impl = False\n",
+        1,
+        "fall back to pycocotools COCOeval (upstream 710e7795)",
+    ),
+    (
+        "detectron2/evaluation/coco_evaluation.py",
+        "from detectron2.evaluation.fast_eval_api import COCOeval_opt\n",
+        "from detectron2.evaluation.fast_eval_api import COCOeval_opt\n\n\n"
+        "_FAST_EVAL_WARNED = []\n\n\n"
+        "def _fast_eval_available():  # [mask2former patch]\n"
+        "    try:\n"
+        "        from detectron2 import _C  # noqa: F401\n"
+        "    except ImportError:\n"
+        "        if not _FAST_EVAL_WARNED:\n"
+        "            _FAST_EVAL_WARNED.append(True)\n"
+        "            logging.getLogger(__name__).warning(\n"
+        '                "detectron2\'s compiled fast COCO evaluation is not installed; "\n'
+        "                'using the official pycocotools COCOeval (same numbers, slower).'\n"
+        "            )\n"
+        "        return False\n"
+        "    return True\n",
+        1,
+        "fall back to pycocotools COCOeval (upstream 710e7795)",
+    ),
     # --- Pillow >= 10 (upstream ff53992b) -------------------------------------------------------
-    ("detectron2/data/transforms/transform.py", "interp=Image.LINEAR", "interp=Image.BILINEAR", 1,
-     "Image.LINEAR was removed in Pillow 10 (upstream ff53992b)"),
+    (
+        "detectron2/data/transforms/transform.py",
+        "interp=Image.LINEAR",
+        "interp=Image.BILINEAR",
+        1,
+        "Image.LINEAR was removed in Pillow 10 (upstream ff53992b)",
+    ),
     # --- Python >= 3.11 (upstream 400a49c1) ----------------------------------------------------
-    ("detectron2/data/common.py", "self._rng.sample(self._fallback_candidates, k=1)",
-     "self._rng.sample(list(self._fallback_candidates), k=1)", 1,
-     "random.sample needs a sequence on Python 3.11 (upstream 400a49c1)"),
+    (
+        "detectron2/data/common.py",
+        "self._rng.sample(self._fallback_candidates, k=1)",
+        "self._rng.sample(list(self._fallback_candidates), k=1)",
+        1,
+        "random.sample needs a sequence on Python 3.11 (upstream 400a49c1)",
+    ),
     # --- torch >= 2.0 schedulers subclass LRScheduler (upstream 21080971) ----------------------
-    ("detectron2/engine/hooks.py", "torch.optim.lr_scheduler._LRScheduler",
-     "torch.optim.lr_scheduler.LRScheduler", 2,
-     "save/restore built-in LR schedulers' state on resume (upstream 21080971)"),
+    (
+        "detectron2/engine/hooks.py",
+        "torch.optim.lr_scheduler._LRScheduler",
+        "torch.optim.lr_scheduler.LRScheduler",
+        2,
+        "save/restore built-in LR schedulers' state on resume (upstream 21080971)",
+    ),
     # --- setuptools >= 81 has no pkg_resources (not fixed upstream) ----------------------------
-    ("detectron2/model_zoo/model_zoo.py", "import pkg_resources\n", "", 1,
-     "pkg_resources is gone from setuptools >= 81"),
-    ("detectron2/model_zoo/model_zoo.py",
-     'cfg_file = pkg_resources.resource_filename(\n        "detectron2.model_zoo", '
-     'os.path.join("configs", config_path)\n    )',
-     'cfg_file = os.path.join(os.path.dirname(__file__), "configs", config_path)', 1,
-     "pkg_resources is gone from setuptools >= 81"),
+    (
+        "detectron2/model_zoo/model_zoo.py",
+        "import pkg_resources\n",
+        "",
+        1,
+        "pkg_resources is gone from setuptools >= 81",
+    ),
+    (
+        "detectron2/model_zoo/model_zoo.py",
+        'cfg_file = pkg_resources.resource_filename(\n        "detectron2.model_zoo", '
+        'os.path.join("configs", config_path)\n    )',
+        'cfg_file = os.path.join(os.path.dirname(__file__), "configs", config_path)',
+        1,
+        "pkg_resources is gone from setuptools >= 81",
+    ),
 ]
 
 # NumPy >= 1.24 removed the aliases np.bool / np.int / np.float / np.str
@@ -170,7 +231,9 @@ def download_sdist(cache_dir: Path) -> Path:
     digest = sha256(tmp)
     if digest != SDIST_SHA256:
         tmp.unlink()
-        sys.exit(f"error: sha256 of {url} is {digest}, expected {SDIST_SHA256}; refusing to install")
+        sys.exit(
+            f"error: sha256 of {url} is {digest}, expected {SDIST_SHA256}; refusing to install"
+        )
     os.replace(tmp, target)
     return target
 
@@ -202,11 +265,14 @@ def apply_patches(src: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cache-dir", type=Path,
-                        default=Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-                        / "mask2former")
-    parser.add_argument("--force", action="store_true",
-                        help="reinstall even if detectron2 is importable")
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mask2former",
+    )
+    parser.add_argument(
+        "--force", action="store_true", help="reinstall even if detectron2 is importable"
+    )
     args = parser.parse_args()
 
     where = detectron2_location(sys.executable)
@@ -220,8 +286,17 @@ def main() -> None:
         src = Path(tmp) / f"{SDIST_NAME}-{SDIST_VERSION}"
         apply_patches(src)
         subprocess.run(
-            [sys.executable, "-m", "pip", "install", "--no-build-isolation", "--no-deps",
-             "--no-cache-dir", "-q", str(src)],
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "install",
+                "--no-build-isolation",
+                "--no-deps",
+                "--no-cache-dir",
+                "-q",
+                str(src),
+            ],
             check=True,
         )
     print(f"installed detectron2 {SDIST_VERSION} (pure Python, patched) into {sys.prefix}")

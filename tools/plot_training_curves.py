@@ -6,6 +6,7 @@
 Left: the total loss and the final decoder layer's class / mask / dice losses (smoothed, log
 scale). Right: PQ, mask AP and mIoU (whichever were evaluated) at each evaluation.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,9 +22,12 @@ METRIC_KEYS = {
     "segm/AP": "mask AP",
     "sem_seg/mIoU": "mIoU",
 }
-LOSS_KEYS = {"total_loss": "total (all layers, weighted)", "loss_ce": "class CE (last layer)",
-             "loss_mask": "mask BCE (last layer)",
-             "loss_dice": "dice (last layer)"}
+LOSS_KEYS = {
+    "total_loss": "total (all layers, weighted)",
+    "loss_ce": "class CE (last layer)",
+    "loss_mask": "mask BCE (last layer)",
+    "loss_dice": "dice (last layer)",
+}
 
 
 def read_metrics(path: str) -> list[dict]:
@@ -68,7 +72,7 @@ def last_metrics(records: list[dict]) -> dict[str, float]:
 def _smooth(values: list[float], k: int = 5) -> list[float]:
     out = []
     for i in range(len(values)):
-        window = values[max(0, i - k + 1): i + 1]
+        window = values[max(0, i - k + 1) : i + 1]
         out.append(sum(window) / len(window))
     return out
 
@@ -105,8 +109,7 @@ def plot(metrics_json: str, out_png: str, title: str = "Mask2Former on demo_shap
     if metrics:
         ax_m.legend(fontsize=8, loc="lower right")
     else:
-        ax_m.text(0.5, 0.5, "no evaluation yet", ha="center", va="center",
-                  transform=ax_m.transAxes)
+        ax_m.text(0.5, 0.5, "no evaluation yet", ha="center", va="center", transform=ax_m.transAxes)
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(out_png)

@@ -14,6 +14,7 @@ Everything is written under output/demo/ (see the summary printed at the end).
     python tools/run_demo.py [--config-file F] [--output-dir D] [--skip-train] [--num-images N]
                              [KEY VALUE ...]   (config overrides, passed on to train_net.py)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,20 +48,32 @@ ETA_RE = re.compile(r"eta: ([\d:]+(?: day[s]?, [\d:]+)?)")
 
 
 def parse_args() -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--config-file", default=DEFAULT_CONFIG)
     p.add_argument("--output-dir", default="output/demo")
-    p.add_argument("--skip-train", action="store_true",
-                   help="reuse <output-dir>/train/model_final.pth and its metrics.json")
+    p.add_argument(
+        "--skip-train",
+        action="store_true",
+        help="reuse <output-dir>/train/model_final.pth and its metrics.json",
+    )
     p.add_argument("--num-images", type=int, default=4, help="val images to draw (default 4)")
-    p.add_argument("--time-budget", type=float, default=20.0, metavar="MIN",
-                   help="minutes for the whole run (default 20): on a machine too slow to train "
-                   "the config's SOLVER.MAX_ITER in time, train fewer iterations (measured by a "
-                   "short calibration run); 0 always trains the full schedule")
-    p.add_argument("--readme-assets", metavar="DIR",
-                   help="also write small copies of an overlay and the curves into DIR (e.g. "
-                   "docs/images) and print the README's Markdown snippet")
+    p.add_argument(
+        "--time-budget",
+        type=float,
+        default=20.0,
+        metavar="MIN",
+        help="minutes for the whole run (default 20): on a machine too slow to train "
+        "the config's SOLVER.MAX_ITER in time, train fewer iterations (measured by a "
+        "short calibration run); 0 always trains the full schedule",
+    )
+    p.add_argument(
+        "--readme-assets",
+        metavar="DIR",
+        help="also write small copies of an overlay and the curves into DIR (e.g. "
+        "docs/images) and print the README's Markdown snippet",
+    )
     p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides for train_net.py")
     return p.parse_args()
 
@@ -92,8 +105,13 @@ class Progress:
         self.last_print = 0.0
         self.state = "starting"
 
-    def update(self, it: int | None = None, loss: float | None = None, eta: str | None = None,
-               state: str | None = None) -> None:
+    def update(
+        self,
+        it: int | None = None,
+        loss: float | None = None,
+        eta: str | None = None,
+        state: str | None = None,
+    ) -> None:
         if it is not None:
             self.it, self.loss, self.eta = it, loss, eta
             self.state = "training"
@@ -106,8 +124,10 @@ class Progress:
         it = getattr(self, "it", 0)
         frac = min(1.0, it / max(self.total, 1))
         bar = "#" * int(frac * 30) + "-" * (30 - int(frac * 30))
-        msg = (f"[{bar}] iter {it:>5}/{self.total}  loss {getattr(self, 'loss', float('nan')):.3f}"
-               f"  {self.state}  elapsed {_fmt(now - self.start)}")
+        msg = (
+            f"[{bar}] iter {it:>5}/{self.total}  loss {getattr(self, 'loss', float('nan')):.3f}"
+            f"  {self.state}  elapsed {_fmt(now - self.start)}"
+        )
         if getattr(self, "eta", None):
             msg += f"  eta {self.eta}"
         if self.tty:
@@ -128,9 +148,21 @@ def _fmt(seconds: float) -> str:
 
 def calibrate(args, out_dir: str, iters: int = 12) -> tuple[float, float]:
     """Run `iters` training iterations: (seconds per iteration, start-up seconds)."""
-    cmd = [sys.executable, os.path.join(REPO, "tools", "train_net.py"), "--config-file",
-           args.config_file, *args.opts, "SOLVER.MAX_ITER", str(iters), "TEST.EVAL_PERIOD", "0",
-           "SOLVER.CHECKPOINT_PERIOD", "100000", "OUTPUT_DIR", out_dir]
+    cmd = [
+        sys.executable,
+        os.path.join(REPO, "tools", "train_net.py"),
+        "--config-file",
+        args.config_file,
+        *args.opts,
+        "SOLVER.MAX_ITER",
+        str(iters),
+        "TEST.EVAL_PERIOD",
+        "0",
+        "SOLVER.CHECKPOINT_PERIOD",
+        "100000",
+        "OUTPUT_DIR",
+        out_dir,
+    ]
     shutil.rmtree(out_dir, ignore_errors=True)
     start = time.time()
     res = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
@@ -149,8 +181,7 @@ def plan_iterations(args, out: str, start_time: float) -> list[str]:
     max_iter = int(_config_value(args.config_file, args.opts, "SOLVER.MAX_ITER"))
     if args.time_budget <= 0:
         return []
-    print("Measuring the training speed on this machine (a short calibration run) ...",
-          flush=True)
+    print("Measuring the training speed on this machine (a short calibration run) ...", flush=True)
     per_iter, startup = calibrate(args, os.path.join(out, "calibration"))
     batch = int(_config_value(args.config_file, args.opts, "SOLVER.IMS_PER_BATCH"))
     period = int(_config_value(args.config_file, args.opts, "TEST.EVAL_PERIOD"))
@@ -162,14 +193,20 @@ def plan_iterations(args, out: str, start_time: float) -> list[str]:
     left = args.time_budget * 60 - (time.time() - start_time) - startup - 40
     fits = int((left - n_evals * eval_s) / per_iter)
     eta = startup + max_iter * per_iter + n_evals * eval_s
-    print(f"  {per_iter:.2f} s per iteration (batch {batch}); the full schedule ({max_iter} "
-          f"iterations) needs about {eta / 60:.0f} min.", flush=True)
+    print(
+        f"  {per_iter:.2f} s per iteration (batch {batch}); the full schedule ({max_iter} "
+        f"iterations) needs about {eta / 60:.0f} min.",
+        flush=True,
+    )
     if fits >= max_iter:
         return []
     new = max(50, fits // 10 * 10)
-    print(f"  This machine is too slow for {max_iter} iterations in the {args.time_budget:.0f}-min "
-          f"budget: training {new} instead. Expect lower metrics than the README's (they are for "
-          "the full schedule); --time-budget 0 trains it in full.", flush=True)
+    print(
+        f"  This machine is too slow for {max_iter} iterations in the {args.time_budget:.0f}-min "
+        f"budget: training {new} instead. Expect lower metrics than the README's (they are for "
+        "the full schedule); --time-budget 0 trains it in full.",
+        flush=True,
+    )
     overrides = ["SOLVER.MAX_ITER", str(new)]
     if period > 0:
         overrides += ["TEST.EVAL_PERIOD", str(max(10, new // max(1, n_evals)))]
@@ -179,25 +216,41 @@ def plan_iterations(args, out: str, start_time: float) -> list[str]:
 def train(args, train_dir: str, log_path: str, overrides: list[str]) -> None:
     opts = [*args.opts, *overrides]
     max_iter = int(_config_value(args.config_file, opts, "SOLVER.MAX_ITER"))
-    cmd = [sys.executable, os.path.join(REPO, "tools", "train_net.py"),
-           "--config-file", args.config_file, *opts, "OUTPUT_DIR", train_dir]
+    cmd = [
+        sys.executable,
+        os.path.join(REPO, "tools", "train_net.py"),
+        "--config-file",
+        args.config_file,
+        *opts,
+        "OUTPUT_DIR",
+        train_dir,
+    ]
     print(f"Training: {' '.join(cmd[1:])}\n  (full log: {log_path})", flush=True)
     shutil.rmtree(train_dir, ignore_errors=True)  # metrics.json is appended to: start afresh
     progress = Progress(max_iter)
     tail = deque(maxlen=60)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    with open(log_path, "w") as log, subprocess.Popen(
-        cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        bufsize=1,
-    ) as proc:
+    with (
+        open(log_path, "w") as log,
+        subprocess.Popen(
+            cmd,
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+        ) as proc,
+    ):
         for line in proc.stdout:
             log.write(line)
             tail.append(line)
             m = ITER_RE.search(line)
             if m:
                 eta = ETA_RE.search(line)
-                progress.update(int(m.group(1)) + 1, float(m.group(2)),
-                                eta.group(1) if eta else None)
+                progress.update(
+                    int(m.group(1)) + 1, float(m.group(2)), eta.group(1) if eta else None
+                )
             elif "Start inference on" in line:
                 progress.update(state="evaluating on val")
             elif "Evaluation results for" in line or "copypaste: Task" in line:
@@ -223,8 +276,10 @@ def metrics_table(metrics: dict[str, float]) -> tuple[str, str]:
     widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
     line = lambda r: "  ".join(str(c).ljust(w) for c, w in zip(r, widths))  # noqa: E731
     text = "\n".join([line(header), line(["-" * w for w in widths])] + [line(r) for r in rows])
-    md = "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-                   + ["| " + " | ".join(r) + " |" for r in rows])
+    md = "\n".join(
+        ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        + ["| " + " | ".join(r) + " |" for r in rows]
+    )
     return text, md
 
 
@@ -233,10 +288,24 @@ def draw_overlays(args, weights: str, out_dir: str, num_images: int) -> list[str
 
     val_dir = os.path.join(prepare_demo_shapes(), "val")
     images = [os.path.join(val_dir, f"{i:06d}.jpg") for i in range(num_images)]
-    cmd = [sys.executable, os.path.join(REPO, "demo", "demo.py"), "--config-file",
-           args.config_file, "--input", *images, "--output", out_dir, "--task", "all",
-           "--ground-truth", "demo_shapes_panoptic_val",
-           "--opts", *args.opts, "MODEL.WEIGHTS", weights]
+    cmd = [
+        sys.executable,
+        os.path.join(REPO, "demo", "demo.py"),
+        "--config-file",
+        args.config_file,
+        "--input",
+        *images,
+        "--output",
+        out_dir,
+        "--task",
+        "all",
+        "--ground-truth",
+        "demo_shapes_panoptic_val",
+        "--opts",
+        *args.opts,
+        "MODEL.WEIGHTS",
+        weights,
+    ]
     res = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
     if res.returncode != 0:
         sys.stdout.write(res.stdout[-3000:] + res.stderr[-3000:])
@@ -244,16 +313,18 @@ def draw_overlays(args, weights: str, out_dir: str, num_images: int) -> list[str
     return [os.path.join(out_dir, os.path.basename(p)[:-4] + ".png") for p in images]
 
 
-def write_readme_assets(dst: str, overlays: list[str], curves: str, md_table: str,
-                        summary: str) -> None:
+def write_readme_assets(
+    dst: str, overlays: list[str], curves: str, md_table: str, summary: str
+) -> None:
     """Small PNGs for the README (palette-quantised) and the Markdown that shows them."""
     from PIL import Image
 
     os.makedirs(dst, exist_ok=True)
     panels = [Image.open(p).convert("RGB") for p in overlays[:2]]
     width = max(p.width for p in panels)
-    sheet = Image.new("RGB", (width, sum(p.height for p in panels) + 6 * (len(panels) - 1)),
-                      (255, 255, 255))
+    sheet = Image.new(
+        "RGB", (width, sum(p.height for p in panels) + 6 * (len(panels) - 1)), (255, 255, 255)
+    )
     y = 0
     for p in panels:
         sheet.paste(p, (0, y))
@@ -265,8 +336,10 @@ def write_readme_assets(dst: str, overlays: list[str], curves: str, md_table: st
     Image.open(curves).convert("RGB").quantize(128).save(out_curves, optimize=True)
     rel = os.path.relpath(dst, REPO)
     print("\nREADME snippet:\n")
-    print(f"![make demo: ground truth (top) and predictions (bottom) on demo_shapes val]"
-          f"({rel}/demo_predictions.png)\n")
+    print(
+        f"![make demo: ground truth (top) and predictions (bottom) on demo_shapes val]"
+        f"({rel}/demo_predictions.png)\n"
+    )
     print(md_table + "\n")
     print(summary + "\n")
     print(f"![make demo: training curves]({rel}/demo_training_curves.png)")
@@ -280,8 +353,9 @@ def main() -> None:
     os.makedirs(out, exist_ok=True)
     import torch
 
-    print(f"Mask2Former demo on {torch.get_num_threads()} CPU thread(s); writing to {out}",
-          flush=True)
+    print(
+        f"Mask2Former demo on {torch.get_num_threads()} CPU thread(s); writing to {out}", flush=True
+    )
 
     # 1. the dataset
     from mask2former.data.datasets.builtin_demo import prepare_demo_shapes
@@ -315,23 +389,31 @@ def main() -> None:
     overlays = draw_overlays(args, weights, os.path.join(out, "overlays"), args.num_images)
 
     iters = max((r["iteration"] + 1 for r in records if "total_loss" in r), default=0)
-    print(f"\nResults on demo_shapes val after {iters} iterations ({_fmt(time.time() - start)} "
-          f"min:s in all, {_fmt(train_time)} up to the end of training):\n")
+    print(
+        f"\nResults on demo_shapes val after {iters} iterations ({_fmt(time.time() - start)} "
+        f"min:s in all, {_fmt(train_time)} up to the end of training):\n"
+    )
     print(text)
     print("\nWritten:")
     print(f"  model            {weights}")
     print(f"  training log     {log_path}")
     print(f"  metrics          {os.path.join(out, 'metrics.md')} (and metrics.json)")
     print(f"  training curves  {curves}")
-    print(f"  overlays         {os.path.dirname(overlays[0])}/ ({len(overlays)} images: input | "
-          "panoptic | instance | semantic, ground truth above predictions)")
+    print(
+        f"  overlays         {os.path.dirname(overlays[0])}/ ({len(overlays)} images: input | "
+        "panoptic | instance | semantic, ground truth above predictions)"
+    )
     if args.readme_assets:
-        summary = (f"`make demo`: {iters} iterations, {_fmt(time.time() - start)} (min:s) in "
-                   f"all on {torch.get_num_threads()} CPU threads.")
+        summary = (
+            f"`make demo`: {iters} iterations, {_fmt(time.time() - start)} (min:s) in "
+            f"all on {torch.get_num_threads()} CPU threads."
+        )
         write_readme_assets(args.readme_assets, overlays, curves, md, summary)
-    print("\nTry the model on your own images:\n  .venv/bin/python demo/demo.py --config-file "
-          f"{args.config_file} --input <image|folder|glob> --output out/ --opts MODEL.WEIGHTS "
-          f"{os.path.relpath(weights, REPO)}")
+    print(
+        "\nTry the model on your own images:\n  .venv/bin/python demo/demo.py --config-file "
+        f"{args.config_file} --input <image|folder|glob> --output out/ --opts MODEL.WEIGHTS "
+        f"{os.path.relpath(weights, REPO)}"
+    )
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@
 `--num-gpus N` starts N processes per machine: one per GPU (NCCL), or N CPU processes with Gloo
 on a machine without CUDA (or with MODEL.DEVICE cpu). See docs/training.md.
 """
+
 import logging
 import os
 import sys

@@ -28,12 +28,14 @@ Decisions (see docs/reliability.md):
 * Category ids not in the metadata, panoptic PNG segment ids missing from ``segments_info``, and
   semantic label values outside ``[0, num_classes)`` that are not ``ignore_label`` raise.
 """
+
 from __future__ import annotations
 
 import logging
 import os
 from collections import Counter
-from typing import Any, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -71,13 +73,18 @@ def _where(file_name: str | None, image_file: str | None = None) -> str:
     return str(file_name or image_file or "<unknown file>")
 
 
-def require_file(path: str, what: str = "file", *, image_file: str | None = None, fix: str = "") -> None:
+def require_file(
+    path: str, what: str = "file", *, image_file: str | None = None, fix: str = ""
+) -> None:
     """Raise :class:`MissingFileError` if `path` is not an existing file."""
     if not path or not os.path.isfile(path):
         raise MissingFileError(
             f"{what} {_where(path, image_file)} does not exist. Fix: "
-            + (fix or "check the dataset root (DETECTRON2_DATASETS) and the file names in the "
-               "annotations; re-run the dataset's preparation script if files are missing.")
+            + (
+                fix
+                or "check the dataset root (DETECTRON2_DATASETS) and the file names in the "
+                "annotations; re-run the dataset's preparation script if files are missing."
+            )
         )
 
 
@@ -146,8 +153,10 @@ def read_image(file_name: str, format: str | None = None, *, what: str = "image"
     img = _open_image(file_name, what)
     img = _apply_exif_orientation(img)
     img = _to_8bit(img)
-    if format is not None and img.mode in ("RGBA", "LA", "PA") or (
-        format is not None and img.mode == "P" and "transparency" in img.info
+    if (
+        format is not None
+        and img.mode in ("RGBA", "LA", "PA")
+        or (format is not None and img.mode == "P" and "transparency" in img.info)
     ):
         img = img.convert("RGBA").convert("RGB")  # drop alpha (documented), keep colours
     return convert_PIL_to_numpy(img, format)
@@ -164,9 +173,11 @@ def check_image_size(dataset_dict: Mapping[str, Any], image: np.ndarray) -> None
         return
     hint = ""
     if (got_h, got_w) == (exp_w, exp_h):
-        hint = (" Height and width are swapped: the image probably has an EXIF orientation tag "
-                "(it is rotated when read) while the annotation was made on the stored pixels, "
-                "or the other way round; re-save the image with the rotation applied.")
+        hint = (
+            " Height and width are swapped: the image probably has an EXIF orientation tag "
+            "(it is rotated when read) while the annotation was made on the stored pixels, "
+            "or the other way round; re-save the image with the rotation applied."
+        )
     raise InvalidInputError(
         f"image {dataset_dict.get('file_name', '<unknown>')} is {got_w}x{got_h} (width x height) "
         f"but its annotation says {exp_w}x{exp_h}.{hint} Fix: correct 'height'/'width' in the "
@@ -235,8 +246,11 @@ def check_sem_seg(
         counts = hist[values]
     else:
         values, counts = np.unique(label, return_counts=True)
-    bad = [(int(v), int(c)) for v, c in zip(values, counts)
-           if not (0 <= v < num_classes) and int(v) != int(ignore_label)]
+    bad = [
+        (int(v), int(c))
+        for v, c in zip(values, counts)
+        if not (0 <= v < num_classes) and int(v) != int(ignore_label)
+    ]
     if not bad:
         return
     shown = ", ".join(f"{v} ({c} px)" for v, c in bad[:8]) + (" ..." if len(bad) > 8 else "")
@@ -290,7 +304,9 @@ def check_panoptic_segments(
         values, counts = np.unique(pan_ids[~known], return_counts=True)
         missing = [(int(v), int(c)) for v, c in zip(values, counts)]
     if missing:
-        shown = ", ".join(f"{v} ({c} px)" for v, c in missing[:8]) + (" ..." if len(missing) > 8 else "")
+        shown = ", ".join(f"{v} ({c} px)" for v, c in missing[:8]) + (
+            " ..." if len(missing) > 8 else ""
+        )
         raise InvalidInputError(
             f"panoptic annotation PNG {_where(file_name, image_file)} contains segment id(s) {shown} "
             f"that are not in its segments_info (listed ids: {sorted(listed)[:12]}"
@@ -302,8 +318,13 @@ def check_panoptic_segments(
     if valid_category_ids is not None:
         valid = set(int(c) for c in valid_category_ids)
         for s in segments_info:
-            check_category_id(s.get("category_id"), valid, file_name, image_file=image_file,
-                              what=f"segment {s.get('id')}")
+            check_category_id(
+                s.get("category_id"),
+                valid,
+                file_name,
+                image_file=image_file,
+                what=f"segment {s.get('id')}",
+            )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -388,8 +409,13 @@ def check_instance_annotations(
     out = []
     for i, anno in enumerate(dataset_dict.get("annotations", []) or []):
         if anno.get("iscrowd", 0) == 0 and num_classes is not None:
-            check_category_id(anno.get("category_id"), num_classes, file_name,
-                              what=f"annotation #{i}", names=names)
+            check_category_id(
+                anno.get("category_id"),
+                num_classes,
+                file_name,
+                what=f"annotation #{i}",
+                names=names,
+            )
         seg = anno.get("segmentation")
         if isinstance(seg, list):
             seg, dropped = clean_polygons(seg, file_name, what=f"annotation #{i}")
@@ -427,38 +453,54 @@ def validate_dataset_dicts(
     for d in dataset_dicts:
         if check_files:
             require_file(d.get("file_name", ""), "image")
-            for key, what in (("sem_seg_file_name", "semantic label file"),
-                              ("pan_seg_file_name", "panoptic annotation PNG")):
+            for key, what in (
+                ("sem_seg_file_name", "semantic label file"),
+                ("pan_seg_file_name", "panoptic annotation PNG"),
+            ):
                 if key in d:
                     require_file(d[key], what, image_file=d.get("file_name"))
         if "annotations" in d:
             annos = check_instance_annotations(d, num_classes, stats=stats, names=class_names)
             if not annos:
                 stats["images_without_annotations"] += 1
-            if len(annos) != len(d["annotations"]) or any(a is not b for a, b in zip(annos, d["annotations"])):
+            if len(annos) != len(d["annotations"]) or any(
+                a is not b for a, b in zip(annos, d["annotations"])
+            ):
                 d = {**d, "annotations": annos}
         if "segments_info" in d:
             if not d["segments_info"]:
                 stats["images_without_segments"] += 1
             if num_classes is not None:
                 for s in d["segments_info"]:
-                    check_category_id(s.get("category_id"), num_classes, d.get("pan_seg_file_name"),
-                                      image_file=d.get("file_name"), what=f"segment {s.get('id')}",
-                                      names=class_names)
+                    check_category_id(
+                        s.get("category_id"),
+                        num_classes,
+                        d.get("pan_seg_file_name"),
+                        image_file=d.get("file_name"),
+                        what=f"segment {s.get('id')}",
+                        names=class_names,
+                    )
         out.append(d)
     if stats:
         parts = []
         if stats["images_without_annotations"]:
-            parts.append(f"{stats['images_without_annotations']} image(s) have an empty annotation "
-                         "list (kept: they train 'no object'; DATALOADER.FILTER_EMPTY_ANNOTATIONS "
-                         "drops them for instance datasets)")
+            parts.append(
+                f"{stats['images_without_annotations']} image(s) have an empty annotation "
+                "list (kept: they train 'no object'; DATALOADER.FILTER_EMPTY_ANNOTATIONS "
+                "drops them for instance datasets)"
+            )
         if stats["images_without_segments"]:
             parts.append(f"{stats['images_without_segments']} image(s) have no panoptic segments")
         if stats["polygons_dropped"]:
-            parts.append(f"{stats['polygons_dropped']} polygon(s) with fewer than 3 points were "
-                         "dropped")
+            parts.append(
+                f"{stats['polygons_dropped']} polygon(s) with fewer than 3 points were dropped"
+            )
         if stats["instances_dropped"]:
-            parts.append(f"{stats['instances_dropped']} instance(s) had no valid polygon left and "
-                         "were dropped")
-        logger.warning("Dataset %s (%d images): %s.", dataset_name or "<unnamed>", len(out), "; ".join(parts))
+            parts.append(
+                f"{stats['instances_dropped']} instance(s) had no valid polygon left and "
+                "were dropped"
+            )
+        logger.warning(
+            "Dataset %s (%d images): %s.", dataset_name or "<unnamed>", len(out), "; ".join(parts)
+        )
     return out

@@ -1,4 +1,5 @@
 """Training engine: the Trainer, the mixed-precision step and a CPU-capable multi-process launch."""
+
 from .launch import launch
 from .train_loop import MixedPrecisionTrainer
 from .trainer import TRAIN_MAPPERS, Trainer, build_checkpointer

@@ -4,6 +4,7 @@ detectron2 v0.6's `launch` asserts CUDA as soon as more than one process is aske
 machine without a GPU (or with `device="cpu"`), this module spawns the processes itself and
 initialises torch.distributed with the Gloo backend, setting up detectron2's `comm` the same way.
 """
+
 import logging
 import os
 from datetime import timedelta
@@ -76,7 +77,10 @@ def _cpu_worker(
     global_rank = machine_rank * num_procs_per_machine + local_rank
     try:
         dist.init_process_group(
-            backend="gloo", init_method=dist_url, world_size=world_size, rank=global_rank,
+            backend="gloo",
+            init_method=dist_url,
+            world_size=world_size,
+            rank=global_rank,
             timeout=timeout,
         )
     except Exception:

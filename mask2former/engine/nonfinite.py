@@ -15,18 +15,25 @@ disk is the last good one, and ``--resume`` restarts from it.
 Use :func:`install_nonfinite_check` on a Detectron2 ``DefaultTrainer`` (or directly on a
 ``SimpleTrainer`` / ``AMPTrainer``).
 """
+
 from __future__ import annotations
 
 import logging
 import math
 import os
-from typing import Any, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 import torch
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["NonFiniteLossError", "check_losses_finite", "install_nonfinite_check", "nonfinite_terms"]
+__all__ = [
+    "NonFiniteLossError",
+    "check_losses_finite",
+    "install_nonfinite_check",
+    "nonfinite_terms",
+]
 
 FIXES = (
     "Likely fixes: lower SOLVER.BASE_LR or lengthen SOLVER.WARMUP_ITERS; enable gradient "
@@ -116,7 +123,8 @@ def check_losses_finite(
     finite = [k for k in loss_dict if k not in terms]
     where = (
         f"The last good checkpoint is {last_checkpoint}; restart from it with --resume."
-        if last_checkpoint else "No checkpoint had been written yet."
+        if last_checkpoint
+        else "No checkpoint had been written yet."
     )
     msg = (
         f"Non-finite loss at iteration {iteration}: {', '.join(parts)}"
@@ -124,7 +132,8 @@ def check_losses_finite(
         + " Training stopped before the optimizer step: the weights were not updated and no "
         f"checkpoint was written after this iteration. {where}"
         + (_describe_batch(batch) if rank == 0 or bad else "")
-        + " " + FIXES
+        + " "
+        + FIXES
     )
     raise NonFiniteLossError(msg, iteration, terms)
 
@@ -171,7 +180,9 @@ def install_nonfinite_check(trainer: Any, checkpointer: Any = None) -> Callable[
     def _write_metrics(loss_dict, data_time, prefix="", *args, **kwargs):
         rec = getattr(inner, "_data_loader_iter", None)
         check_losses_finite(
-            loss_dict, int(inner.iter), last_checkpoint=_last_checkpoint(),
+            loss_dict,
+            int(inner.iter),
+            last_checkpoint=_last_checkpoint(),
             batch=getattr(rec, "last", None),
         )
         return original(loss_dict, data_time, prefix, *args, **kwargs)

@@ -3,6 +3,7 @@
 detectron2 v0.6's `AMPTrainer` asserts CUDA and only knows fp16; this loop uses `torch.autocast`
 on the model's device type, so `SOLVER.AMP.PRECISION bfloat16` also trains on the CPU.
 """
+
 import logging
 import time
 
@@ -36,9 +37,7 @@ class MixedPrecisionTrainer(SimpleTrainer):
             )
         self.precision = precision
         self.device_type = device_type
-        self.grad_scaler = (
-            torch.amp.GradScaler(device_type) if precision == "float16" else None
-        )
+        self.grad_scaler = torch.amp.GradScaler(device_type) if precision == "float16" else None
 
     def run_step(self):
         assert self.model.training, "[MixedPrecisionTrainer] model was changed to eval mode!"

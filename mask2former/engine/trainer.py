@@ -1,4 +1,5 @@
 """`Trainer`: detectron2's DefaultTrainer with Mask2Former's data, optimiser, precision and eval."""
+
 import logging
 import os
 import weakref
@@ -102,9 +103,7 @@ class Trainer(DefaultTrainer):
             model, data_loader, optimizer, precision=amp_precision(cfg), device_type=device_type
         )
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
-        self.checkpointer = build_checkpointer(
-            model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self)
-        )
+        self.checkpointer = build_checkpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
         self.checkpointer.save_format = cfg.SOLVER.get("CHECKPOINT_FORMAT", "pth")
         # Stop at a NaN/Inf loss on every rank, before the optimizer step (docs/reliability.md).
         install_nonfinite_check(self, self.checkpointer)

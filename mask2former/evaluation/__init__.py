@@ -1,4 +1,5 @@
 """Evaluation: PQ, AP (with Boundary AP) and mIoU, chosen per dataset by `build_evaluator`."""
+
 from .boundary import boundary_iou, make_boundary_cocoeval, mask_to_boundary
 from .build import EVALUATOR_TYPES, build_evaluator
 from .cityscapes_evaluation import CityscapesInstanceEvaluator, CityscapesSemSegEvaluator

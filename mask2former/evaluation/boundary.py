@@ -15,12 +15,13 @@ The paper's definitions, with d = dilation_ratio x image diagonal (0.02 by defau
 The erosion is d iterations of a 3x3 erosion (a (2d+1)x(2d+1) square, chessboard distance) after
 padding the mask with one background pixel, as in the reference code. No external tool is needed.
 """
+
 from __future__ import annotations
 
 import copy
 import logging
 import os
-from typing import Iterable
+from collections.abc import Iterable
 
 import cv2
 import numpy as np
@@ -123,8 +124,9 @@ class _BoundaryIoUMixin:
             for ann in anns
             if key not in ann
         ]
-        boundaries = _boundaries([a["segmentation"] for a in todo], self.dilation_ratio,
-                                 self.num_workers)
+        boundaries = _boundaries(
+            [a["segmentation"] for a in todo], self.dilation_ratio, self.num_workers
+        )
         for ann, b in zip(todo, boundaries):
             ann[key] = b
 

@@ -19,6 +19,7 @@ semantic evaluator follows SEMANTIC_ON like the other panoptic datasets; results
 `OUTPUT_DIR/inference/<dataset>` (one folder per dataset, so two test sets do not overwrite each
 other's files) with a results table, and progress is reported while images are processed.
 """
+
 from __future__ import annotations
 
 import os

@@ -11,6 +11,7 @@ The subclasses below only route the scripts' per-image console output to the log
 the summary tables at INFO, and keep the instance script's `matches.json` out of the current
 directory.
 """
+
 from __future__ import annotations
 
 import contextlib

@@ -7,6 +7,7 @@ metadata, checks membership only, and optionally adds a "boundary" task (Boundar
 `boundary.py`). It uses detectron2's compiled fast COCOeval when present and pycocotools
 otherwise.
 """
+
 from __future__ import annotations
 
 import copy

@@ -8,6 +8,7 @@ of panopticapi (`pq_compute_single_core`: IoU > 0.5 with VOID pixels removed fro
 regions and mostly-VOID predictions ignored) and fixes those points. Per-class PQ/SQ/RQ and
 `predictions.json` (COCO panoptic format, like detectron2's) are written to `output_dir`.
 """
+
 from __future__ import annotations
 
 import contextlib

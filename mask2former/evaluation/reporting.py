@@ -7,6 +7,7 @@ that calls reset/process/evaluate, e.g. detectron2's `inference_on_dataset`, dri
   as a tqdm bar on a terminal and as a log line every `log_period` seconds otherwise;
 * after `evaluate()`, writes `results.json`, `results.md` and `results.csv` into `output_dir`.
 """
+
 from __future__ import annotations
 
 import csv
@@ -56,8 +57,9 @@ class _Progress:
             self.bar.update(n)
             return
         finished = self.total is not None and self.done >= self.total
-        if comm.is_main_process() and (finished or now - self.last_log >= self.log_period
-                                       or self.done == n):
+        if comm.is_main_process() and (
+            finished or now - self.last_log >= self.log_period or self.done == n
+        ):
             self.last_log = now
             logger.info(self.line(now))
 

@@ -10,6 +10,7 @@ Same numbers as detectron2's `SemSegEvaluator` (http://cocodataset.org/#stuff-ev
   size differs from the ground truth's;
 * results gathered across processes with `all_gather` on the confusion matrix only.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -68,7 +69,7 @@ def load_semantic_gt(record: dict, ignore_label: int) -> np.ndarray:
     )
 
 
-def semseg_metrics(conf: np.ndarray, class_names: list[str]) -> "OrderedDict[str, float]":
+def semseg_metrics(conf: np.ndarray, class_names: list[str]) -> OrderedDict[str, float]:
     """Metrics (in %) from a (K, K) confusion matrix `conf[pred, gt]` of valid pixels.
 
     Same conventions as detectron2: per-class IoU/ACC is NaN for classes absent from the ground
@@ -137,8 +138,8 @@ class SemSegEvaluator(DatasetEvaluator):
         self._ignore_label = int(meta.ignore_label)
         c2d = getattr(meta, "stuff_dataset_id_to_contiguous_id", None)
         self._contiguous_id_to_dataset_id = {v: k for k, v in c2d.items()} if c2d else None
-        records = dataset_records if dataset_records is not None else DatasetCatalog.get(
-            dataset_name
+        records = (
+            dataset_records if dataset_records is not None else DatasetCatalog.get(dataset_name)
         )
         self._records = {r["file_name"]: r for r in records}
 
@@ -172,9 +173,9 @@ class SemSegEvaluator(DatasetEvaluator):
                     f"ignore_label={self._ignore_label}. Fix the dataset's ignore_label or its "
                     "label files (they must hold contiguous class indices)."
                 )
-            self._conf_matrix += np.bincount(
-                k * pred[valid] + gt[valid], minlength=k * k
-            ).reshape(k, k)
+            self._conf_matrix += np.bincount(k * pred[valid] + gt[valid], minlength=k * k).reshape(
+                k, k
+            )
             if self._save_json and self._output_dir:
                 self._predictions.extend(self.encode_json_sem_seg(pred, inp["file_name"]))
 

@@ -7,6 +7,7 @@ pixels on VOID (`ignore_label`) are removed from the union; an unmatched predict
 than half on VOID is not a false positive. All classes count as stuff, so "All" = "Stuff". mIoU
 and the other semantic metrics are computed from the same predictions.
 """
+
 from __future__ import annotations
 
 import json
@@ -64,7 +65,7 @@ def decode_sem_seg_predictions(
     return out
 
 
-def semantic_pq(dataset_name: str, predictions: list[dict] | str) -> "OrderedDict[str, dict]":
+def semantic_pq(dataset_name: str, predictions: list[dict] | str) -> OrderedDict[str, dict]:
     """{"panoptic_seg": PQ/SQ/RQ (+ per class), "sem_seg": mIoU etc.} of a semantic model.
 
     `predictions` is the content (or path) of `sem_seg_predictions.json`; the dataset's records

@@ -10,6 +10,7 @@ classes and dataset ids that are not 0..N-1:
 `perfect_outputs` returns model outputs equal to the ground truth; `partial_outputs` the
 hand-worked case whose PQ and AP are derived in tests/test_eval_panoptic_instance.py.
 """
+
 from __future__ import annotations
 
 import json
@@ -190,8 +191,10 @@ def outputs_from_segments(segments, num_classes: int = 4) -> dict:
         sem[c][torch.from_numpy(m)] = 1.0
     things = [(c, m, s) for (c, m, *_), s in zip(segments, scores) if CATEGORIES[c]["isthing"]]
     inst = Instances((H, W))
-    masks = torch.from_numpy(np.stack([m for _, m, _ in things])) if things else torch.zeros(
-        0, H, W, dtype=torch.bool
+    masks = (
+        torch.from_numpy(np.stack([m for _, m, _ in things]))
+        if things
+        else torch.zeros(0, H, W, dtype=torch.bool)
     )
     inst.pred_masks = masks
     inst.pred_boxes = BitMasks(masks).get_bounding_boxes()
@@ -232,8 +235,9 @@ def distributed_worker(rank: int, world_size: int, init_file: str, world: dict, 
     from detectron2.config import CfgNode
     from detectron2.utils import comm
 
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
-                            world_size=world_size)
+    dist.init_process_group(
+        "gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size
+    )
     comm._LOCAL_PROCESS_GROUP = dist.group.WORLD  # one machine: local group = world
     # One intra-op thread pool per core share, as `engine.launch` does. With torch's default pool
     # size, a spawned Gloo worker aborted at interpreter exit ("terminate called without an active

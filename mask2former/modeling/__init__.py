@@ -1,4 +1,5 @@
 """Model parts; importing this package registers them with detectron2's registries."""
+
 from .backbone.swin import D2SwinTransformer
 from .meta_arch.mask_former_head import MaskFormerHead
 from .pixel_decoder.fpn import BasePixelDecoder

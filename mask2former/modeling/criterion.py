@@ -6,6 +6,7 @@ resolution (the padded input).
 
 The criterion returns UNWEIGHTED losses; the model multiplies them by `weight_dict`.
 """
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -119,7 +120,9 @@ class SetCriterion(nn.Module):
         if self.point_sampled:
             # Sec. 3.3: a different set of P points per pair, by importance sampling.
             coords = get_uncertain_point_coords_with_randomness(
-                src_masks[:, None], self.num_points, self.oversample_ratio,
+                src_masks[:, None],
+                self.num_points,
+                self.oversample_ratio,
                 self.importance_sample_ratio,
             )  # (M, P, 2), no gradient
             with torch.no_grad():
@@ -128,7 +131,9 @@ class SetCriterion(nn.Module):
         else:
             # Full-mask losses (Table 5, "mask"): upsample the predictions to the target size.
             point_logits = F.interpolate(
-                src_masks[:, None], size=target_masks.shape[-2:], mode="bilinear",
+                src_masks[:, None],
+                size=target_masks.shape[-2:],
+                mode="bilinear",
                 align_corners=False,
             ).flatten(1)  # (M, H*W)
             point_labels = target_masks.flatten(1)  # (M, H*W)

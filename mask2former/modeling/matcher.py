@@ -3,6 +3,7 @@
 Glossary: B images, Q queries, K classes (+1 "no object"), N ground-truth masks of one image,
 P sampled points, h x w prediction resolution (1/4 of the padded input), H x W target resolution.
 """
+
 import torch
 import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment

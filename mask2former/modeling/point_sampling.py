@@ -3,6 +3,7 @@
 Glossary: R masks (predictions or targets), P points, (x, y) coordinates normalised to [0, 1]
 over the (padded) mask, with (0, 0) the top-left corner of the top-left pixel.
 """
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor

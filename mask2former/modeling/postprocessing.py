@@ -6,6 +6,7 @@ per-segment pass over the image), and instances get real boxes computed from the
 
 Shapes: Q queries, K classes (the last of the K+1 logits is "no object"), (H, W) output size.
 """
+
 from typing import NamedTuple
 
 import torch
@@ -30,7 +31,9 @@ def semantic_inference(
     if out is None:
         return torch.einsum("qc,qhw->chw", cls_prob, mask_prob)
     # The same product as the einsum (K, Q) @ (Q, H*W), written in place.
-    torch.mm(cls_prob.t(), mask_prob.reshape(mask_prob.shape[0], -1), out=out.view(out.shape[0], -1))
+    torch.mm(
+        cls_prob.t(), mask_prob.reshape(mask_prob.shape[0], -1), out=out.view(out.shape[0], -1)
+    )
     return out
 
 
@@ -88,14 +91,18 @@ def panoptic_inference(
     scratch = torch.empty((n, min(rows, h), w), dtype=torch.float32, device=device)
     for r0 in range(0, h, rows):
         rb = min(rows, h - r0)
-        band = torch.index_select(mask_prob[:, r0 : r0 + rb], 0, kept, out=band_buf[:, :rb])  # (n, rb, W)
+        band = torch.index_select(
+            mask_prob[:, r0 : r0 + rb], 0, kept, out=band_buf[:, :rb]
+        )  # (n, rb, W)
         original_area += torch.ge(band, 0.5, out=scratch[:, :rb]).sum((1, 2)).long()
         # max(0).indices = argmax(0) (first maximum on ties, documented for both), and on the
         # CPU about 2.5x faster for a reduction over the leading dimension.
         prod = scratch[:, :rb] if band.dtype == scratch.dtype else None  # products in band's dtype
         ids = torch.mul(band, cur_scores.view(-1, 1, 1), out=prod).max(0).indices  # (rb, W)
         torch.add(band.gather(0, ids[None])[0] >= 0.5, ids, alpha=2, out=code[r0 : r0 + rb])
-    counts = torch.bincount(code.flatten(), minlength=2 * n).view(n, 2)  # (won & < 0.5, won & >= 0.5)
+    counts = torch.bincount(code.flatten(), minlength=2 * n).view(
+        n, 2
+    )  # (won & < 0.5, won & >= 0.5)
     mask_area = counts.sum(1)  # pixels each query won
     final_area = counts[:, 1]  # ... where its own probability is >= 0.5
 
@@ -155,7 +162,11 @@ class InstanceSelection(NamedTuple):
 
 
 def select_instances(
-    mask_cls: torch.Tensor, *, num_classes: int, topk: int, thing_ids: set[int] | frozenset | None = None
+    mask_cls: torch.Tensor,
+    *,
+    num_classes: int,
+    topk: int,
+    thing_ids: set[int] | frozenset | None = None,
 ) -> InstanceSelection:
     """Top-k (query, class) pairs of (Q, K+1) logits by class probability ("no object" excluded);
     with `thing_ids` (panoptic models) pairs of stuff classes are dropped afterwards."""
@@ -175,16 +186,23 @@ class BinaryMasks(NamedTuple):
     """Thresholded masks of selected queries, with the extent of each distinct query's mask."""
 
     masks: torch.Tensor  # (N, H, W) 0/1 float, one row per selected (query, class) pair
-    first_rows: dict[int, int]  # distinct query -> its first row in `masks` (first-appearance order)
+    first_rows: dict[
+        int, int
+    ]  # distinct query -> its first row in `masks` (first-appearance order)
     row_counts: torch.Tensor  # (U, H) mask pixels per image row, one line per distinct query
     col_counts: torch.Tensor  # (U, W) mask pixels per image column
 
     def to(self, device) -> "BinaryMasks":
-        return self._replace(masks=self.masks.to(device), row_counts=self.row_counts.to(device),
-                             col_counts=self.col_counts.to(device))
+        return self._replace(
+            masks=self.masks.to(device),
+            row_counts=self.row_counts.to(device),
+            col_counts=self.col_counts.to(device),
+        )
 
 
-def binary_masks(mask_logits: torch.Tensor, queries: torch.Tensor, out: torch.Tensor | None = None) -> BinaryMasks:
+def binary_masks(
+    mask_logits: torch.Tensor, queries: torch.Tensor, out: torch.Tensor | None = None
+) -> BinaryMasks:
     """(Q, H, W) mask logits, (N,) query indices -> (N, H, W) float32 masks `logit > 0` (0/1),
     written row by row straight from the logits (no bool temporary) into `out` if given. A
     query that appears in several rows is thresholded once and copied; its pixel counts per
@@ -239,7 +257,9 @@ def instance_inference(
     """
     image_size = mask_pred.shape[-2:]
     if selection is None:
-        selection = select_instances(mask_cls, num_classes=num_classes, topk=topk, thing_ids=thing_ids)
+        selection = select_instances(
+            mask_cls, num_classes=num_classes, topk=topk, thing_ids=thing_ids
+        )
     scores_per_image, labels_per_image, query_indices = selection
     if binary is None:
         binary = binary_masks(mask_pred, query_indices)
@@ -248,8 +268,9 @@ def instance_inference(
     # Statistics once per distinct query u (its first output row r), gathered back to the N
     # rows: area and tight box from the pixel counts, probability mass inside the mask.
     slot = {q: u for u, q in enumerate(first_rows)}  # distinct query -> its statistics' index
-    inverse = torch.tensor([slot[q] for q in query_indices.tolist()], dtype=torch.long,
-                           device=query_indices.device)
+    inverse = torch.tensor(
+        [slot[q] for q in query_indices.tolist()], dtype=torch.long, device=query_indices.device
+    )
     inside = pred_masks.new_zeros(len(first_rows))  # (U,)
     for u, (q, r) in enumerate(first_rows.items()):
         prob_q = mask_prob[q] if mask_prob is not None else mask_pred[q].sigmoid()

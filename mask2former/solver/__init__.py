@@ -1,4 +1,5 @@
 """Optimiser and learning-rate schedule of the training recipe (Sec. 4.2)."""
+
 from .build import (
     build_lr_scheduler,
     build_optimizer,

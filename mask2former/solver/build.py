@@ -6,6 +6,7 @@ layers and embeddings get their own weight decay (`SOLVER.WEIGHT_DECAY_NORM`,
 `SOLVER.WEIGHT_DECAY_EMBED`, both 0) and the gradient of the whole model is clipped to an L2
 norm of `SOLVER.CLIP_GRADIENTS.CLIP_VALUE` (0.01) when `CLIP_TYPE` is "full_model".
 """
+
 import itertools
 import logging
 from typing import Any
@@ -159,7 +160,14 @@ class WarmupPolyLR(_DeepLabWarmupPolyLR):
     (`LRMultiplier`) do; a changed schedule is logged.
     """
 
-    _CONFIG_KEYS = ("max_iters", "warmup_factor", "warmup_iters", "warmup_method", "power", "constant_ending")
+    _CONFIG_KEYS = (
+        "max_iters",
+        "warmup_factor",
+        "warmup_iters",
+        "warmup_method",
+        "power",
+        "constant_ending",
+    )
 
     def load_state_dict(self, state_dict: dict) -> None:
         state = dict(state_dict)

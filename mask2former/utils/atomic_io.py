@@ -26,6 +26,7 @@ Loading
 
 :class:`AtomicCheckpointerMixin` puts both into any fvcore/Detectron2 ``Checkpointer`` subclass.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -34,7 +35,8 @@ import os
 import pickle
 import re
 import tempfile
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import torch
 
@@ -101,7 +103,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[str]:
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=TMP_SUFFIX, dir=directory)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{os.path.basename(path)}.", suffix=TMP_SUFFIX, dir=directory
+    )
     os.close(fd)
     try:
         yield tmp
@@ -156,7 +160,9 @@ def remove_stale_temp_files(directory: str | os.PathLike) -> list[str]:
     if removed:
         logger.warning(
             "Removed %d incomplete temporary checkpoint file(s) in %s left by an interrupted save: %s",
-            len(removed), directory, ", ".join(sorted(removed)),
+            len(removed),
+            directory,
+            ", ".join(sorted(removed)),
         )
     return removed
 
@@ -268,7 +274,9 @@ def _torch_load_weights_only(path: str) -> Any:
     except pickle.UnpicklingError as e:
         msg = str(e)
         if "weights_only" in msg or "Weights only load failed" in msg:
-            first = next((ln.strip() for ln in msg.splitlines() if "GLOBAL" in ln or "Unsupported" in ln), "")
+            first = next(
+                (ln.strip() for ln in msg.splitlines() if "GLOBAL" in ln or "Unsupported" in ln), ""
+            )
             raise UnsafeCheckpointError(
                 f"refusing to load {path} with torch.load(weights_only=True): it contains Python "
                 f"objects other than tensors and plain containers ({first or 'see the cause'}), "
@@ -301,7 +309,9 @@ def load_checkpoint_file(path: str | os.PathLike, *, allow_pickle: bool = False)
     if path.endswith(".pkl"):
         if not allow_pickle:
             raise UnsafeCheckpointError(_pickle_refused_message(path))
-        logger.warning("Loading pickled checkpoint %s (pickles can run code; only load trusted files)", path)
+        logger.warning(
+            "Loading pickled checkpoint %s (pickles can run code; only load trusted files)", path
+        )
         return _load_pickle(path)
     if path.endswith(".safetensors"):
         loaded: dict[str, Any] = {"model": load_safetensors(path)}
@@ -322,7 +332,9 @@ def load_checkpoint_file(path: str | os.PathLike, *, allow_pickle: bool = False)
         return loaded
     loaded = _torch_load_weights_only(path)
     if not isinstance(loaded, dict):
-        raise ValueError(f"{path}: expected a dict (a state_dict or a checkpoint), got {type(loaded).__name__}")
+        raise ValueError(
+            f"{path}: expected a dict (a state_dict or a checkpoint), got {type(loaded).__name__}"
+        )
     if "model" not in loaded:
         loaded = {"model": loaded}
     return loaded
@@ -357,22 +369,35 @@ class AtomicCheckpointerMixin:
         if fmt == "safetensors":
             basename = f"{name}.safetensors"
             save_file = os.path.join(self.save_dir, basename)
-            self.logger.info("Saving checkpoint to %s (+ %s)", save_file, os.path.basename(state_file_for(save_file)))
+            self.logger.info(
+                "Saving checkpoint to %s (+ %s)",
+                save_file,
+                os.path.basename(state_file_for(save_file)),
+            )
             model_sd = data.pop("model")
             # The two files are one checkpoint: a shared id lets loading detect a mismatched pair
             # (a kill between the two writes when a name is reused, e.g. model_final).
             pair_id = os.urandom(8).hex()
             data["_pair_id"] = pair_id
             atomic_torch_save(data, state_file_for(save_file))
-            save_safetensors(model_sd, save_file, metadata={
-                "format": "pt", "iteration": data.get("iteration", ""), "pair_id": pair_id})
+            save_safetensors(
+                model_sd,
+                save_file,
+                metadata={
+                    "format": "pt",
+                    "iteration": data.get("iteration", ""),
+                    "pair_id": pair_id,
+                },
+            )
         elif fmt == "pth":
             basename = f"{name}.pth"
             save_file = os.path.join(self.save_dir, basename)
             self.logger.info("Saving checkpoint to %s", save_file)
             atomic_torch_save(data, save_file)
         else:
-            raise ValueError(f"unknown checkpoint format {self.save_format!r}; use 'pth' or 'safetensors'")
+            raise ValueError(
+                f"unknown checkpoint format {self.save_format!r}; use 'pth' or 'safetensors'"
+            )
         self.tag_last_checkpoint(basename)
 
     def tag_last_checkpoint(self, last_filename_basename: str) -> None:
@@ -385,7 +410,8 @@ class AtomicCheckpointerMixin:
             return super().get_all_checkpoint_files()
         names = sorted(os.listdir(self.save_dir)) if os.path.isdir(self.save_dir) else []
         return [
-            os.path.join(self.save_dir, f) for f in names
+            os.path.join(self.save_dir, f)
+            for f in names
             if (f.endswith(".pth") and not f.endswith(".state.pth")) or f.endswith(".safetensors")
         ]
 
@@ -422,8 +448,13 @@ def atomic_checkpointer_class(base: type) -> type:
         return base
     if base not in _ATOMIC_CLASSES:
         _ATOMIC_CLASSES[base] = type(
-            base.__name__, (AtomicCheckpointerMixin, base),
-            {"__module__": base.__module__, "__qualname__": base.__qualname__,
-             "__doc__": (base.__doc__ or "") + "\n(Atomic saves and safe loads: mask2former.utils.atomic_io.)"},
+            base.__name__,
+            (AtomicCheckpointerMixin, base),
+            {
+                "__module__": base.__module__,
+                "__qualname__": base.__qualname__,
+                "__doc__": (base.__doc__ or "")
+                + "\n(Atomic saves and safe loads: mask2former.utils.atomic_io.)",
+            },
         )
     return _ATOMIC_CLASSES[base]

@@ -12,6 +12,7 @@ pooled byte buffer, and the tensor's storage holds the only reference to that le
 therefore dies exactly when no tensor, view or numpy array uses the memory any more, and only then
 does a finalizer give the buffer back to the pool.
 """
+
 import math
 import threading
 import weakref
@@ -34,7 +35,9 @@ class OutputPool:
 
     def __init__(self, min_bytes: int = 16 << 20):
         self.min_bytes = min_bytes
-        self._lock = threading.RLock()  # re-entrant: a finalizer may run during a garbage collection inside it
+        self._lock = (
+            threading.RLock()
+        )  # re-entrant: a finalizer may run during a garbage collection inside it
         self._free: list[np.ndarray] = []  # uint8 buffers, oldest first
         self._round_bytes = 0
         self._cap = 0

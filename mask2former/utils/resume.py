@@ -22,6 +22,7 @@ non-determinism). With data-loader workers the data order after a resume is the 
 position (no images repeated or skipped) but the augmentation randomness inside workers is not
 re-seeded per iteration.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -108,10 +109,18 @@ def validate_train_dicts(cfg, dataset_dicts: list[dict]) -> list[dict]:
                 class_names = list(cls)
                 break
     start = time.perf_counter()
-    out = validate_dataset_dicts(dataset_dicts, ", ".join(names), num_classes=num_classes,
-                                 class_names=class_names, check_files=True)
-    logger.info("Checked %d training records and their files in %.1f s.", len(out),
-                time.perf_counter() - start)
+    out = validate_dataset_dicts(
+        dataset_dicts,
+        ", ".join(names),
+        num_classes=num_classes,
+        class_names=class_names,
+        check_files=True,
+    )
+    logger.info(
+        "Checked %d training records and their files in %.1f s.",
+        len(out),
+        time.perf_counter() - start,
+    )
     return out
 
 
@@ -124,8 +133,9 @@ def _explain_invalid_category(cfg) -> None:
     for name in cfg.DATASETS.TRAIN:
         classes = MetadataCatalog.get(name).get("thing_classes", None)
         if classes is not None:
-            validate_dataset_dicts(DatasetCatalog.get(name), name, num_classes=len(classes),
-                                   class_names=list(classes))
+            validate_dataset_dicts(
+                DatasetCatalog.get(name), name, num_classes=len(classes), class_names=list(classes)
+            )
 
 
 def fast_forward_train_loader(trainer, start_iter: int, total_batch_size: int) -> bool:
@@ -143,7 +153,9 @@ def fast_forward_train_loader(trainer, start_iter: int, total_batch_size: int) -
     if sampler is None:
         logger.warning(
             "Resuming at iteration %d: the training data loader cannot be fast-forwarded, so the "
-            "data order restarts from the beginning of its stream.", start_iter)
+            "data order restarts from the beginning of its stream.",
+            start_iter,
+        )
         return False
     world = comm.get_world_size()
     sampler.skip = int(start_iter) * int(total_batch_size) // world
@@ -153,8 +165,11 @@ def fast_forward_train_loader(trainer, start_iter: int, total_batch_size: int) -
         old._it = new_iter
     else:
         inner._data_loader_iter = new_iter
-    logger.info("Resuming the training data stream at iteration %d (%d samples per rank skipped).",
-                start_iter, sampler.skip)
+    logger.info(
+        "Resuming the training data stream at iteration %d (%d samples per rank skipped).",
+        start_iter,
+        sampler.skip,
+    )
     return True
 
 

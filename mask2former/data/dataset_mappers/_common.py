@@ -9,14 +9,14 @@ from __future__ import annotations
 import copy
 import logging
 import os
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pycocotools.mask as mask_util
 import torch
 import torch.nn.functional as F
 from detectron2.data import MetadataCatalog
-from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 from detectron2.structures import polygons_to_bitmask
 
@@ -152,8 +152,12 @@ def read_checked_pan_seg(dataset_dict: dict, mapper_name: str) -> np.ndarray:
         )
     pan_seg_file = dataset_dict.pop("pan_seg_file_name")
     pan_seg = read_pan_seg(pan_seg_file)
-    validation.check_panoptic_segments(rgb2id(pan_seg), dataset_dict["segments_info"],
-                                       pan_seg_file, image_file=dataset_dict["file_name"])
+    validation.check_panoptic_segments(
+        rgb2id(pan_seg),
+        dataset_dict["segments_info"],
+        pan_seg_file,
+        image_file=dataset_dict["file_name"],
+    )
     return pan_seg
 
 
@@ -212,8 +216,8 @@ def segmentation_to_mask(
         mask = np.asarray(segm)
     else:
         raise ValueError(
-            "Cannot convert segmentation of type '{}' to a mask: expected a list of polygons, "
-            "an RLE dict, or a 2-D array.".format(type(segm).__name__)
+            f"Cannot convert segmentation of type '{type(segm).__name__}' to a mask: expected a list of polygons, "
+            "an RLE dict, or a 2-D array."
         )
     if mask.ndim != 2 or tuple(mask.shape) != tuple(orig_hw):
         raise ValueError(

@@ -11,7 +11,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 from detectron2.config import configurable
-from detectron2.data import detection_utils as utils
 
 from ._common import (
     dataset_ignore_label,

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 from detectron2.structures import Instances
 

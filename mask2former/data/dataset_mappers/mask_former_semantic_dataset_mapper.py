@@ -10,7 +10,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 from detectron2.config import configurable
-from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 from detectron2.projects.point_rend import ColorAugSSDTransform
 from detectron2.structures import Instances
@@ -118,12 +117,18 @@ class MaskFormerSemanticDatasetMapper:
                 "'mask_former_semantic' mapper needs a semantic label map per image."
             )
         sem_seg_file = dataset_dict.pop("sem_seg_file_name")
-        validation.require_file(sem_seg_file, "semantic label file",
-                                image_file=dataset_dict["file_name"])
+        validation.require_file(
+            sem_seg_file, "semantic label file", image_file=dataset_dict["file_name"]
+        )
         sem_seg_gt = read_sem_seg(sem_seg_file)
         if self.num_classes is not None:
-            validation.check_sem_seg(sem_seg_gt, self.num_classes, self.ignore_label, sem_seg_file,
-                                     image_file=dataset_dict["file_name"])
+            validation.check_sem_seg(
+                sem_seg_gt,
+                self.num_classes,
+                self.ignore_label,
+                sem_seg_file,
+                image_file=dataset_dict["file_name"],
+            )
 
         aug_input = T.AugInput(image, sem_seg=sem_seg_gt)
         aug_input, _ = T.apply_transform_gens(self.tfm_gens, aug_input)

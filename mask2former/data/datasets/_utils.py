@@ -6,7 +6,7 @@ from __future__ import annotations
 import importlib
 import os
 import runpy
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.catalog import Metadata

@@ -22,6 +22,7 @@ that happens when a dataset is first loaded, or by `prepare_demo_shapes()`.
 
 Registered names: demo_shapes_{panoptic,instance,sem_seg}_{train,val}.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -98,7 +99,9 @@ def _wavy_line(rng: np.random.Generator, w: int, base: float, amp: float) -> np.
     y = np.full(w, base, np.float32)
     for _ in range(2):
         period = rng.uniform(0.3, 1.5) * w
-        y += rng.uniform(0.2, 1.0) * amp * np.sin(2 * np.pi * x / period + rng.uniform(0, 2 * np.pi))
+        y += (
+            rng.uniform(0.2, 1.0) * amp * np.sin(2 * np.pi * x / period + rng.uniform(0, 2 * np.pi))
+        )
     y += amp * 0.3 * _noise(rng, 1, w, (1, 8), octaves=2)[0]
     return y
 
@@ -109,8 +112,9 @@ def _stuff_layout(rng: np.random.Generator, size: int) -> np.ndarray:
     ys = np.arange(h, dtype=np.float32)[:, None]
     xs = np.arange(w, dtype=np.float32)[None, :]
     layout = np.full((h, w), GROUND, np.int32)
-    kind = rng.choice(["lake", "shore", "land", "sea", "split", "aerial"],
-                      p=[0.25, 0.2, 0.15, 0.15, 0.15, 0.1])
+    kind = rng.choice(
+        ["lake", "shore", "land", "sea", "split", "aerial"], p=[0.25, 0.2, 0.15, 0.15, 0.15, 0.1]
+    )
     horizon = _wavy_line(rng, w, rng.uniform(0.22, 0.5) * h, rng.uniform(2, 14))
     if kind == "lake":  # sky / water / ground (near shore)
         shore = _wavy_line(rng, w, rng.uniform(0.6, 0.85) * h, rng.uniform(3, 12))
@@ -142,8 +146,11 @@ def _stuff_texture(rng: np.random.Generator, cat: int, size: int) -> np.ndarray:
     if cat == SKY:
         sunset = rng.random() < 0.2
         top = _hsv(rng.uniform(0.55, 0.63), rng.uniform(0.5, 0.8), rng.uniform(0.6, 0.9))
-        low = (_hsv(rng.uniform(0.02, 0.1), 0.5, 0.95) if sunset
-               else _hsv(rng.uniform(0.52, 0.6), rng.uniform(0.1, 0.3), 0.97))
+        low = (
+            _hsv(rng.uniform(0.02, 0.1), 0.5, 0.95)
+            if sunset
+            else _hsv(rng.uniform(0.52, 0.6), rng.uniform(0.1, 0.3), 0.97)
+        )
         tex = top * (1 - ys) + low * ys
         clouds = _noise(rng, h, w, (5, 2), octaves=4)  # wide, flat clouds
         amount = np.clip((clouds - rng.uniform(0.0, 1.2)) * 0.8, 0, 0.85)[..., None]
@@ -253,8 +260,10 @@ def render_scene(seed: tuple[int, ...], size: int = IMAGE_SIZE):
             image[region] = _stuff_texture(rng, cat, size)[region]
     # Soften the stuff boundaries in the image (the labels stay sharp).
     blurred = cv2.GaussianBlur(image, (0, 0), 1.0)
-    edges = cv2.dilate((cv2.Laplacian(layout.astype(np.float32), cv2.CV_32F) != 0).astype(np.uint8),
-                       np.ones((3, 3), np.uint8)).astype(bool)
+    edges = cv2.dilate(
+        (cv2.Laplacian(layout.astype(np.float32), cv2.CV_32F) != 0).astype(np.uint8),
+        np.ones((3, 3), np.uint8),
+    ).astype(bool)
     image[edges] = blurred[edges]
 
     # Things, back to front. `owner` holds the index of the visible thing at each pixel, -1 = stuff.
@@ -276,8 +285,10 @@ def render_scene(seed: tuple[int, ...], size: int = IMAGE_SIZE):
         # Reject placements that would hide too much of a shape already in the scene.
         covered = np.bincount(owner[mask] + 1, minlength=len(kinds) + 1)[1:]
         visible = np.bincount(owner.ravel() + 1, minlength=len(kinds) + 1)[1:] - covered
-        if any(v < max(_MIN_VISIBLE_FRACTION * a, _MIN_VISIBLE_PIXELS)
-               for v, a in zip(visible, full_area)):
+        if any(
+            v < max(_MIN_VISIBLE_FRACTION * a, _MIN_VISIBLE_PIXELS)
+            for v, a in zip(visible, full_area)
+        ):
             continue
         # Drop shadow: darken what is below, offset towards the lower right, blurred.
         off = r * rng.uniform(0.08, 0.2)
@@ -354,8 +365,15 @@ def _write_one(job: tuple[str, str, int, int]) -> dict[str, Any]:
     for s, m in zip(things, thing_masks):
         rle = mask_util.encode(np.asfortranarray(m.astype(np.uint8)))
         rle["counts"] = rle["counts"].decode("ascii")
-        instances.append({"category_id": s["category_id"], "segmentation": rle,
-                          "area": s["area"], "bbox": s["bbox"], "iscrowd": 0})
+        instances.append(
+            {
+                "category_id": s["category_id"],
+                "segmentation": rle,
+                "area": s["area"],
+                "bbox": s["bbox"],
+                "iscrowd": 0,
+            }
+        )
     h, w = pan.shape
     return {
         "image": {"id": index, "file_name": stem + ".jpg", "height": h, "width": w},
@@ -368,16 +386,21 @@ _THING_IDS = {c["id"] for c in DEMO_CATEGORIES if c["isthing"]}
 
 
 def _stamp(splits: dict[str, tuple[int, int]]) -> dict[str, Any]:
-    return {"generator_version": GENERATOR_VERSION, "image_size": IMAGE_SIZE, "seed": SEED,
-            "splits": {k: list(v) for k, v in splits.items()}}
+    return {
+        "generator_version": GENERATOR_VERSION,
+        "image_size": IMAGE_SIZE,
+        "seed": SEED,
+        "splits": {k: list(v) for k, v in splits.items()},
+    }
 
 
 def demo_shapes_root() -> str:
     """The cache folder: $MASK2FORMER_DEMO_DIR, $DETECTRON2_DATASETS/demo_shapes or ./datasets/..."""
     if os.environ.get("MASK2FORMER_DEMO_DIR"):
         return os.path.expanduser(os.environ["MASK2FORMER_DEMO_DIR"])
-    return os.path.join(os.path.expanduser(os.environ.get("DETECTRON2_DATASETS", "datasets")),
-                        "demo_shapes")
+    return os.path.join(
+        os.path.expanduser(os.environ.get("DETECTRON2_DATASETS", "datasets")), "demo_shapes"
+    )
 
 
 def _is_ready(root: str, splits: dict[str, tuple[int, int]]) -> bool:
@@ -418,7 +441,7 @@ def _generate(root: str, splits: dict[str, tuple[int, int]], workers: int) -> No
 
     start = 0
     for split, (n, _) in splits.items():
-        split_results = results[start:start + n]
+        split_results = results[start : start + n]
         start += n
         images = [r["image"] for r in split_results]
         panoptic = {
@@ -437,8 +460,11 @@ def _generate(root: str, splits: dict[str, tuple[int, int]], workers: int) -> No
             "licenses": [],
             "images": images,
             "annotations": anns,
-            "categories": [{k: c[k] for k in ("id", "name", "supercategory")}
-                           for c in DEMO_CATEGORIES if c["isthing"]],
+            "categories": [
+                {k: c[k] for k in ("id", "name", "supercategory")}
+                for c in DEMO_CATEGORIES
+                if c["isthing"]
+            ],
         }
         with open(os.path.join(annotations, f"panoptic_{split}.json"), "w") as f:
             json.dump(panoptic, f)
@@ -448,8 +474,12 @@ def _generate(root: str, splits: dict[str, tuple[int, int]], workers: int) -> No
         json.dump(_stamp(splits), f)
 
 
-def prepare_demo_shapes(root: str | None = None, force: bool = False, workers: int | None = None,
-                        splits: dict[str, tuple[int, int]] | None = None) -> str:
+def prepare_demo_shapes(
+    root: str | None = None,
+    force: bool = False,
+    workers: int | None = None,
+    splits: dict[str, tuple[int, int]] | None = None,
+) -> str:
     """Generate the dataset into `root` unless an up-to-date copy is there; returns the root.
 
     `splits` maps split name -> (number of images, seed offset); default `SPLITS` (the tests use
@@ -496,8 +526,11 @@ def _lazy(name: str, root: str, splits: dict[str, tuple[int, int]]) -> None:
     DatasetCatalog.register(name, load)
 
 
-def register_demo_shapes(root: str | None = None, prefix: str = "demo_shapes",
-                         splits: dict[str, tuple[int, int]] | None = None) -> list[str]:
+def register_demo_shapes(
+    root: str | None = None,
+    prefix: str = "demo_shapes",
+    splits: dict[str, tuple[int, int]] | None = None,
+) -> list[str]:
     """Register `{prefix}_{panoptic,instance,sem_seg}_{split}` for the dataset at `root` (default
     `demo_shapes_root()`), through the custom-dataset helpers; returns the names.
 
@@ -507,8 +540,11 @@ def register_demo_shapes(root: str | None = None, prefix: str = "demo_shapes",
     """
     from detectron2.data import MetadataCatalog
 
-    from .custom import (register_instance_dataset, register_panoptic_dataset,
-                         register_semantic_dataset)
+    from .custom import (
+        register_instance_dataset,
+        register_panoptic_dataset,
+        register_semantic_dataset,
+    )
     from .panoptic import panoptic_metadata
 
     root = os.path.abspath(root or demo_shapes_root())
@@ -529,8 +565,11 @@ def register_demo_shapes(root: str | None = None, prefix: str = "demo_shapes",
         MetadataCatalog.get(pan_name).set(**panoptic_metadata(DEMO_CATEGORIES))
 
         inst_name = f"{prefix}_instance_{split}"
-        register_instance_dataset(inst_name, json_file=os.path.join(ann, f"instances_{split}.json"),
-                                  image_root=os.path.join(root, split))
+        register_instance_dataset(
+            inst_name,
+            json_file=os.path.join(ann, f"instances_{split}.json"),
+            image_root=os.path.join(root, split),
+        )
         MetadataCatalog.get(inst_name).set(
             thing_classes=[c["name"] for c in things],
             thing_dataset_id_to_contiguous_id={c["id"]: i for i, c in enumerate(things)},

@@ -7,7 +7,7 @@ import hashlib
 import json
 import os
 import tempfile
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from PIL import Image

@@ -79,7 +79,11 @@ def register_all_ade20k_panoptic(root: str) -> None:
         register_checked(
             name,
             partial(
-                load_registered_panoptic, name, panoptic_json, image_root, panoptic_root,
+                load_registered_panoptic,
+                name,
+                panoptic_json,
+                image_root,
+                panoptic_root,
                 sem_seg_root,
             ),
             [

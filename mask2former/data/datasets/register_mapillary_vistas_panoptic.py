@@ -48,7 +48,11 @@ def register_all_mapillary_vistas_panoptic(root: str) -> None:
         register_checked(
             name,
             partial(
-                load_registered_panoptic, name, panoptic_json, image_root, panoptic_root,
+                load_registered_panoptic,
+                name,
+                panoptic_json,
+                image_root,
+                panoptic_root,
                 sem_seg_root,
             ),
             [

@@ -9,6 +9,7 @@ mask, the same computation as the explicit softmax(q k^T * scale + bias) v.
 
 Shapes: B images, (H, W) token grid of a stage, C channels, N = window_size**2 tokens a window.
 """
+
 import functools
 
 import torch
@@ -34,7 +35,7 @@ def window_reverse(windows: torch.Tensor, window_size: int, H: int, W: int) -> t
     return x.permute(0, 1, 3, 2, 4, 5).contiguous().view(B, H, W, -1)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def relative_position_index(wh: int, ww: int) -> torch.Tensor:
     """Index into the (2Wh-1)(2Ww-1) bias table for every pair of tokens of a window, (N, N).
 
@@ -75,7 +76,9 @@ class WindowAttention(nn.Module):
         self.relative_position_bias_table = nn.Parameter(
             torch.zeros((2 * window_size[0] - 1) * (2 * window_size[1] - 1), num_heads)
         )
-        self.register_buffer("relative_position_index", relative_position_index(*window_size).clone())
+        self.register_buffer(
+            "relative_position_index", relative_position_index(*window_size).clone()
+        )
 
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
         self.attn_drop = attn_drop
@@ -100,7 +103,9 @@ class WindowAttention(nn.Module):
         q, k, v = qkv[0], qkv[1], qkv[2]
         bias = bias.to(q.dtype)
         dropout_p = self.attn_drop if self.training else 0.0
-        x = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout_p, scale=self.scale)
+        x = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=bias, dropout_p=dropout_p, scale=self.scale
+        )
         x = x.reshape(B_, self.num_heads, N, -1).transpose(1, 2).reshape(B_, N, C)
         return self.proj_drop(self.proj(x))
 
@@ -134,12 +139,19 @@ class SwinTransformerBlock(nn.Module):
 
         self.norm1 = norm_layer(dim)
         self.attn = WindowAttention(
-            dim, window_size=to_2tuple(window_size), num_heads=num_heads, qkv_bias=qkv_bias,
-            qk_scale=qk_scale, attn_drop=attn_drop, proj_drop=drop,
+            dim,
+            window_size=to_2tuple(window_size),
+            num_heads=num_heads,
+            qkv_bias=qkv_bias,
+            qk_scale=qk_scale,
+            attn_drop=attn_drop,
+            proj_drop=drop,
         )
         self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
         self.norm2 = norm_layer(dim)
-        self.mlp = Mlp(in_features=dim, hidden_features=int(dim * mlp_ratio), act_layer=act_layer, drop=drop)
+        self.mlp = Mlp(
+            in_features=dim, hidden_features=int(dim * mlp_ratio), act_layer=act_layer, drop=drop
+        )
         self.H = None
         self.W = None
 
@@ -231,15 +243,23 @@ class BasicLayer(nn.Module):
         self.use_checkpoint = use_checkpoint
         self.blocks = nn.ModuleList(
             SwinTransformerBlock(
-                dim=dim, num_heads=num_heads, window_size=window_size,
-                shift_size=0 if (i % 2 == 0) else window_size // 2, mlp_ratio=mlp_ratio,
-                qkv_bias=qkv_bias, qk_scale=qk_scale, drop=drop, attn_drop=attn_drop,
+                dim=dim,
+                num_heads=num_heads,
+                window_size=window_size,
+                shift_size=0 if (i % 2 == 0) else window_size // 2,
+                mlp_ratio=mlp_ratio,
+                qkv_bias=qkv_bias,
+                qk_scale=qk_scale,
+                drop=drop,
+                attn_drop=attn_drop,
                 drop_path=drop_path[i] if isinstance(drop_path, list) else drop_path,
                 norm_layer=norm_layer,
             )
             for i in range(depth)
         )
-        self.downsample = downsample(dim=dim, norm_layer=norm_layer) if downsample is not None else None
+        self.downsample = (
+            downsample(dim=dim, norm_layer=norm_layer) if downsample is not None else None
+        )
 
     def _shift_attention_mask(self, H: int, W: int, device, dtype) -> torch.Tensor:
         """Additive mask (nW, N, N) that keeps shifted windows from mixing distant regions."""
@@ -276,7 +296,9 @@ class BasicLayer(nn.Module):
 class PatchEmbed(nn.Module):
     """Non-overlapping patch_size x patch_size patches -> embed_dim (pads right/bottom)."""
 
-    def __init__(self, patch_size: int = 4, in_chans: int = 3, embed_dim: int = 96, norm_layer=None):
+    def __init__(
+        self, patch_size: int = 4, in_chans: int = 3, embed_dim: int = 96, norm_layer=None
+    ):
         super().__init__()
         self.patch_size = to_2tuple(patch_size)
         self.in_chans = in_chans
@@ -334,13 +356,18 @@ class SwinTransformer(nn.Module):
         self.frozen_stages = frozen_stages
 
         self.patch_embed = PatchEmbed(
-            patch_size=patch_size, in_chans=in_chans, embed_dim=embed_dim,
+            patch_size=patch_size,
+            in_chans=in_chans,
+            embed_dim=embed_dim,
             norm_layer=norm_layer if self.patch_norm else None,
         )
         if self.ape:  # absolute position embedding at the pre-training resolution
             pretrain_img_size = to_2tuple(pretrain_img_size)
             patch_size = to_2tuple(patch_size)
-            patches_resolution = [pretrain_img_size[0] // patch_size[0], pretrain_img_size[1] // patch_size[1]]
+            patches_resolution = [
+                pretrain_img_size[0] // patch_size[0],
+                pretrain_img_size[1] // patch_size[1],
+            ]
             self.absolute_pos_embed = nn.Parameter(
                 torch.zeros(1, embed_dim, patches_resolution[0], patches_resolution[1])
             )
@@ -408,7 +435,9 @@ class SwinTransformer(nn.Module):
         x = self.patch_embed(x)
         Wh, Ww = x.size(2), x.size(3)
         if self.ape:
-            absolute_pos_embed = F.interpolate(self.absolute_pos_embed, size=(Wh, Ww), mode="bicubic")
+            absolute_pos_embed = F.interpolate(
+                self.absolute_pos_embed, size=(Wh, Ww), mode="bicubic"
+            )
             x = x + absolute_pos_embed
         x = self.pos_drop(x.flatten(2).transpose(1, 2))  # (B, Wh*Ww, C)
 
@@ -417,7 +446,9 @@ class SwinTransformer(nn.Module):
             x_out, H, W, x, Wh, Ww = self.layers[i](x, Wh, Ww)
             if i in self.out_indices:
                 x_out = getattr(self, f"norm{i}")(x_out)
-                outs[f"res{i + 2}"] = x_out.view(-1, H, W, self.num_features[i]).permute(0, 3, 1, 2).contiguous()
+                outs[f"res{i + 2}"] = (
+                    x_out.view(-1, H, W, self.num_features[i]).permute(0, 3, 1, 2).contiguous()
+                )
         return outs
 
     def train(self, mode: bool = True):
@@ -453,20 +484,26 @@ class D2SwinTransformer(SwinTransformer, Backbone):
         )
         known = {"res2", "res3", "res4", "res5"}
         if not set(s.OUT_FEATURES) <= known:
-            raise ValueError(f"MODEL.SWIN.OUT_FEATURES={s.OUT_FEATURES}: choose from {sorted(known)}")
+            raise ValueError(
+                f"MODEL.SWIN.OUT_FEATURES={s.OUT_FEATURES}: choose from {sorted(known)}"
+            )
         self._out_features = list(s.OUT_FEATURES)
         self._out_feature_strides = {"res2": 4, "res3": 8, "res4": 16, "res5": 32}
         self._out_feature_channels = {f"res{i + 2}": c for i, c in enumerate(self.num_features)}
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         if x.dim() != 4:
-            raise ValueError(f"SwinTransformer takes (B, C, H, W) inputs, got shape {tuple(x.shape)}")
+            raise ValueError(
+                f"SwinTransformer takes (B, C, H, W) inputs, got shape {tuple(x.shape)}"
+            )
         y = super().forward(x)
         return {k: v for k, v in y.items() if k in self._out_features}
 
     def output_shape(self) -> dict[str, ShapeSpec]:
         return {
-            name: ShapeSpec(channels=self._out_feature_channels[name], stride=self._out_feature_strides[name])
+            name: ShapeSpec(
+                channels=self._out_feature_channels[name], stride=self._out_feature_strides[name]
+            )
             for name in self._out_features
         }
 

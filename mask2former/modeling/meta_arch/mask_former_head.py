@@ -5,6 +5,7 @@ keys: published checkpoints already carry the `pixel_decoder.` prefix, and the h
 broke re-saved checkpoints (upstream issues #95, #129). Names are mapped explicitly in
 `mask2former/checkpoint.py` instead.
 """
+
 import torch
 from detectron2.config import configurable
 from detectron2.layers import ShapeSpec

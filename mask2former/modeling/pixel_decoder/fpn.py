@@ -6,7 +6,8 @@ multi_scale_features)`: per-pixel embeddings at 1/4 (B, D, H/4, W/4), an optiona
 first (1/32, 1/16, 1/8). As in the published code, pixel decoders are registered in
 detectron2's `SEM_SEG_HEADS_REGISTRY` and picked by `MODEL.SEM_SEG_HEAD.PIXEL_DECODER_NAME`.
 """
-from typing import Callable
+
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -66,8 +67,14 @@ def add_fpn_convs(
             )
             output_in_channels = conv_dim
         output_conv = Conv2d(
-            output_in_channels, conv_dim, kernel_size=3, stride=1, padding=1, bias=use_bias,
-            norm=get_norm(norm, conv_dim), activation=F.relu,
+            output_in_channels,
+            conv_dim,
+            kernel_size=3,
+            stride=1,
+            padding=1,
+            bias=use_bias,
+            norm=get_norm(norm, conv_dim),
+            activation=F.relu,
         )
         if lateral_conv is not None:
             weight_init.c2_xavier_fill(lateral_conv)

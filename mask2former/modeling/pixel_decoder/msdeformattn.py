@@ -4,7 +4,8 @@
 learnable level embedding per scale, then one lateral FPN step to 1/4 for the mask features.
 Shapes: B images, C = conv_dim channels, S = sum over levels of H_l * W_l tokens.
 """
-from typing import Callable
+
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -42,9 +43,13 @@ class MSDeformAttnTransformerEncoderLayer(nn.Module):
         self.dropout3 = nn.Dropout(dropout)
         self.norm2 = nn.LayerNorm(d_model)
 
-    def forward(self, src, pos, reference_points, spatial_shapes, level_start_index, padding_mask=None):
+    def forward(
+        self, src, pos, reference_points, spatial_shapes, level_start_index, padding_mask=None
+    ):
         """src, pos: (B, S, C); reference_points: (B, S, L, 2) -> (B, S, C)."""
-        src2 = self.self_attn(src + pos, reference_points, src, spatial_shapes, level_start_index, padding_mask)
+        src2 = self.self_attn(
+            src + pos, reference_points, src, spatial_shapes, level_start_index, padding_mask
+        )
         src = self.norm1(src + self.dropout1(src2))
         src2 = self.linear2(self.dropout2(F.relu(self.linear1(src))))
         return self.norm2(src + self.dropout3(src2))
@@ -57,7 +62,9 @@ class MSDeformAttnTransformerEncoder(nn.Module):
         self.num_layers = num_layers
 
     @staticmethod
-    def get_reference_points(spatial_shapes: list[tuple[int, int]], batch: int, device) -> torch.Tensor:
+    def get_reference_points(
+        spatial_shapes: list[tuple[int, int]], batch: int, device
+    ) -> torch.Tensor:
         """Pixel centres ((j + 0.5) / W_l, (i + 0.5) / H_l) of every level, shared by all levels
         (no padding: valid ratios are 1). Returns (B, S, L, 2)."""
         reference_points_list = []
@@ -78,7 +85,9 @@ class MSDeformAttnTransformerEncoder(nn.Module):
         reference_points = self.get_reference_points(shapes, src.shape[0], src.device)
         output = src
         for layer in self.layers:
-            output = layer(output, pos, reference_points, spatial_shapes, level_start_index, padding_mask)
+            output = layer(
+                output, pos, reference_points, spatial_shapes, level_start_index, padding_mask
+            )
         return output
 
 
@@ -125,11 +134,15 @@ class MSDeformAttnTransformerEncoderOnly(nn.Module):
             _, _, h, w = src.shape
             spatial_shapes.append((h, w))
             src_flatten.append(src.flatten(2).transpose(1, 2))  # (B, H_l*W_l, C)
-            lvl_pos_embed = pos_embed.flatten(2).transpose(1, 2) + self.level_embed[lvl].view(1, 1, -1)
+            lvl_pos_embed = pos_embed.flatten(2).transpose(1, 2) + self.level_embed[lvl].view(
+                1, 1, -1
+            )
             lvl_pos_embed_flatten.append(lvl_pos_embed)
         src_flatten = torch.cat(src_flatten, 1)
         lvl_pos_embed_flatten = torch.cat(lvl_pos_embed_flatten, 1)
-        spatial_shapes = torch.as_tensor(spatial_shapes, dtype=torch.long, device=src_flatten.device)
+        spatial_shapes = torch.as_tensor(
+            spatial_shapes, dtype=torch.long, device=src_flatten.device
+        )
         level_start_index = torch.cat(
             (spatial_shapes.new_zeros((1,)), spatial_shapes.prod(1).cumsum(0)[:-1])
         )
@@ -165,7 +178,9 @@ class MSDeformAttnPixelDecoder(nn.Module):
             common_stride: stride of the mask features (4).
         """
         super().__init__()
-        transformer_input_shape = {k: v for k, v in input_shape.items() if k in transformer_in_features}
+        transformer_input_shape = {
+            k: v for k, v in input_shape.items() if k in transformer_in_features
+        }
         input_shape = sorted(input_shape.items(), key=lambda x: x[1].stride)
         self.in_features = [k for k, v in input_shape]  # "res2" .. "res5"
         self.feature_strides = [v.stride for k, v in input_shape]
@@ -179,7 +194,9 @@ class MSDeformAttnPixelDecoder(nn.Module):
 
         # 1x1 conv + GN per encoder level, from low to high resolution (res5 first).
         self.input_proj = nn.ModuleList(
-            nn.Sequential(nn.Conv2d(in_channels, conv_dim, kernel_size=1), nn.GroupNorm(32, conv_dim))
+            nn.Sequential(
+                nn.Conv2d(in_channels, conv_dim, kernel_size=1), nn.GroupNorm(32, conv_dim)
+            )
             for in_channels in transformer_in_channels[::-1]
         )
         for proj in self.input_proj:
@@ -253,7 +270,9 @@ class MSDeformAttnPixelDecoder(nn.Module):
         for idx, f in enumerate(self.in_features[: self.num_fpn_levels][::-1]):
             x = features[f].float()
             cur_fpn = self.lateral_convs[idx](x)
-            y = cur_fpn + F.interpolate(out[-1], size=cur_fpn.shape[-2:], mode="bilinear", align_corners=False)
+            y = cur_fpn + F.interpolate(
+                out[-1], size=cur_fpn.shape[-2:], mode="bilinear", align_corners=False
+            )
             out.append(self.output_convs[idx](y))
 
         multi_scale_features = out[: self.maskformer_num_feature_levels]

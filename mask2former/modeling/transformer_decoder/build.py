@@ -1,4 +1,5 @@
 """Registry of transformer decoders: `MODEL.MASK_FORMER.TRANSFORMER_DECODER_NAME` picks one."""
+
 from detectron2.utils.registry import Registry
 from torch import nn
 

@@ -9,6 +9,7 @@ The attention layers keep `nn.MultiheadAttention` modules as parameter holders b
 `F.scaled_dot_product_attention`, which is numerically the same operation (tested in float64)
 and uses the fused kernels where they exist.
 """
+
 import torch
 import torch.nn.functional as F
 from detectron2.config import configurable
@@ -51,7 +52,9 @@ def multi_head_attention(
 class SelfAttentionLayer(nn.Module):
     """Self-attention among queries, residual, LayerNorm (post-norm; pre-norm if asked)."""
 
-    def __init__(self, d_model: int, nhead: int, dropout: float = 0.0, normalize_before: bool = False):
+    def __init__(
+        self, d_model: int, nhead: int, dropout: float = 0.0, normalize_before: bool = False
+    ):
         super().__init__()
         self.self_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout)
         self.norm = nn.LayerNorm(d_model)
@@ -70,7 +73,9 @@ class SelfAttentionLayer(nn.Module):
 class CrossAttentionLayer(nn.Module):
     """Masked cross-attention from queries to one level of image features (Eq. 2)."""
 
-    def __init__(self, d_model: int, nhead: int, dropout: float = 0.0, normalize_before: bool = False):
+    def __init__(
+        self, d_model: int, nhead: int, dropout: float = 0.0, normalize_before: bool = False
+    ):
         super().__init__()
         self.multihead_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout)
         self.norm = nn.LayerNorm(d_model)
@@ -99,7 +104,11 @@ class FFNLayer(nn.Module):
     """Linear -> ReLU -> Linear, residual, LayerNorm."""
 
     def __init__(
-        self, d_model: int, dim_feedforward: int = 2048, dropout: float = 0.0, normalize_before: bool = False
+        self,
+        d_model: int,
+        dim_feedforward: int = 2048,
+        dropout: float = 0.0,
+        normalize_before: bool = False,
     ):
         super().__init__()
         self.linear1 = nn.Linear(d_model, dim_feedforward)
@@ -122,7 +131,9 @@ class MLP(nn.Module):
         super().__init__()
         self.num_layers = num_layers
         h = [hidden_dim] * (num_layers - 1)
-        self.layers = nn.ModuleList(nn.Linear(n, k) for n, k in zip([input_dim] + h, h + [output_dim]))
+        self.layers = nn.ModuleList(
+            nn.Linear(n, k) for n, k in zip([input_dim] + h, h + [output_dim])
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for i, layer in enumerate(self.layers):
@@ -276,7 +287,9 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
             outputs_class, outputs_mask, allowed = self.forward_prediction_heads(
                 output,
                 mask_features,
-                attn_mask_target_size=None if last else size_list[(i + 1) % self.num_feature_levels],
+                attn_mask_target_size=None
+                if last
+                else size_list[(i + 1) % self.num_feature_levels],
             )
             predictions_class.append(outputs_class)
             predictions_mask.append(outputs_mask)
