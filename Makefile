@@ -8,7 +8,7 @@ CONSTRAINTS := requirements/constraints.txt
 TESTS ?= tests
 PYTEST_ARGS ?=
 
-.PHONY: setup test demo lock clean-venv
+.PHONY: setup lint test demo lock clean-venv
 
 setup: $(VENV)/.stamp-project
 
@@ -32,7 +32,12 @@ $(VENV)/.stamp-project: $(VENV)/.stamp-d2 setup.py
 	$(PIP) install -q --no-build-isolation --no-deps -e .
 	touch $@
 
-test: setup
+# The linter and formatter (configuration in ruff.toml); `make test` runs them before the tests.
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+test: lint
 	$(PY) -m pytest $(TESTS) $(PYTEST_ARGS)
 
 demo: setup

@@ -65,7 +65,7 @@ def breakdown(
     totals = []
     try:
         for i in range(iters):
-            t = time_fn(lambda _: run(i), device, 0, 1)
+            t = time_fn(lambda _, i=i: run(i), device, 0, 1)
             timer.next_iteration()
             totals.append(t.median)
         res = timer.results_ms()
@@ -353,7 +353,7 @@ def _check(model, inputs, device, rows_out, base_row, note) -> None:
     with reference_path(model) as sw:
         ref = _capture(model, inputs, device, "fp32")
         switches = sw.found
-    for name, (dtype, use_ref, tol, meaning) in VARIANTS.items():
+    for name, (dtype, use_ref, tol, _meaning) in VARIANTS.items():
         row = dict(base_row, variant=name, dtype=dtype)
         if name.startswith("default") and not switches:
             row.update(

@@ -452,7 +452,8 @@ class Harness:
             self.log(f"{name} outputs check: {[x.get('verdict', x['status']) for x in rows]}")
         if "flops" in want:
             self.flops_rows(name, b, shape_inputs, params_m)
-        del holder["b"], b
+        del holder["b"]
+        b = None  # the closures above hold `b` in a cell: drop the model before freeing memory
         common.free_memory(self.dev)
 
     def flops_rows(self, name, b, shape_inputs, params_m) -> None:
@@ -511,7 +512,7 @@ class Harness:
         for loss in self.a.losses.split(","):
             holder = {}
 
-            def build(r, loss=loss):
+            def build(r, loss=loss, holder=holder):
                 torch.manual_seed(0)
                 b = models.build(
                     name,
@@ -553,7 +554,7 @@ class Harness:
                         )
                         continue
 
-                    def fill(r, bs=bs, amp=amp):
+                    def fill(r, bs=bs, amp=amp, holder=holder):
                         nonlocal batch
                         if batch is None:
                             batch = models.training_batch(

@@ -258,9 +258,7 @@ class StandInMaskFormer(nn.Module):
                 info = []
                 if keep.any():
                     ids = (scores[keep, None, None] * masks[keep]).argmax(0)
-                    for k, (lab, qi) in enumerate(
-                        zip(labels[keep].tolist(), keep.nonzero().flatten().tolist())
-                    ):
+                    for k, lab in enumerate(labels[keep].tolist()):
                         area = ids == k
                         if area.any():
                             seg[area] = len(info) + 1

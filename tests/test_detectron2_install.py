@@ -61,7 +61,7 @@ def test_fast_coco_eval_raises_clear_error():
     from detectron2.evaluation import fast_eval_api
 
     with pytest.raises(RuntimeError, match="fast COCO evaluation are missing"):
-        fast_eval_api._C.COCOevalEvaluateImages
+        _ = fast_eval_api._C.COCOevalEvaluateImages
 
 
 @needs_pypi_build
@@ -69,7 +69,7 @@ def test_cuda_deform_conv_raises_clear_error():
     from detectron2.layers import deform_conv
 
     with pytest.raises(RuntimeError, match="compiled op 'deform_conv_forward'"):
-        deform_conv._C.deform_conv_forward
+        _ = deform_conv._C.deform_conv_forward
 
 
 def test_cpu_deform_conv_still_works_through_torchvision():

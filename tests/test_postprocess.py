@@ -139,7 +139,7 @@ def test_instance_inference_topk_scores_and_boxes():
     )[:4]
     assert res.pred_classes.tolist() == [c for _, _, c in exp_pairs]
     assert res.pred_masks.dtype == torch.float32 and res.pred_masks.shape == (4, h, w)
-    for i, (p, q, c) in enumerate(exp_pairs):
+    for i, (p, q, _c) in enumerate(exp_pairs):
         if q == 0:
             mask_score, box = 1.0, [1, 1, 4, 3]
         elif q == 1:

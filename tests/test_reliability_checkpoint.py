@@ -114,7 +114,6 @@ def test_non_atomic_baseline_can_truncate(tmp_path):
     """What the atomic writer protects against: a plain write killed midway leaves a bad file."""
     p = tmp_path / "model_final.pth"
     with open(p, "wb") as f:  # what torch.save leaves when killed after 1 kB
-        buf = bytearray()
         import io
 
         b = io.BytesIO()

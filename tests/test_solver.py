@@ -156,7 +156,7 @@ def test_poly_lr_values():
     opt = build_optimizer(cfg, model)
     sched = build_lr_scheduler(cfg, opt)
     lrs = []
-    for it in range(100):
+    for _ in range(100):
         lrs.append(sorted({g["lr"] for g in opt.param_groups}))
         opt.step()
         sched.step()

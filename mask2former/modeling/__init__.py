@@ -14,9 +14,3 @@ __all__ = [
     "TRANSFORMER_DECODER_REGISTRY",
     "MultiScaleMaskedTransformerDecoder",
 ]
-
-# The meta-architecture lives at the package root (published layout); importing it here makes
-# `import mask2former.modeling` register everything a config can name.
-from ..maskformer_model import MaskFormer  # noqa: E402
-
-__all__.append("MaskFormer")
