@@ -32,6 +32,13 @@ KNOWN_DATASETS = {
     65: [("mapillary-vistas", "semantic"), ("mapillary-vistas", "panoptic")],
 }
 TASKS = ("semantic", "instance", "panoptic")
+_MAPPER_TASK = {
+    "mask_former_semantic": "semantic",
+    "mask_former_instance": "instance",
+    "coco_instance_lsj": "instance",
+    "mask_former_panoptic": "panoptic",
+    "coco_panoptic_lsj": "panoptic",
+}
 
 
 def _require(ok: bool, what: str) -> None:
@@ -289,7 +296,10 @@ def hf_config_from_cfg(cfg: CfgNode, names: list[str]) -> dict:
               "downsample_in_bottleneck": bool(r.STRIDE_IN_1X1)}  # fmt: skip
     bb["out_features"] = list(STAGES)
     mf, head = m.MASK_FORMER, m.SEM_SEG_HEAD
+    task = _MAPPER_TASK.get(cfg.INPUT.DATASET_MAPPER_NAME, "unknown-task")
     return {
+        # Read back by cfg_from_hf to pick the task where the class count is ambiguous.
+        "_name_or_path": f"mask2former-{lay.backbone}-{task}",
         "architectures": ["Mask2FormerForUniversalSegmentation"],
         "model_type": "mask2former",
         "backbone_config": bb,
