@@ -46,6 +46,11 @@ def hf_config(backbone: str, **overrides):
             embed_dim=16, depths=[2, 2, 2, 2], num_heads=[1, 2, 2, 4], window_size=3,
             drop_path_rate=0.0, out_features=STAGES,
         )  # fmt: skip
+    elif backbone == "resnet18":  # basic blocks (detectron2 needs res2 width 64 for R18/R34)
+        bb = transformers.ResNetConfig(
+            embedding_size=64, hidden_sizes=[64, 128, 256, 512], depths=[2, 2, 2, 2],
+            layer_type="basic", out_features=STAGES,
+        )  # fmt: skip
     else:  # ResNet-50's blocks, tiny widths
         bb = transformers.ResNetConfig(
             embedding_size=8, hidden_sizes=[16, 32, 64, 128], depths=[3, 4, 6, 3],
@@ -111,7 +116,7 @@ def assert_same_predictions(hf_model, ours, x: torch.Tensor, n: int) -> None:
         torch.testing.assert_close(om, hm, atol=1e-4, rtol=0, msg=f"mask logits, prediction {i}")
 
 
-@pytest.mark.parametrize("backbone", ["swin", "resnet"])
+@pytest.mark.parametrize("backbone", ["swin", "resnet", "resnet18"])
 def test_hf_checkpoint_gives_the_hf_outputs_here(tmp_path, backbone):
     hf_model, hf_dir = make_hf(tmp_path, backbone)
     TOOL.main(["--from-hf", str(hf_dir), "--output", str(tmp_path / "m.pth"),
@@ -201,3 +206,23 @@ def test_missing_tensor_stops_the_tool_and_names_it(tmp_path):
         TOOL.main(["--from-hf", str(hf_dir), "--output", str(tmp_path / "m.pth")])
     assert gone in str(err.value) and "model.extra.weight" in str(err.value)
     assert not (tmp_path / "m.pth").exists()
+
+
+def test_bgr_model_becomes_an_rgb_transformers_model(tmp_path):
+    """INPUT.FORMAT BGR: the first conv's input channels are reversed, so HF takes RGB."""
+    _, hf_dir = make_hf(tmp_path, "swin")
+    TOOL.main(["--from-hf", str(hf_dir), "--output", str(tmp_path / "seed.pth"),
+               "--config-out", str(tmp_path / "m.yaml")])  # fmt: skip
+    opts = ["INPUT.FORMAT", "BGR"]
+    ours = build_model(load_config(str(tmp_path / "m.yaml"), ["MODEL.DEVICE", "cpu", *opts]))
+    randomise_(ours.eval())
+    torch.save({"model": ours.state_dict()}, tmp_path / "ours.pth")
+    TOOL.main(["--to-hf", str(tmp_path / "ours.pth"), "--config-file", str(tmp_path / "m.yaml"),
+               "--output", str(tmp_path / "to_hf"), *opts])  # fmt: skip
+    hf_model = transformers.Mask2FormerForUniversalSegmentation.from_pretrained(tmp_path / "to_hf")
+    x = torch.randn(1, 3, 64, 96)  # normalised RGB; ours sees the same pixels as BGR
+    hf, _ = predictions(hf_model.eval(), ours, x)
+    _, our = predictions(hf_model, ours, x.flip(1))
+    for (hc, hm), (oc, om) in zip(hf, our):
+        torch.testing.assert_close(oc, hc, atol=1e-4, rtol=0)
+        torch.testing.assert_close(om, hm, atol=1e-4, rtol=0)
