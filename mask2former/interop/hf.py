@@ -60,7 +60,7 @@ class UnmappedKeysError(ValueError):
 
 @dataclass(frozen=True)
 class Layout:
-    """What the name map depends on (read from a transformers config.json or from our config).
+    """What the name map depends on (`hf_config.layout_from_cfg` makes it from our config).
 
     backbone: "swin" or "resnet". stage_depths: blocks per stage (4 stages).
     swin_window, swin_qkv_bias: Swin window size and whether q/k/v have biases.

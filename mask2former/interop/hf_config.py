@@ -123,6 +123,8 @@ def _backbone_opts(bb: dict) -> list:
     if kind == "swin":
         _require(not bb.get("use_absolute_embeddings", False), "Swin absolute position embeddings")
         _require(bb.get("hidden_act", "gelu") == "gelu", f"Swin hidden_act {bb.get('hidden_act')}")
+        _require(bb.get("layer_norm_eps", 1e-5) == 1e-5, f"Swin layer_norm_eps {bb.get('layer_norm_eps')}")  # fmt: skip
+        _require(bb.get("num_channels", 3) == 3, f"{bb.get('num_channels')} input channels")
         _require(list(bb.get("out_features", STAGES)) == STAGES, "out_features != stage1..4")
         return [
             ("MODEL.BACKBONE.NAME", "D2SwinTransformer"),
