@@ -152,12 +152,20 @@ def test_qkv_is_stacked_in_q_k_v_order_and_split_back():
 
 
 def test_relative_position_index_is_made_and_checked():
-    ours, _ = hf_to_ours(_tiny_hf_state(), TINY)
+    hf = _tiny_hf_state()
+    ours, _ = hf_to_ours(hf, TINY)
     index = ours["backbone.layers.0.blocks.0.attn.relative_position_index"]
     assert index.shape == (9, 9) and index[0, 0] == 12 and index[0, 8] == 0  # (2*3-1)^2 = 25 bins
     ours["backbone.layers.0.blocks.0.attn.relative_position_index"] = index.flip(0)
     with pytest.raises(UnmappedKeysError, match="relative_position_index"):
         ours_to_hf(ours, TINY)
+    # transformers 4 files store it (flattened): consumed when right, refused when wrong.
+    key = "model.pixel_level_module.encoder.encoder.layers.1.blocks.0.attention.self."
+    hf[key + "relative_position_index"] = index.reshape(-1).clone()
+    assert torch.equal(hf_to_ours(hf, TINY)[0]["backbone.layers.0.blocks.0.attn.relative_position_index"], index)  # fmt: skip
+    hf[key + "relative_position_index"][3] += 1
+    with pytest.raises(UnmappedKeysError, match="layers.1.blocks.0.attention.self.relative"):
+        hf_to_ours(hf, TINY)
 
 
 def test_every_missing_and_left_over_tensor_is_listed():

@@ -10,6 +10,7 @@ float32 is enough). ours -> HF -> ours is bit-identical.
 
 import importlib.util
 import json
+import pickle
 from pathlib import Path
 
 import pytest
@@ -127,6 +128,11 @@ def test_hf_checkpoint_gives_the_hf_outputs_here(tmp_path, backbone):
     # 96x128: Swin stages 24x32, 12x16, 6x8, 3x4, most padded to the window of 3; batch of 2.
     x = torch.randn(2, 3, 96, 128)
     assert_same_predictions(hf_model, ours, x, n=4)
+    # The whole model runs from the YAML (unknown dataset: semantic output only).
+    image = torch.randint(0, 256, (3, 70, 100), dtype=torch.uint8)
+    with torch.no_grad():
+        (out,) = ours([{"image": image}])
+    assert out["sem_seg"].shape == (3, 70, 100) and torch.isfinite(out["sem_seg"]).all()
 
 
 def test_decoder_input_projection_and_pre_norm(tmp_path):
@@ -226,3 +232,21 @@ def test_bgr_model_becomes_an_rgb_transformers_model(tmp_path):
     for (hc, hm), (oc, om) in zip(hf, our):
         torch.testing.assert_close(oc, hc, atol=1e-4, rtol=0)
         torch.testing.assert_close(om, hm, atol=1e-4, rtol=0)
+
+
+def test_published_pkl_to_hf(tmp_path):
+    """A zoo-style .pkl (numpy arrays, the old `static_query` name) converts like a .pth."""
+    _, hf_dir = make_hf(tmp_path, "resnet")
+    TOOL.main(["--from-hf", str(hf_dir), "--output", str(tmp_path / "seed.pth"),
+               "--config-out", str(tmp_path / "m.yaml")])  # fmt: skip
+    ours, _ = load_ours(tmp_path / "m.yaml")
+    state = {k: v.numpy() for k, v in ours.state_dict().items()}
+    state["sem_seg_head.predictor.static_query.weight"] = state.pop(
+        "sem_seg_head.predictor.query_feat.weight"
+    )
+    with open(tmp_path / "model_final.pkl", "wb") as f:
+        pickle.dump({"model": state, "__author__": "zoo"}, f)
+    TOOL.main(["--to-hf", str(tmp_path / "model_final.pkl"), "--config-file",
+               str(tmp_path / "m.yaml"), "--output", str(tmp_path / "to_hf")])  # fmt: skip
+    hf_model = transformers.Mask2FormerForUniversalSegmentation.from_pretrained(tmp_path / "to_hf")
+    assert_same_predictions(hf_model.eval(), ours, torch.randn(1, 3, 64, 96), n=4)
