@@ -16,10 +16,11 @@ $(VENV)/.stamp-venv:
 	$(PYTHON) -m venv $(VENV)
 	touch $@
 
-# PyTorch first (CUDA build from PyPI; it runs on the CPU too), then the pinned dependencies.
-$(VENV)/.stamp-deps: $(VENV)/.stamp-venv $(CONSTRAINTS) requirements/base.txt
+# PyTorch first (CUDA build from PyPI; it runs on the CPU too), then the pinned dependencies
+# (runtime: requirements/base.txt; tests only: requirements/test.txt).
+$(VENV)/.stamp-deps: $(VENV)/.stamp-venv $(CONSTRAINTS) requirements/base.txt requirements/test.txt
 	$(PIP) install -q -c $(CONSTRAINTS) torch==2.14.1 torchvision==0.29.1
-	$(PIP) install -q -c $(CONSTRAINTS) -r requirements/base.txt
+	$(PIP) install -q -c $(CONSTRAINTS) -r requirements/base.txt -r requirements/test.txt
 	touch $@
 
 # Detectron2 v0.6 from PyPI, patched at install time; an importable detectron2 is left alone.
@@ -45,7 +46,7 @@ demo: setup
 
 # Re-resolve the pinned versions (needs network); commit the result.
 lock: $(VENV)/.stamp-venv
-	$(PIP) install -q torch==2.14.1 torchvision==0.29.1 -r requirements/base.txt
+	$(PIP) install -q torch==2.14.1 torchvision==0.29.1 -r requirements/base.txt -r requirements/test.txt
 	{ head -n 3 $(CONSTRAINTS); $(PIP) freeze --exclude-editable | grep -v '^pb1-detectron2'; } > $(CONSTRAINTS).new
 	mv $(CONSTRAINTS).new $(CONSTRAINTS)
 

@@ -47,7 +47,7 @@ setup(
         "matplotlib",
         "tqdm",
     ],
-    extras_require={"test": ["pytest", "pytest-timeout"]},
+    extras_require={"test": ["pytest", "pytest-timeout", "transformers>=5"]},
     ext_modules=ext_modules,
     cmdclass=cmdclass,
 )

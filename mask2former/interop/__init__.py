@@ -1,0 +1,1 @@
+"""Checkpoint interoperability with other Mask2Former implementations (transformers: `hf`)."""
