@@ -10,7 +10,10 @@ The paper's definitions, with d = dilation_ratio x image diagonal (0.02 by defau
 * Boundary AP is COCO's AP with the mask IoU of each (detection, ground truth) pair replaced. Like
   the published boundary-iou-api (which Mask2Former's Table 2 used) the default replacement is
   min(mask IoU, Boundary IoU), so a prediction must get both the region and the contour right;
-  ``iou_mode="boundary"`` uses Boundary IoU alone.
+  ``iou_mode="boundary"`` uses Boundary IoU alone;
+* a crowd (``iscrowd``) ground-truth region has no meaningful boundary: against it a detection D
+  keeps COCO's plain crowd mask IoU |D ∩ G| / |D| in both modes, as the definition and its
+  reference implementation (boundary-iou-api's ``computeBoundaryIoU``) do.
 
 The erosion is d iterations of a 3x3 erosion (a (2d+1)x(2d+1) square, chessboard distance) after
 padding the mask with one background pixel, as in the reference code. No external tool is needed.
@@ -131,6 +134,9 @@ class _BoundaryIoUMixin:
             ann[key] = b
 
     def computeIoU(self, imgId, catId):  # noqa: N802 (pycocotools' name)
+        """(D, G) IoUs of the detections (by score) and ground truths of one image and class:
+        min(mask IoU, Boundary IoU) (or Boundary IoU alone) for a regular G, and the plain crowd
+        mask IoU |D ∩ G| / |D| for a crowd G (Cheng et al., "Boundary IoU", CVPR 2021)."""
         p = self.params
         if p.useCats:
             gt, dt = self._gts[imgId, catId], self._dts[imgId, catId]
@@ -143,15 +149,23 @@ class _BoundaryIoUMixin:
         dt = [dt[i] for i in order]
         if len(dt) > p.maxDets[-1]:
             dt = dt[: p.maxDets[-1]]
+        if len(gt) == 0 or len(dt) == 0:
+            return []
         key = f"_boundary@{self.dilation_ratio}"
         iscrowd = [int(o["iscrowd"]) for o in gt]
-        ious = mask_util.iou([d[key] for d in dt], [g[key] for g in gt], iscrowd)
+        crowd = np.asarray(iscrowd, dtype=bool)
+        # (D, G); for a crowd G: |D ∩ G| / |D|, pycocotools' crowd rule
+        mask_ious = np.asarray(
+            mask_util.iou([d["segmentation"] for d in dt], [g["segmentation"] for g in gt], iscrowd)
+        )
+        boundary_ious = np.asarray(
+            mask_util.iou([d[key] for d in dt], [g[key] for g in gt], iscrowd)
+        )
         if self.iou_mode == "min":
-            mask_ious = mask_util.iou(
-                [d["segmentation"] for d in dt], [g["segmentation"] for g in gt], iscrowd
-            )
-            ious = np.minimum(ious, mask_ious)
-        return ious
+            boundary_ious = np.minimum(boundary_ious, mask_ious)
+        # A crowd region has no meaningful boundary: it keeps the plain crowd mask IoU (Boundary
+        # IoU, Cheng et al., CVPR 2021, and its reference `computeBoundaryIoU`).
+        return np.where(crowd[None, :], mask_ious, boundary_ious)
 
 
 def make_boundary_cocoeval(

@@ -22,10 +22,38 @@ from detectron2.evaluation import COCOEvaluator
 from detectron2.evaluation.coco_evaluation import _evaluate_predictions_on_coco
 from detectron2.utils.file_io import PathManager
 from pycocotools.cocoeval import COCOeval
+from tabulate import tabulate
 
 from .boundary import BOUNDARY_IOU_MODES, make_boundary_cocoeval, strip_boxes
 
 _SAID_NO_FAST_EVAL = []
+
+
+def thing_names_by_category_id(metadata, coco_api) -> dict[int, str]:
+    """{dataset category id: class name} for every category of the ground-truth COCO json.
+
+    The name comes from the metadata through `thing_dataset_id_to_contiguous_id`: `thing_classes`
+    either lists the thing classes only, in contiguous-id order (panoptic registrations, custom
+    instance datasets), or every class indexed by contiguous id (Mapillary, detectron2's
+    "standard" panoptic metadata). A category the metadata does not know keeps the json's name.
+    Never by position: COCOeval orders categories by id, `thing_classes` need not be.
+    """
+    mapping = metadata.get("thing_dataset_id_to_contiguous_id", None) or {}
+    classes = list(metadata.get("thing_classes", None) or [])
+    contiguous = sorted(set(mapping.values()))
+    if classes and len(classes) == len(contiguous):  # things only, in contiguous order
+        index = {c: i for i, c in enumerate(contiguous)}
+    elif contiguous and len(classes) > contiguous[-1]:  # indexed by contiguous id
+        index = {c: c for c in contiguous}
+    else:
+        index = {}
+    names = {}
+    for cat in coco_api.loadCats(coco_api.getCatIds()):
+        contiguous_id = mapping.get(cat["id"])
+        names[cat["id"]] = (
+            classes[index[contiguous_id]] if contiguous_id in index else str(cat["name"])
+        )
+    return names
 
 
 def fast_coco_eval_available() -> bool:
@@ -139,14 +167,14 @@ class InstanceSegEvaluator(COCOEvaluator):
                 "detectron2's fast (unofficial)" if self._use_fast_impl else "the official"
             )
         )
-        class_names = self._metadata.get("thing_classes")
+        names = thing_names_by_category_id(self._metadata, self._coco_api)
         for task in sorted(tasks):
             if not coco_results:
-                self._results[task] = self._empty_results(task, class_names, img_ids)
+                self._results[task] = self._empty_results(task, names, img_ids)
                 continue
             if task == "boundary":
                 coco_eval = self._evaluate_boundary(coco_results, img_ids)
-                res = self._derive_coco_results(coco_eval, "segm", class_names=class_names)
+                res = self._derive_coco_results(coco_eval, "segm")
             else:
                 coco_eval = _evaluate_predictions_on_coco(
                     self._coco_api,
@@ -157,8 +185,29 @@ class InstanceSegEvaluator(COCOEvaluator):
                     img_ids=img_ids,
                     max_dets_per_image=self._max_dets_per_image,
                 )
-                res = self._derive_coco_results(coco_eval, task, class_names=class_names)
+                res = self._derive_coco_results(coco_eval, task)
+            res.update(self._per_class_ap(coco_eval, task, names))
             self._results[task] = res
+
+    def _per_class_ap(self, coco_eval, task: str, names: dict) -> dict:
+        """{"AP-<name>": AP} for every category COCOeval evaluated (NaN where it has no ground
+        truth). COCOeval's category axis is `params.catIds` (sorted dataset ids); each is named
+        through `names`, never by position in `thing_classes`."""
+        cat_ids = list(coco_eval.params.catIds)
+        if len(cat_ids) <= 1:  # as detectron2: no per-class table for a single class
+            return {}
+        precision = coco_eval.eval["precision"]  # (iou, recall, category, area, max dets)
+        assert precision.shape[2] == len(cat_ids)
+        res = {}
+        for k, cat_id in enumerate(cat_ids):
+            p = precision[:, :, k, 0, -1]  # area "all", the largest max-dets
+            p = p[p > -1]
+            res[f"AP-{names[int(cat_id)]}"] = float(np.mean(p) * 100) if p.size else float("nan")
+        table = tabulate(
+            [(n, v) for n, v in res.items()], headers=["category", "AP"], floatfmt=".3f"
+        )
+        self._logger.info(f"Per-category {task} AP:\n{table}")
+        return res
 
     def _evaluate_boundary(self, coco_results, img_ids):
         coco_dt = self._coco_api.loadRes(strip_boxes(coco_results))
@@ -179,7 +228,7 @@ class InstanceSegEvaluator(COCOEvaluator):
         coco_eval.summarize()
         return coco_eval
 
-    def _empty_results(self, task, class_names, img_ids):
+    def _empty_results(self, task, names, img_ids):
         """Metrics when the model predicted nothing: 0 where GT exists, NaN where none does."""
         coco = self._coco_api
         ids = set(img_ids) if img_ids is not None else None
@@ -201,12 +250,9 @@ class InstanceSegEvaluator(COCOEvaluator):
         if task == "keypoints":
             res.pop("APs")
         self._logger.warning(f"No {task} predictions from the model: AP is 0.")
-        if class_names and len(class_names) > 1:
-            # Same convention as detectron2's per-category AP: sorted category ids of the json
-            # correspond to thing_classes in order.
+        cat_ids = sorted(coco.getCatIds())
+        if len(cat_ids) > 1:  # per class, named by category id as in `_per_class_ap`
             cat_with_gt = {a["category_id"] for a in anns}
-            cat_ids = sorted(coco.getCatIds())
-            for idx, name in enumerate(class_names):
-                cat = cat_ids[idx] if idx < len(cat_ids) else None
-                res[f"AP-{name}"] = 0.0 if cat in cat_with_gt else float("nan")
+            for cat in cat_ids:
+                res[f"AP-{names[cat]}"] = 0.0 if cat in cat_with_gt else float("nan")
         return copy.deepcopy(res)

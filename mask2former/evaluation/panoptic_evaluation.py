@@ -5,8 +5,10 @@ Detectron2's `COCOPanopticEvaluator` runs `panopticapi.evaluation.pq_compute`, w
 divides by zero when a split has no stuff (or no thing) category with ground truth, mutates the
 model's `segments_info`, and prints to stdout. This evaluator keeps the exact per-image matching
 of panopticapi (`pq_compute_single_core`: IoU > 0.5 with VOID pixels removed from the union, crowd
-regions and mostly-VOID predictions ignored) and fixes those points. Per-class PQ/SQ/RQ and
-`predictions.json` (COCO panoptic format, like detectron2's) are written to `output_dir`.
+regions and mostly-VOID predictions ignored) and fixes those points. Prediction PNGs are named by
+`image_id` (detectron2 uses the image's basename, so two images with one basename in different
+folders overwrote each other). Per-class PQ/SQ/RQ and `predictions.json` (COCO panoptic format,
+like detectron2's) are written to `output_dir`.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import json
 import logging
 import multiprocessing
 import os
+import re
 import tempfile
 from collections import OrderedDict
 
@@ -30,10 +33,44 @@ from PIL import Image
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["COCOPanopticEvaluator", "pq_from_stat", "compute_pq"]
+__all__ = [
+    "COCOPanopticEvaluator",
+    "check_unique_file_names",
+    "compute_pq",
+    "pq_from_stat",
+    "prediction_file_name",
+]
 
 # Below this many images the matching runs in-process (a pool costs more than it saves).
 _MIN_IMAGES_PER_WORKER = 64
+
+
+def prediction_file_name(image_id) -> str:
+    """The PNG name of an image's panoptic prediction: its `image_id` (unique in a panoptic
+    json), with characters other than letters, digits, "-", "_" and "." replaced by "_".
+
+    Not the image's basename, as detectron2 does: "cam0/frame.jpg" and "cam1/frame.jpg" would
+    both write "frame.png", and the second would overwrite the first."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", str(image_id)) + ".png"
+
+
+def check_unique_file_names(pairs, dataset_name: str) -> None:
+    """Raise if two of `pairs` = [(prediction file name, image)] would write one file."""
+    seen = {}
+    for name, image in pairs:
+        if name in seen:
+            same = seen[name] == image
+            raise ValueError(
+                f"{dataset_name}: "
+                + (
+                    f"image {image!r} was evaluated twice"
+                    if same
+                    else f"images {seen[name]!r} and {image!r} both map to prediction file {name!r}"
+                )
+                + "; each image needs its own prediction file. Give every image of the dataset "
+                "a distinct image_id and evaluate each image once."
+            )
+        seen[name] = image
 
 
 def pq_from_stat(pq_stat, categories: dict, isthing: bool | None) -> tuple[dict, dict]:
@@ -177,7 +214,7 @@ class COCOPanopticEvaluator(DatasetEvaluator):
             if segments_info is None:
                 segments_info = self._segments_from_label_divisor(panoptic_img)
                 panoptic_img = panoptic_img + 1  # panopticapi uses 0 for VOID
-            file_name = os.path.splitext(os.path.basename(inp["file_name"]))[0] + ".png"
+            file_name = prediction_file_name(inp["image_id"])
             with io.BytesIO() as buf:
                 Image.fromarray(id2rgb(panoptic_img)).save(buf, format="PNG")
                 png = buf.getvalue()
@@ -214,6 +251,9 @@ class COCOPanopticEvaluator(DatasetEvaluator):
         with open(gt_json_file) as f:
             gt_json = json.load(f)
 
+        check_unique_file_names(
+            [(p["file_name"], p["image_id"]) for p in predictions], self._dataset_name
+        )
         with tempfile.TemporaryDirectory(prefix="panoptic_eval") as pred_dir:
             annotations = []
             for p in predictions:
