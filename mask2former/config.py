@@ -111,6 +111,10 @@ def add_maskformer2_config(cfg: CN) -> None:
     # boundary band is dilation_ratio x image diagonal wide (the paper's Table 2 uses 0.02).
     cfg.TEST.BOUNDARY_AP = False
     cfg.TEST.BOUNDARY_AP_DILATION_RATIO = 0.02
+    # Classes the semantic mIoU averages over: "v0.6" = in the ground truth or the prediction (a
+    # class only predicted counts as IoU 0; detectron2 v0.6, the paper's numbers) | "gt_classes"
+    # = in the ground truth only (detectron2 after v0.6). See docs/evaluation.md.
+    cfg.TEST.MIOU_CONVENTION = "v0.6"
 
 
 # ---- loading, with errors that say how to fix them -----------------------------------------

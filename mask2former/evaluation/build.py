@@ -89,12 +89,17 @@ def build_evaluator(cfg, dataset_name: str, output_folder: str | None = None) ->
     boundary_ap = bool(_cfg_get(cfg, "TEST.BOUNDARY_AP", False))
     dilation_ratio = float(_cfg_get(cfg, "TEST.BOUNDARY_AP_DILATION_RATIO", 0.02))
     max_dets = int(_cfg_get(cfg, "TEST.DETECTIONS_PER_IMAGE", 100))
+    miou_convention = str(_cfg_get(cfg, "TEST.MIOU_CONVENTION", "v0.6"))
 
     records = DatasetCatalog.get(dataset_name)
 
     def semseg():
         return SemSegEvaluator(
-            dataset_name, distributed=True, output_dir=output_folder, dataset_records=records
+            dataset_name,
+            distributed=True,
+            output_dir=output_folder,
+            dataset_records=records,
+            miou_convention=miou_convention,
         )
 
     def instance():

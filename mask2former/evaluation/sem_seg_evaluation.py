@@ -30,7 +30,13 @@ from PIL import Image
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SemSegEvaluator", "load_semantic_gt", "read_label_file", "semseg_metrics"]
+__all__ = [
+    "MIOU_CONVENTIONS",
+    "SemSegEvaluator",
+    "load_semantic_gt",
+    "read_label_file",
+    "semseg_metrics",
+]
 
 
 def read_label_file(path: str) -> np.ndarray:
@@ -69,13 +75,32 @@ def load_semantic_gt(record: dict, ignore_label: int) -> np.ndarray:
     )
 
 
-def semseg_metrics(conf: np.ndarray, class_names: list[str]) -> OrderedDict[str, float]:
+MIOU_CONVENTIONS = ("v0.6", "gt_classes")
+
+
+def check_miou_convention(miou_convention: str) -> str:
+    if miou_convention not in MIOU_CONVENTIONS:
+        raise ValueError(
+            f"mIoU convention {miou_convention!r} (TEST.MIOU_CONVENTION): expected one of "
+            f"{MIOU_CONVENTIONS}: 'v0.6' = detectron2 v0.6 and the paper (a class only predicted "
+            "counts as IoU 0), 'gt_classes' = newer detectron2 (mean over classes with ground "
+            "truth only)."
+        )
+    return miou_convention
+
+
+def semseg_metrics(
+    conf: np.ndarray, class_names: list[str], miou_convention: str = "v0.6"
+) -> OrderedDict[str, float]:
     """Metrics (in %) from a (K, K) confusion matrix `conf[pred, gt]` of valid pixels.
 
-    Same conventions as detectron2: per-class IoU/ACC is NaN for classes absent from the ground
-    truth; mIoU averages over classes present in the ground truth *or* the prediction (a class
-    only predicted counts as IoU 0); fwIoU weights by ground-truth frequency.
+    Same conventions as detectron2 v0.6: per-class IoU/ACC is NaN for classes absent from the
+    ground truth; mIoU averages over classes present in the ground truth *or* the prediction (a
+    class only predicted counts as IoU 0); fwIoU weights by ground-truth frequency. With
+    `miou_convention="gt_classes"` mIoU averages over classes present in the ground truth only
+    (detectron2 after v0.6).
     """
+    check_miou_convention(miou_convention)
     tp = conf.diagonal().astype(float)
     pos_gt = conf.sum(axis=0).astype(float)
     pos_pred = conf.sum(axis=1).astype(float)
@@ -83,7 +108,7 @@ def semseg_metrics(conf: np.ndarray, class_names: list[str]) -> OrderedDict[str,
     acc = np.full(k, np.nan)
     iou = np.full(k, np.nan)
     acc_valid = pos_gt > 0
-    iou_valid = (pos_gt + pos_pred) > 0
+    iou_valid = acc_valid if miou_convention == "gt_classes" else (pos_gt + pos_pred) > 0
     acc[acc_valid] = tp[acc_valid] / pos_gt[acc_valid]
     union = pos_gt + pos_pred - tp
     iou[acc_valid] = tp[acc_valid] / union[acc_valid]
@@ -108,7 +133,8 @@ def semseg_metrics(conf: np.ndarray, class_names: list[str]) -> OrderedDict[str,
 class SemSegEvaluator(DatasetEvaluator):
     """mIoU, fwIoU, mACC, pACC and per-class IoU/ACC from `output["sem_seg"]` (K, H, W) scores.
 
-    Metadata used: `stuff_classes` (K names), `ignore_label`, and optionally
+    `miou_convention` ("v0.6" or "gt_classes", see `semseg_metrics`) decides which classes the
+    mean IoU averages over. Metadata used: `stuff_classes` (K names), `ignore_label`, and optionally
     `stuff_dataset_id_to_contiguous_id` (for the dataset ids written to
     `sem_seg_predictions.json`, which `tools/evaluate_pq_for_semantic_segmentation.py` reads).
     """
@@ -121,11 +147,13 @@ class SemSegEvaluator(DatasetEvaluator):
         *,
         dataset_records: list[dict] | None = None,
         save_predictions_json: bool = True,
+        miou_convention: str = "v0.6",
     ):
         self._dataset_name = dataset_name
         self._distributed = distributed
         self._output_dir = output_dir
         self._save_json = save_predictions_json
+        self._miou_convention = check_miou_convention(miou_convention)
         meta = MetadataCatalog.get(dataset_name)
         missing = [k for k in ("stuff_classes", "ignore_label") if not hasattr(meta, k)]
         if missing:
@@ -195,7 +223,7 @@ class SemSegEvaluator(DatasetEvaluator):
             with PathManager.open(path, "w") as f:
                 f.write(json.dumps(self._predictions))
 
-        res = semseg_metrics(self._conf_matrix, self._class_names)
+        res = semseg_metrics(self._conf_matrix, self._class_names, self._miou_convention)
         if self._output_dir:
             path = os.path.join(self._output_dir, "sem_seg_evaluation.pth")
             with PathManager.open(path, "wb") as f:

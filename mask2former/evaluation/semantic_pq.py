@@ -65,8 +65,11 @@ def decode_sem_seg_predictions(
     return out
 
 
-def semantic_pq(dataset_name: str, predictions: list[dict] | str) -> OrderedDict[str, dict]:
-    """{"panoptic_seg": PQ/SQ/RQ (+ per class), "sem_seg": mIoU etc.} of a semantic model.
+def semantic_pq(
+    dataset_name: str, predictions: list[dict] | str, miou_convention: str = "v0.6"
+) -> OrderedDict[str, dict]:
+    """{"panoptic_seg": PQ/SQ/RQ (+ per class), "sem_seg": mIoU etc.} of a semantic model
+    (`miou_convention`: see `semseg_metrics`).
 
     `predictions` is the content (or path) of `sem_seg_predictions.json`; the dataset's records
     give the ground truth (`sem_seg_file_name`, or the panoptic PNG, see `load_semantic_gt`).
@@ -101,4 +104,6 @@ def semantic_pq(dataset_name: str, predictions: list[dict] | str) -> OrderedDict
     pq["PQ_st"], pq["SQ_st"], pq["RQ_st"] = pq["PQ"], pq["SQ"], pq["RQ"]
     for i, name in enumerate(names):
         pq[f"PQ-{name}"] = 100 * per_class[i]["pq"]
-    return OrderedDict([("panoptic_seg", pq), ("sem_seg", semseg_metrics(conf, names))])
+    return OrderedDict(
+        [("panoptic_seg", pq), ("sem_seg", semseg_metrics(conf, names, miou_convention))]
+    )
