@@ -4,8 +4,10 @@ Detectron2's `COCOEvaluator` asserts that `thing_dataset_id_to_contiguous_id` ma
 0..N-1 *and* that predicted classes index it; ADE20K-instance (ids 7, 8, 10, ...) and Mapillary
 keep their own ids. `InstanceSegEvaluator` reverse-maps contiguous -> dataset ids through the
 metadata, checks membership only, and optionally adds a "boundary" task (Boundary AP, see
-`boundary.py`). It uses detectron2's compiled fast COCOeval when present and pycocotools
-otherwise.
+`boundary.py`). Box and mask AP are computed with faster-coco-eval when installed (it is a
+dependency; same numbers as pycocotools, see `coco_backend.py`), else detectron2's compiled
+COCOeval_opt if present, else pycocotools; the log says which. Per-class AP is named by category
+id through the metadata (`thing_names_by_category_id`), never by position.
 """
 
 from __future__ import annotations
@@ -19,12 +21,12 @@ import os
 import numpy as np
 from detectron2.data import MetadataCatalog
 from detectron2.evaluation import COCOEvaluator
-from detectron2.evaluation.coco_evaluation import _evaluate_predictions_on_coco
 from detectron2.utils.file_io import PathManager
 from pycocotools.cocoeval import COCOeval
 from tabulate import tabulate
 
-from .boundary import BOUNDARY_IOU_MODES, make_boundary_cocoeval, strip_boxes
+from .boundary import BOUNDARY_IOU_MODES
+from .coco_backend import choose_backend, describe, evaluate_on_coco
 
 _SAID_NO_FAST_EVAL = []
 
@@ -108,13 +110,14 @@ class InstanceSegEvaluator(COCOEvaluator):
             from ..data.datasets.panoptic import instances_json_from_panoptic
 
             meta.json_file = instances_json_from_panoptic(meta.panoptic_json, meta.panoptic_root)
+        self._backend = choose_backend(use_fast_impl)
         super().__init__(
             dataset_name,
             tasks=tasks,
             distributed=distributed,
             output_dir=output_dir,
             max_dets_per_image=max_dets_per_image,
-            use_fast_impl=use_fast_impl,
+            use_fast_impl=self._backend == "detectron2",
         )
         self._dataset_name = dataset_name
         self._boundary_ap = boundary_ap
@@ -162,11 +165,7 @@ class InstanceSegEvaluator(COCOEvaluator):
             self._logger.info("Annotations are not available for evaluation.")
             return
 
-        self._logger.info(
-            "Evaluating predictions with {} COCO API...".format(
-                "detectron2's fast (unofficial)" if self._use_fast_impl else "the official"
-            )
-        )
+        self._logger.info(f"Evaluating predictions with {describe(self._backend)}")
         names = thing_names_by_category_id(self._metadata, self._coco_api)
         for task in sorted(tasks):
             if not coco_results:
@@ -176,12 +175,12 @@ class InstanceSegEvaluator(COCOEvaluator):
                 coco_eval = self._evaluate_boundary(coco_results, img_ids)
                 res = self._derive_coco_results(coco_eval, "segm")
             else:
-                coco_eval = _evaluate_predictions_on_coco(
+                coco_eval = evaluate_on_coco(
                     self._coco_api,
                     coco_results,
                     task,
+                    backend=self._backend,
                     kpt_oks_sigmas=self._kpt_oks_sigmas,
-                    use_fast_impl=self._use_fast_impl,
                     img_ids=img_ids,
                     max_dets_per_image=self._max_dets_per_image,
                 )
@@ -210,23 +209,18 @@ class InstanceSegEvaluator(COCOEvaluator):
         return res
 
     def _evaluate_boundary(self, coco_results, img_ids):
-        coco_dt = self._coco_api.loadRes(strip_boxes(coco_results))
-        coco_eval = make_boundary_cocoeval(
-            self._coco_api,
-            coco_dt,
-            dilation_ratio=self._dilation_ratio,
-            iou_mode=self._boundary_iou_mode,
-            use_fast_impl=self._use_fast_impl,
-        )
-        coco_eval.params.maxDets = self._max_dets_per_image
-        if img_ids is not None:
-            coco_eval.params.imgIds = img_ids
         iou = "min(mask IoU, Boundary IoU)" if self._boundary_iou_mode == "min" else "Boundary IoU"
         self._logger.info(f"Boundary AP: dilation ratio {self._dilation_ratio}, IoU = {iou}")
-        coco_eval.evaluate()
-        coco_eval.accumulate()
-        coco_eval.summarize()
-        return coco_eval
+        return evaluate_on_coco(
+            self._coco_api,
+            coco_results,
+            "boundary",
+            backend=self._backend,
+            img_ids=img_ids,
+            max_dets_per_image=self._max_dets_per_image,
+            dilation_ratio=self._dilation_ratio,
+            boundary_iou_mode=self._boundary_iou_mode,
+        )
 
     def _empty_results(self, task, names, img_ids):
         """Metrics when the model predicted nothing: 0 where GT exists, NaN where none does."""

@@ -94,3 +94,72 @@ def test_reference_boundary_is_the_ring_of_width_d():
     b = reference_boundary(m)
     assert b.sum() == 20 * 30 - 16 * 26
     assert reference_boundary(X.box(0, 48, 0, 64)).sum() == 48 * 64 - 44 * 60  # image border
+
+
+def _random_boundary_case(seed: int, h: int, w: int):
+    rng = np.random.default_rng(seed)
+    cats = [{"id": i, "name": f"c{i}"} for i in (4, 1)]
+    images, anns, results = [], [], []
+
+    def masks(n):
+        out = []
+        for _ in range(n):
+            m = np.zeros((h, w), dtype=np.uint8)
+            r0, c0 = rng.integers(0, h - 3), rng.integers(0, w - 3)
+            m[r0 : r0 + rng.integers(2, h - r0 + 1), c0 : c0 + rng.integers(2, w - c0 + 1)] = 1
+            m[rng.random((h, w)) < 0.04] ^= 1  # ragged edges and holes
+            out.append(m)
+        return out
+
+    def enc(m):
+        r = mask_util.encode(np.asfortranarray(m))
+        return {"size": r["size"], "counts": r["counts"].decode()}
+
+    for image_id in range(1, 5):
+        images.append({"id": image_id, "file_name": f"{image_id}.jpg", "height": h, "width": w})
+        for m in masks(int(rng.integers(1, 4))):
+            anns.append(
+                {
+                    "id": len(anns) + 1,
+                    "image_id": image_id,
+                    "category_id": int(rng.choice([4, 1])),
+                    "segmentation": enc(m),
+                    "area": int(m.sum()),
+                    "bbox": [float(x) for x in mask_util.toBbox(enc(m))],
+                    "iscrowd": int(rng.random() < 0.2),
+                }
+            )
+        for m in masks(int(rng.integers(0, 6))):
+            results.append(
+                {
+                    "image_id": image_id,
+                    "category_id": int(rng.choice([4, 1])),
+                    "segmentation": enc(m),
+                    "score": float(rng.random()),
+                }
+            )
+    return {"images": images, "annotations": anns, "categories": cats}, results
+
+
+@pytest.mark.parametrize("seed,h,w", [(0, 30, 40), (1, 64, 48), (2, 90, 120), (3, 25, 25)])
+def test_fast_boundary_ap_equals_definition_on_random_masks(tmp_path, seed, h, w):
+    """The Boundary AP that `InstanceSegEvaluator` computes with faster-coco-eval (mode "min")
+    equals the definition on random ragged masks, crowd regions and image sizes (d = 1..3)."""
+    import json
+
+    from pycocotools.coco import COCO
+
+    from mask2former.evaluation.coco_backend import evaluate_on_coco
+
+    pytest.importorskip("faster_coco_eval")
+    dataset, results = _random_boundary_case(seed, h, w)
+    gt_json = tmp_path / "gt.json"
+    gt_json.write_text(json.dumps(dataset))
+    expected = X.official_ap(str(gt_json), results, "segm", reference_cocoeval("min"))
+    coco = COCO(str(gt_json))
+    for backend in ("faster-coco-eval", "pycocotools"):
+        ev = evaluate_on_coco(coco, results, "boundary", backend=backend)
+        names = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+        ours = {n: 100 * s if s >= 0 else math.nan for n, s in zip(names, ev.stats)}
+        ours.update(X.per_class_ap(ev, str(gt_json)))
+        X.assert_all_close(ours, expected, tol=1e-9)
