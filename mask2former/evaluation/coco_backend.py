@@ -130,7 +130,13 @@ def evaluate_on_coco(
         )
         return _run(coco_eval, max_dets, img_ids)
     if backend == "faster-coco-eval":
-        logger.info(f"{iou_type}: evaluated with pycocotools (image sizes unknown, or keypoints)")
+        why = (
+            "an image of the ground truth has no height/width"
+            if gt is None
+            else f"faster-coco-eval has no {iou_type!r} evaluation"
+            + (" with Boundary IoU alone" if iou_type == "boundary" else "")
+        )
+        logger.info(f"{iou_type}: evaluated with pycocotools ({why})")
     if iou_type == "boundary":
         from .boundary import make_boundary_cocoeval, strip_boxes
 
