@@ -151,7 +151,6 @@ def test_fast_boundary_ap_equals_definition_on_random_masks(tmp_path, seed, h, w
 
     from mask2former.evaluation.coco_backend import evaluate_on_coco
 
-    pytest.importorskip("faster_coco_eval")
     dataset, results = _random_boundary_case(seed, h, w)
     gt_json = tmp_path / "gt.json"
     gt_json.write_text(json.dumps(dataset))

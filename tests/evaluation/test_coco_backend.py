@@ -20,8 +20,6 @@ from mask2former.evaluation.coco_backend import choose_backend, evaluate_on_coco
 
 from . import crosscheck_data as X
 
-pytest.importorskip("faster_coco_eval")
-
 
 def _random_masks(rng, n, h=40, w=56):
     out = []

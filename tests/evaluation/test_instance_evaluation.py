@@ -86,3 +86,33 @@ def test_no_predictions_per_class_by_category_id(data, tmp_path, how):
     )["segm"]
     assert res["AP"] == 0 and res["AP-person"] == 0 and res["AP-chair"] == 0
     assert math.isnan(res["AP-dog"])
+
+
+class _FakeCOCO:
+    def __init__(self, cats):
+        self.cats = {c["id"]: c for c in cats}
+
+    def getCatIds(self):  # noqa: N802
+        return sorted(self.cats)
+
+    def loadCats(self, ids):  # noqa: N802
+        return [self.cats[i] for i in ids]
+
+
+@pytest.mark.parametrize("all_in_thing_classes", [False, True])
+def test_names_through_the_id_mapping_for_each_metadata_layout(all_in_thing_classes):
+    """thing_classes listing the things only (panoptic registrations) or every class by
+    contiguous id (Mapillary, detectron2's standard panoptic metadata); json names otherwise."""
+    from detectron2.data.catalog import Metadata
+
+    from mask2former.data.datasets.panoptic import panoptic_metadata
+    from mask2former.evaluation.instance_evaluation import thing_names_by_category_id
+
+    things = [c for c in X.CATEGORIES if c["isthing"]]
+    coco = _FakeCOCO(
+        [dict(c, name=f"json-{c['name']}") for c in things] + [{"id": 99, "name": "x"}]
+    )
+    meta = Metadata(**panoptic_metadata(X.CATEGORIES, all_in_thing_classes))
+    names = thing_names_by_category_id(meta, coco)
+    assert names == {X.DOG: "dog", X.PERSON: "person", X.CHAIR: "chair", 99: "x"}
+    assert thing_names_by_category_id(Metadata(), coco)[X.CHAIR] == "json-chair"
