@@ -130,7 +130,7 @@ def instance_predictions() -> dict[int, list[tuple[int, np.ndarray, float]]]:
         ],
         2: [
             (PERSON, box(21, 29, 2, 12), 0.95),  # inside the crowd region
-            (PERSON, box(21, 29, 52, 61), 0.5),
+            # the small person is dropped
             (CHAIR, shift(box(20, 30, 34, 50), 1, 3), 0.65),
             (CHAIR, np.zeros((H, W), dtype=bool), 0.3),  # empty mask
         ],
