@@ -69,9 +69,10 @@ def _cache(tmp_path, monkeypatch):
     monkeypatch.setenv("MASK2FORMER_CACHE", str(tmp_path / "cache"))
 
 
+@pytest.mark.parametrize("fast", [True, False], ids=["faster-coco-eval", "pycocotools"])
 @pytest.mark.parametrize("mode", ["min", "boundary"])
 @pytest.mark.parametrize("how", ["instance", "panoptic_only"])
-def test_boundary_ap_equals_definition(data, tmp_path, mode, how):
+def test_boundary_ap_equals_definition(data, tmp_path, mode, how, fast):
     name = X.fresh_name(f"_xcheck_boundary_{how}")
     if how == "instance":
         register_instance_dataset(name, data["instances_json"], data["images"])
@@ -79,7 +80,11 @@ def test_boundary_ap_equals_definition(data, tmp_path, mode, how):
         register_panoptic_dataset(name, data["images"], data["panoptic"], data["panoptic_json"])
     meta = MetadataCatalog.get(name)
     ev = InstanceSegEvaluator(
-        name, output_dir=str(tmp_path), boundary_ap=True, boundary_iou_mode=mode
+        name,
+        output_dir=str(tmp_path),
+        boundary_ap=True,
+        boundary_iou_mode=mode,
+        use_fast_impl=fast,
     )
     ours = X.run(ev, DatasetCatalog.get(name), lambda r: X.instances_output(r["image_id"], meta))
     expected = X.official_ap(
