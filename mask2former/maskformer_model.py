@@ -396,11 +396,7 @@ class MaskFormer(nn.Module):
             crop[None], [height, width], False, None, None, out=out[None]
         )[0]
 
-    # ---- inference per task (kept as methods: the published names) -------------------------------
-    def semantic_inference(self, mask_cls, mask_pred, mask_prob=None):
-        """(Q, K+1) logits, (Q, H, W) logits -> (K, H, W) scores."""
-        return pp.semantic_inference(mask_cls, mask_pred, mask_prob)
-
+    # ---- panoptic and instance inference (kept as methods: the published names) -------------------------------
     def panoptic_inference(self, mask_cls, mask_pred, mask_prob=None):
         """(Q, K+1) logits, (Q, H, W) logits -> (panoptic_seg (H, W) int32, segments_info).
         With `mask_prob` given, `mask_pred` only provides the shape."""

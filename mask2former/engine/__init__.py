@@ -2,6 +2,6 @@
 
 from .launch import launch
 from .train_loop import MixedPrecisionTrainer
-from .trainer import TRAIN_MAPPERS, Trainer, build_checkpointer
+from .trainer import Trainer, build_checkpointer
 
-__all__ = ["MixedPrecisionTrainer", "TRAIN_MAPPERS", "Trainer", "build_checkpointer", "launch"]
+__all__ = ["MixedPrecisionTrainer", "Trainer", "build_checkpointer", "launch"]

@@ -12,6 +12,7 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 from torch.nn.parallel import DistributedDataParallel
 
+from ..data.dataset_mappers import MAPPERS
 from ..solver import build_lr_scheduler, build_optimizer
 from ..utils.atomic_io import atomic_checkpointer_class
 from ..utils.resume import (
@@ -23,16 +24,6 @@ from .nonfinite import install_nonfinite_check
 from .train_loop import MixedPrecisionTrainer
 
 logger = logging.getLogger(__name__)
-
-# INPUT.DATASET_MAPPER_NAME -> class in mask2former.data.dataset_mappers (training only).
-# Any other name uses detectron2's DatasetMapper.
-TRAIN_MAPPERS = {
-    "mask_former_semantic": "MaskFormerSemanticDatasetMapper",
-    "mask_former_panoptic": "MaskFormerPanopticDatasetMapper",
-    "mask_former_instance": "MaskFormerInstanceDatasetMapper",
-    "coco_instance_lsj": "COCOInstanceNewBaselineDatasetMapper",
-    "coco_panoptic_lsj": "COCOPanopticNewBaselineDatasetMapper",
-}
 
 
 def build_checkpointer(model, save_dir: str = "", **kwargs) -> DetectionCheckpointer:
@@ -63,7 +54,7 @@ def amp_precision(cfg) -> str | None:
     """None (fp32) or the autocast dtype name from SOLVER.AMP.{ENABLED,PRECISION}."""
     if not cfg.SOLVER.AMP.ENABLED:
         return None
-    return cfg.SOLVER.AMP.get("PRECISION", "float16")
+    return cfg.SOLVER.AMP.PRECISION
 
 
 def create_ddp_model(model: torch.nn.Module, device_type: str, **kwargs) -> torch.nn.Module:
@@ -78,7 +69,8 @@ def create_ddp_model(model: torch.nn.Module, device_type: str, **kwargs) -> torc
 class Trainer(DefaultTrainer):
     """DefaultTrainer with the Mask2Former recipe.
 
-    * train loader: the mapper named by INPUT.DATASET_MAPPER_NAME (see TRAIN_MAPPERS);
+    * train loader: the mapper named by INPUT.DATASET_MAPPER_NAME (mask2former.data.dataset_mappers.MAPPERS;
+      any other name uses detectron2's DatasetMapper);
     * optimiser: per-parameter LR/decay, full-model clipping (mask2former.solver);
     * LR schedule: WarmupPolyLR or detectron2's (SOLVER.LR_SCHEDULER_NAME);
     * precision: SOLVER.AMP.ENABLED with SOLVER.AMP.PRECISION "float16" | "bfloat16", on CUDA or
@@ -104,7 +96,7 @@ class Trainer(DefaultTrainer):
         )
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
         self.checkpointer = build_checkpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
-        self.checkpointer.save_format = cfg.SOLVER.get("CHECKPOINT_FORMAT", "pth")
+        self.checkpointer.save_format = cfg.SOLVER.CHECKPOINT_FORMAT
         # Stop at a NaN/Inf loss on every rank, before the optimizer step (docs/reliability.md).
         install_nonfinite_check(self, self.checkpointer)
         self.start_iter = 0
@@ -141,17 +133,7 @@ class Trainer(DefaultTrainer):
     @classmethod
     def build_train_loader(cls, cfg):
         name = cfg.INPUT.DATASET_MAPPER_NAME
-        mapper = None  # detectron2's DatasetMapper
-        if name in TRAIN_MAPPERS:
-            from ..data import dataset_mappers
-
-            mapper_cls = getattr(dataset_mappers, TRAIN_MAPPERS[name], None)
-            if mapper_cls is None:
-                raise ValueError(
-                    f"INPUT.DATASET_MAPPER_NAME {name!r} needs "
-                    f"mask2former.data.dataset_mappers.{TRAIN_MAPPERS[name]}, which is missing"
-                )
-            mapper = mapper_cls(cfg, True)
+        mapper = MAPPERS[name](cfg, True) if name in MAPPERS else None  # None: detectron2's
         # Same loader as detectron2's, with a sampler that --resume can fast-forward.
         return build_resumable_train_loader(cfg, mapper=mapper)
 

@@ -3,7 +3,7 @@
 Detectron2 v0.6's `CityscapesSemSegEvaluator` (IoU / iIoU over 19 classes and 7 categories) and
 `CityscapesInstanceEvaluator` (AP, AP50) work on this stack unchanged as long as NumPy < 2
 (`cityscapesscripts` 2.3.0 uses `np.in1d`); both were checked on a generated Cityscapes-layout
-case (tests/test_eval_cityscapes.py). They glob *every* ground-truth file under the metadata's
+case (tests/evaluation/test_cityscapes_evaluation.py). They glob *every* ground-truth file under the metadata's
 `gt_dir` (`<gt_dir>/<city>/*_gtFine_{labelIds,instanceIds}.png`) and need a prediction for each,
 and they work on a single machine only (all ranks write into rank 0's temporary folder).
 

@@ -8,7 +8,7 @@ classes and dataset ids that are not 0..N-1:
                 3 dog (thing, id 12)
 
 `perfect_outputs` returns model outputs equal to the ground truth; `partial_outputs` the
-hand-worked case whose PQ and AP are derived in tests/test_eval_panoptic_instance.py.
+hand-worked case whose PQ and AP are derived in tests/evaluation/test_build.py.
 """
 
 from __future__ import annotations

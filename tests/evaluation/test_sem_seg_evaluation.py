@@ -1,26 +1,201 @@
-"""SemSegEvaluator against the metric definitions (float64, written here) and detectron2 v0.6's
-own `SemSegEvaluator`, for datasets registered with `register_semantic_dataset` and
-`register_panoptic_dataset` (with semantic PNGs, and without: ground truth from the panoptic
-PNGs). mIoU, fwIoU, mACC, pACC and per-class IoU/ACC to 0.01, in both mIoU conventions
-(TEST.MIOU_CONVENTION). Data: tests/evaluation/crosscheck_data.py; "dog" and "water" are only
-predicted, so the two conventions differ."""
+"""Semantic evaluation: hand-worked mIoU/fwIoU/mACC/pACC, 8- and 16-bit labels, ignore_label,
+ground truth from panoptic PNGs, and the semantic-PQ tool."""
 
+import importlib.util
+import json
 import os
 import shutil
 
+import numpy as np
 import pytest
+import torch
 from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.evaluation import SemSegEvaluator as D2SemSegEvaluator
+from PIL import Image
 
 from mask2former.config import add_maskformer2_config
 from mask2former.data.datasets.custom import register_panoptic_dataset, register_semantic_dataset
 from mask2former.evaluation import SemSegEvaluator, build_evaluator
+from mask2former.evaluation.testing import run_evaluator
 
 from . import crosscheck_data as X
 
-NAMES = [c["name"] for c in X.CATEGORIES]
-K = len(NAMES)
+IGN = 255  # ignore
+GT = [
+    np.array([[0, 0, 1, 1], [0, 0, 1, 1], [2, 2, IGN, IGN], [2, 2, IGN, IGN]]),
+    np.array([[0, 0, 0, 0], [3, 3, 3, 3], [3, 3, 3, 3], [3, 3, 3, 3]]),
+]
+PRED = [
+    np.array([[0, 0, 0, 1], [0, 0, 1, 1], [2, 1, 3, 3], [2, 2, 3, 3]]),
+    np.array([[0, 0, 3, 3], [3, 3, 3, 3], [3, 3, 3, 3], [3, 3, 2, 2]]),
+]
+NAMES = ["a", "b", "c", "d"]
+# By hand: tp = (6, 3, 3, 10), GT pixels = (8, 4, 4, 12),
+# predicted pixels on valid GT = (7, 4, 5, 12)
+IOU = np.array([6 / 9, 3 / 5, 3 / 6, 10 / 14])
+ACC = np.array([6 / 8, 3 / 4, 3 / 4, 10 / 12])
+EXPECTED = {
+    "mIoU": 100 * IOU.mean(),
+    "fwIoU": 100 * (IOU * np.array([8, 4, 4, 12]) / 28).sum(),
+    "mACC": 100 * ACC.mean(),
+    "pACC": 100 * 22 / 28,
+}
+
+
+def _scores(labels):
+    """(K, H, W) one-hot scores whose argmax is `labels`."""
+    return torch.nn.functional.one_hot(torch.from_numpy(labels), 4).permute(2, 0, 1).float()
+
+
+def _register(name, tmp_path, ignore=IGN, writer=None):
+    records = []
+    for i, gt in enumerate(GT):
+        gt = np.where(gt == IGN, ignore, gt)
+        path = writer(tmp_path, i, gt) if writer else str(tmp_path / f"{name}_{i}.png")
+        if not writer:
+            Image.fromarray(gt.astype(np.uint8)).save(path)
+        records.append(
+            dict(file_name=f"{name}/{i}.jpg", sem_seg_file_name=path, image_id=i, height=4, width=4)
+        )
+    if name in DatasetCatalog.list():
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)
+    DatasetCatalog.register(name, lambda: records)
+    MetadataCatalog.get(name).set(
+        stuff_classes=NAMES, ignore_label=ignore, evaluator_type="sem_seg"
+    )
+    return records
+
+
+def _check(res):
+    for k, v in EXPECTED.items():
+        assert res[k] == pytest.approx(v), k
+    for i, n in enumerate(NAMES):
+        assert res[f"IoU-{n}"] == pytest.approx(100 * IOU[i])
+        assert res[f"ACC-{n}"] == pytest.approx(100 * ACC[i])
+
+
+def test_hand_worked_miou_8bit(tmp_path):
+    recs = _register("_eval_sem8", tmp_path)
+    ev = SemSegEvaluator("_eval_sem8", output_dir=str(tmp_path / "out"))
+    res = run_evaluator(ev, recs, {i: {"sem_seg": _scores(p)} for i, p in enumerate(PRED)})
+    _check(res["sem_seg"])
+    assert (tmp_path / "out" / "sem_seg_predictions.json").exists()
+
+
+def test_16bit_tif_and_png_with_ignore_65535(tmp_path):
+    """ADE20K-full style: 16-bit labels (.tif, and a 16-bit .png), ignore_label 65535."""
+    import tifffile
+
+    def writer(root, i, gt):
+        if i == 0:
+            path = str(root / "full_0.tif")
+            tifffile.imwrite(path, gt.astype(np.uint16))
+        else:
+            path = str(root / "full_1.png")
+            Image.fromarray(gt.astype(np.uint16)).save(path)
+        return path
+
+    recs = _register("_eval_sem16", tmp_path, ignore=65535, writer=writer)
+    ev = SemSegEvaluator("_eval_sem16")
+    _check(
+        run_evaluator(ev, recs, {i: {"sem_seg": _scores(p)} for i, p in enumerate(PRED)})["sem_seg"]
+    )
+
+
+def test_perfect_is_100_and_labels_out_of_range_raise(tmp_path):
+    recs = _register("_eval_sem_perfect", tmp_path)
+    perfect = {i: {"sem_seg": _scores(np.where(g == IGN, 0, g))} for i, g in enumerate(GT)}
+    res = run_evaluator(SemSegEvaluator("_eval_sem_perfect"), recs, perfect)["sem_seg"]
+    assert res["mIoU"] == res["fwIoU"] == res["mACC"] == res["pACC"] == 100.0
+
+    MetadataCatalog.remove("_eval_sem_perfect")  # now 255 is an invalid label, not "ignore"
+    MetadataCatalog.get("_eval_sem_perfect").set(stuff_classes=NAMES, ignore_label=254)
+    with pytest.raises(ValueError, match="outside"):
+        run_evaluator(SemSegEvaluator("_eval_sem_perfect"), recs, perfect)
+
+
+def test_semantic_gt_from_panoptic_pngs(tmp_path):
+    """Records without sem_seg_file_name: GT computed from pan_seg_file_name + segments_info."""
+    from panopticapi.utils import id2rgb
+
+    records = []
+    for i, gt in enumerate(GT):
+        pan = np.zeros(gt.shape, np.int32)
+        infos = []
+        for seg_id, c in enumerate(np.unique(gt[gt != IGN]), start=1):
+            pan[gt == c] = seg_id * 7  # arbitrary ids
+            infos.append({"id": seg_id * 7, "category_id": int(c), "iscrowd": 0})
+        path = str(tmp_path / f"pan{i}.png")
+        Image.fromarray(id2rgb(pan)).save(path)
+        records.append(
+            dict(
+                file_name=f"p/{i}.jpg",
+                pan_seg_file_name=path,
+                segments_info=infos,
+                image_id=i,
+                height=4,
+                width=4,
+            )
+        )
+    name = "_eval_sem_from_pan"
+    if name in DatasetCatalog.list():
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)
+    DatasetCatalog.register(name, lambda: records)
+    MetadataCatalog.get(name).set(stuff_classes=NAMES, ignore_label=IGN)
+    res = run_evaluator(
+        SemSegEvaluator(name), records, {i: {"sem_seg": _scores(p)} for i, p in enumerate(PRED)}
+    )
+    _check(res["sem_seg"])
+
+
+def test_semantic_pq_tool_hand_worked(tmp_path):
+    """Each class one segment. By hand (IoU > 0.5 matches):
+    image 1: a IoU 4/5, b 3/5, c 3/4 (TPs); d lies on VOID only (ignored).
+    image 2: a IoU 2/4 = 0.5 (not > 0.5: FN + FP), d 10/14 (TP), c predicted only (FP).
+    """
+    recs = _register("_eval_sem_pq", tmp_path)
+    out = tmp_path / "out"
+    run_evaluator(
+        SemSegEvaluator("_eval_sem_pq", output_dir=str(out)),
+        recs,
+        {i: {"sem_seg": _scores(p)} for i, p in enumerate(PRED)},
+    )
+    pq = {"a": 0.8 / 2, "b": 0.6, "c": 0.75 / 1.5, "d": 10 / 14}
+    sq = {"a": 0.8, "b": 0.6, "c": 0.75, "d": 10 / 14}
+    rq = {"a": 0.5, "b": 1.0, "c": 1 / 1.5, "d": 1.0}
+
+    spec = importlib.util.spec_from_file_location(
+        "evaluate_pq_for_semantic_segmentation",
+        os.path.join(
+            os.path.dirname(__file__),
+            "..",
+            "..",
+            "tools",
+            "evaluate_pq_for_semantic_segmentation.py",
+        ),
+    )
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    res = tool.main(
+        ["--dataset-name", "_eval_sem_pq", "--json-file", str(out / "sem_seg_predictions.json")]
+    )
+    assert res["panoptic_seg"]["PQ"] == pytest.approx(100 * np.mean(list(pq.values())))
+    assert res["panoptic_seg"]["SQ"] == pytest.approx(100 * np.mean(list(sq.values())))
+    assert res["panoptic_seg"]["RQ"] == pytest.approx(100 * np.mean(list(rq.values())))
+    for n in NAMES:
+        assert res["panoptic_seg"][f"PQ-{n}"] == pytest.approx(100 * pq[n])
+    _check(res["sem_seg"])
+    assert "| PQ | SQ | RQ |" in (out / "results.md").read_text()
+    assert json.loads((out / "results.json").read_text())["sem_seg"]["mIoU"] == pytest.approx(
+        EXPECTED["mIoU"]
+    )
+
+
+XNAMES = [c["name"] for c in X.CATEGORIES]
+K = len(XNAMES)
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +221,7 @@ def _image_id(record) -> int:
 def register(data, how: str) -> str:
     name = X.fresh_name(f"_xcheck_semseg_{how}")
     if how == "semantic":
-        register_semantic_dataset(name, data["flat_images"], data["flat_semantic"], NAMES)
+        register_semantic_dataset(name, data["flat_images"], data["flat_semantic"], XNAMES)
     else:
         register_panoptic_dataset(
             name,
@@ -62,7 +237,7 @@ def expected(gt_classes_only: bool) -> dict:
     ids = [i for i, _ in X.IMAGES]
     gts = [X.semantic_gt(i) for i in ids]
     preds = [X.semantic_prediction(i) for i in ids]
-    return X.semseg_definition(gts, preds, K, NAMES, gt_classes_only)
+    return X.semseg_definition(gts, preds, K, XNAMES, gt_classes_only)
 
 
 def output_of(record):

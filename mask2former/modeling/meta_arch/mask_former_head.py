@@ -49,7 +49,7 @@ class MaskFormerHead(nn.Module):
         if transformer_in_feature != MULTI_SCALE:
             raise ValueError(
                 f"MODEL.MASK_FORMER.TRANSFORMER_IN_FEATURE={transformer_in_feature!r} is not "
-                f"supported; Mask2Former uses {MULTI_SCALE!r}"
+                f"supported; set it to {MULTI_SCALE!r} (the MaskFormer-v1 inputs need the v1 decoder)"
             )
         input_shape = sorted(input_shape.items(), key=lambda x: x[1].stride)
         self.in_features = [k for k, v in input_shape]
@@ -63,12 +63,6 @@ class MaskFormerHead(nn.Module):
 
     @classmethod
     def from_config(cls, cfg, input_shape: dict[str, ShapeSpec]):
-        if cfg.MODEL.MASK_FORMER.TRANSFORMER_IN_FEATURE != MULTI_SCALE:
-            raise ValueError(
-                "MODEL.MASK_FORMER.TRANSFORMER_IN_FEATURE="
-                f"{cfg.MODEL.MASK_FORMER.TRANSFORMER_IN_FEATURE!r} is not supported; set it to "
-                f"{MULTI_SCALE!r} (the MaskFormer-v1 inputs need the v1 decoder)"
-            )
         return {
             "input_shape": {
                 k: v for k, v in input_shape.items() if k in cfg.MODEL.SEM_SEG_HEAD.IN_FEATURES

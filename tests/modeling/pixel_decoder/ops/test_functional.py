@@ -1,0 +1,131 @@
+"""MSDeformAttn kernels: every backend against an independent float64 reference, gradients, half
+precision (mask2former/modeling/pixel_decoder/ops/functional.py)."""
+
+import pytest
+import torch
+
+from mask2former.modeling.pixel_decoder.ops import backends, ms_deform_attn
+
+from .reference import HAS_CUDA, HAS_CXX, make_inputs, reference_ms_deform_attn
+
+SHAPES = [  # (N, level shapes, Lq, M, D, P)
+    (1, [(4, 4)], 5, 1, 3, 1),
+    (2, [(6, 4), (3, 5), (1, 1)], 7, 2, 4, 3),  # non-square and 1x1 levels
+    (2, [(1, 1), (1, 1)], 3, 2, 2, 2),
+    (1, [(5, 7), (3, 2)], 4, 3, 33, 2),  # D > 32: the CUDA kernel's channel loop
+]
+
+
+@pytest.mark.parametrize("N,shapes,Lq,M,D,P", SHAPES)
+def test_matches_reference(backend, N, shapes, Lq, M, D, P):
+    value, spatial_shapes, level_start_index, loc, attn = make_inputs(
+        N, shapes, Lq, M, D, P, device=backend
+    )
+    out = ms_deform_attn(value, spatial_shapes, level_start_index, loc, attn)
+    expected = reference_ms_deform_attn(value, spatial_shapes, loc, attn)
+    assert out.shape == (N, Lq, M * D) and out.dtype == torch.float64
+    torch.testing.assert_close(out.cpu(), expected, rtol=1e-10, atol=1e-12)
+
+
+def test_reference_hand_values():
+    # 1x2 map [1, 3]; x = 0.5 is the border between the pixels, x = 0.25 the centre of the first;
+    # x = 0 lies half a pixel left of that centre: half of pixel 0, half of the zero padding.
+    value = torch.tensor([1.0, 3.0]).view(1, 2, 1, 1)
+    loc = torch.tensor([[0.5, 0.5], [0.25, 0.5], [0.0, 0.5], [0.5, -0.5]]).view(1, 4, 1, 1, 1, 2)
+    attn = torch.ones(1, 4, 1, 1, 1)
+    out = reference_ms_deform_attn(value, torch.tensor([[1, 2]]), loc, attn)
+    assert out.flatten().tolist() == [2.0, 1.0, 0.5, 0.0]
+
+
+def test_float32_matches_reference(backend):
+    value, spatial_shapes, level_start_index, loc, attn = make_inputs(
+        2, [(8, 6), (4, 3), (1, 1)], 10, 2, 8, 4, dtype=torch.float32, device=backend
+    )
+    out = ms_deform_attn(value, spatial_shapes, level_start_index, loc, attn)
+    expected = reference_ms_deform_attn(value, spatial_shapes, loc, attn)
+    torch.testing.assert_close(out.double().cpu(), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_gradcheck(backend):
+    value, spatial_shapes, level_start_index, loc, attn = make_inputs(
+        1, [(3, 4), (2, 1), (1, 1)], 3, 2, 2, 2, device=backend
+    )
+    for t in (value, loc, attn):
+        t.requires_grad_(True)
+
+    def fn(value, loc, attn):
+        return ms_deform_attn(value, spatial_shapes, level_start_index, loc, attn)
+
+    # nondet_tol: the CUDA backward sums grad_value with atomics, in no fixed order
+    assert torch.autograd.gradcheck(
+        fn, (value, loc, attn), eps=1e-6, atol=1e-5, rtol=1e-4, nondet_tol=1e-12
+    )
+
+
+def test_gradients_agree_with_pytorch(backend, monkeypatch):
+    """Gradients at a larger shape than gradcheck affords, against the grid_sample path."""
+    inputs = make_inputs(
+        2, [(9, 7), (5, 4), (2, 3)], 20, 4, 8, 4, dtype=torch.float64, device=backend
+    )
+    grad_out = torch.randn(2, 20, 32, dtype=torch.float64, device=backend)
+
+    def grads():
+        value, spatial_shapes, level_start_index, loc, attn = (t.detach().clone() for t in inputs)
+        for t in (value, loc, attn):
+            t.requires_grad_(True)
+        out = ms_deform_attn(value, spatial_shapes, level_start_index, loc, attn)
+        return torch.autograd.grad(out, (value, loc, attn), grad_out)
+
+    got = grads()
+    monkeypatch.setenv(backends.ENV_VAR, "pytorch")
+    for g, e in zip(got, grads(), strict=True):
+        torch.testing.assert_close(g, e, rtol=1e-9, atol=1e-11)
+
+
+def test_empty_queries(backend):
+    value, spatial_shapes, level_start_index, loc, attn = make_inputs(
+        2, [(4, 3)], 0, 2, 4, 2, device=backend
+    )
+    value.requires_grad_(True)
+    out = ms_deform_attn(value, spatial_shapes, level_start_index, loc, attn)
+    assert out.shape == (2, 0, 8)
+    out.sum().backward()
+    assert torch.equal(value.grad, torch.zeros_like(value))
+
+
+@pytest.mark.skipif(not HAS_CXX, reason="no C++ compiler")
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_cpp_half_precision(monkeypatch, fresh_selection, dtype):
+    monkeypatch.setenv(backends.ENV_VAR, "cpp")
+    value, spatial_shapes, level_start_index, loc, attn = make_inputs(
+        2, [(6, 5), (3, 2)], 6, 2, 8, 2, dtype=torch.float32
+    )
+    out = ms_deform_attn(value.to(dtype), spatial_shapes, level_start_index, loc, attn)
+    assert out.dtype == dtype
+    expected = reference_ms_deform_attn(value.to(dtype), spatial_shapes, loc, attn)
+    torch.testing.assert_close(out.double(), expected, rtol=1e-2, atol=1e-2)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not HAS_CUDA, reason="no CUDA")
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_cuda_half_precision(monkeypatch, fresh_selection, dtype):
+    """Half-precision values (locations and weights in float32, as under autocast) stay within
+    1e-2 relative error of float32, forward and backward."""
+    monkeypatch.setenv(backends.ENV_VAR, "cuda")
+    inputs = make_inputs(
+        2, [(32, 32), (16, 16), (8, 8)], 500, 8, 32, 4, dtype=torch.float32, device="cuda"
+    )
+
+    def run(value_dtype):
+        value, spatial_shapes, level_start_index, loc, attn = (t.detach().clone() for t in inputs)
+        value = value.to(value_dtype).requires_grad_(True)
+        loc.requires_grad_(True)
+        attn.requires_grad_(True)
+        out = ms_deform_attn(value, spatial_shapes, level_start_index, loc, attn)
+        out.float().square().sum().backward()
+        return out.float(), value.grad.float(), loc.grad, attn.grad
+
+    for got, expected in zip(run(dtype), run(torch.float32), strict=True):
+        rel = (got - expected).norm() / expected.norm()
+        assert rel < 1e-2, rel

@@ -1,0 +1,226 @@
+"""SetCriterion (mask2former/modeling/criterion.py)."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from mask2former.modeling import criterion as criterion_module
+from mask2former.modeling.criterion import SetCriterion
+from mask2former.modeling.matcher import HungarianMatcher
+
+NUM_CLASSES = 3
+
+
+def make_criterion(point_sampled=True, num_points=64, eos_coef=0.1, matcher=None):
+    return SetCriterion(
+        num_classes=NUM_CLASSES,
+        matcher=matcher or HungarianMatcher(2, 5, 5, num_points=num_points),
+        weight_dict={"loss_ce": 2.0, "loss_mask": 5.0, "loss_dice": 5.0},
+        eos_coef=eos_coef,
+        losses=["labels", "masks"],
+        num_points=num_points,
+        oversample_ratio=3.0,
+        importance_sample_ratio=0.75,
+        point_sampled=point_sampled,
+    )
+
+
+class FixedMatcher(nn.Module):
+    def __init__(self, indices):
+        super().__init__()
+        self.indices = indices
+
+    def forward(self, outputs, targets):
+        return self.indices
+
+
+# ---- a hand-worked case, expected values in float64 --------------------------------------------
+LOGITS = [[2.0, -1.0, 0.5, 0.0], [0.1, 0.2, -0.3, 1.5]]  # (Q=2, K+1=4)
+
+
+MASK_LOGITS = [[[1.0, -2.0], [0.5, 3.0]], [[0.0, 0.0], [-1.0, 1.0]]]  # (Q=2, 2, 2)
+
+
+TARGET_MASK = [[1.0, 0.0], [0.0, 1.0]]  # one target, class 0, matched to query 0
+
+
+def expected_losses():
+    # Cross-entropy: query 0 -> class 0 (weight 1), query 1 -> no object (weight 0.1).
+    def nll(row, c):
+        return -(row[c] - math.log(sum(math.exp(v) for v in row)))
+
+    ce = (1.0 * nll(LOGITS[0], 0) + 0.1 * nll(LOGITS[1], 3)) / (1.0 + 0.1)
+    x = [v for r in MASK_LOGITS[0] for v in r]
+    t = [v for r in TARGET_MASK for v in r]
+    sig = [1 / (1 + math.exp(-v)) for v in x]
+    bce = sum(-(ti * math.log(s) + (1 - ti) * math.log(1 - s)) for s, ti in zip(sig, t)) / 4
+    dice = 1 - (2 * sum(s * ti for s, ti in zip(sig, t)) + 1) / (sum(sig) + sum(t) + 1)
+    return ce, bce, dice  # num_masks = 1
+
+
+def hand_case():
+    outputs = {
+        "pred_logits": torch.tensor([LOGITS]),
+        "pred_masks": torch.tensor([MASK_LOGITS]),
+    }
+    targets = [{"labels": torch.tensor([0]), "masks": torch.tensor([TARGET_MASK]).bool()}]
+    indices = [(torch.tensor([0]), torch.tensor([0]))]
+    return outputs, targets, indices
+
+
+def test_hand_worked_values_full_mask():
+    outputs, targets, indices = hand_case()
+    crit = make_criterion(point_sampled=False, matcher=FixedMatcher(indices))
+    losses = crit(outputs, targets)
+    ce, bce, dice = expected_losses()
+    assert losses["loss_ce"].item() == pytest.approx(ce, rel=1e-5)
+    assert losses["loss_mask"].item() == pytest.approx(bce, rel=1e-5)
+    assert losses["loss_dice"].item() == pytest.approx(dice, rel=1e-5)
+
+
+def test_hand_worked_values_point_sampled(monkeypatch):
+    """With the sampled points fixed at the 4 pixel centres, points == full mask."""
+    outputs, targets, indices = hand_case()
+    centres = torch.tensor([[[0.25, 0.25], [0.75, 0.25], [0.25, 0.75], [0.75, 0.75]]])
+
+    def fixed_points(mask_logits, num_points, *args, **kwargs):
+        return centres.expand(mask_logits.shape[0], -1, -1)
+
+    monkeypatch.setattr(
+        criterion_module, "get_uncertain_point_coords_with_randomness", fixed_points
+    )
+    crit = make_criterion(point_sampled=True, num_points=4, matcher=FixedMatcher(indices))
+    losses = crit(outputs, targets)
+    _, bce, dice = expected_losses()
+    assert losses["loss_mask"].item() == pytest.approx(bce, rel=1e-5)
+    assert losses["loss_dice"].item() == pytest.approx(dice, rel=1e-5)
+
+
+def test_empty_weight_buffer():
+    crit = make_criterion(eos_coef=0.1)
+    assert crit.empty_weight.tolist() == pytest.approx([1, 1, 1, 0.1])
+    assert "empty_weight" in crit.state_dict()
+
+
+@pytest.mark.parametrize("point_sampled", [True, False])
+def test_empty_targets_give_finite_losses_and_gradients(point_sampled):
+    pred_logits = torch.randn(2, 5, NUM_CLASSES + 1, requires_grad=True)
+    pred_masks = torch.randn(2, 5, 8, 8, requires_grad=True)
+    outputs = {
+        "pred_logits": pred_logits,
+        "pred_masks": pred_masks,
+        "aux_outputs": [{"pred_logits": pred_logits * 1, "pred_masks": pred_masks * 1}],
+    }
+    targets = [
+        {"labels": torch.zeros(0, dtype=torch.int64), "masks": torch.zeros(0, 32, 32)}
+        for _ in range(2)
+    ]
+    losses = make_criterion(point_sampled=point_sampled)(outputs, targets)
+    assert set(losses) == {
+        "loss_ce",
+        "loss_mask",
+        "loss_dice",
+        "loss_ce_0",
+        "loss_mask_0",
+        "loss_dice_0",
+    }
+    assert all(torch.isfinite(v) for v in losses.values())
+    assert losses["loss_mask"].item() == 0 and losses["loss_dice"].item() == 0
+    sum(losses.values()).backward()
+    assert pred_masks.grad is not None and pred_logits.grad is not None
+
+
+def test_mixed_empty_and_nonempty_images():
+    outputs = {
+        "pred_logits": torch.randn(2, 4, NUM_CLASSES + 1),
+        "pred_masks": torch.randn(2, 4, 8, 8),
+    }
+    targets = [
+        {"labels": torch.zeros(0, dtype=torch.int64), "masks": torch.zeros(0, 32, 32)},
+        {"labels": torch.tensor([1, 2]), "masks": torch.rand(2, 32, 32) > 0.5},
+    ]
+    losses = make_criterion()(outputs, targets)
+    assert all(torch.isfinite(v) for v in losses.values()) and losses["loss_mask"] > 0
+
+
+class ToyModel(nn.Module):
+    """Tiny stand-in for MaskFormer's head: a conv trunk, queries, class and mask heads."""
+
+    def __init__(self, num_queries=4, dim=8, num_layers=3):
+        super().__init__()
+        self.trunk = nn.Conv2d(3, dim, 3, stride=4, padding=1)
+        self.query = nn.Embedding(num_queries, dim)
+        self.layers = nn.ModuleList(nn.Linear(dim, dim) for _ in range(num_layers - 1))
+        self.cls = nn.Linear(dim, NUM_CLASSES + 1)
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, x):
+        feats = self.trunk(x)  # (B, C, h, w)
+        q = self.query.weight[None].expand(x.shape[0], -1, -1)
+        preds = []
+        for i in range(len(self.layers) + 1):
+            if i > 0:
+                q = q + torch.relu(self.layers[i - 1](q))
+            qn = self.norm(q)
+            preds.append(
+                {
+                    "pred_logits": self.cls(qn),
+                    "pred_masks": torch.einsum("bqc,bchw->bqhw", qn, feats),
+                }
+            )
+        return {**preds[-1], "aux_outputs": preds[:-1]}
+
+
+@pytest.mark.parametrize("point_sampled", [True, False])
+def test_every_parameter_gets_a_gradient(point_sampled):
+    model = ToyModel()
+    x = torch.randn(2, 3, 32, 32)
+    targets = [
+        {"labels": torch.tensor([0, 2]), "masks": torch.rand(2, 32, 32) > 0.5},
+        {"labels": torch.tensor([1]), "masks": torch.rand(1, 32, 32) > 0.5},
+    ]
+    crit = make_criterion(point_sampled=point_sampled, num_points=100)
+    losses = crit(model(x), targets)
+    assert len(losses) == 9  # 3 losses x (final + 2 aux)
+    total = sum(
+        crit.weight_dict.get(k.rsplit("_", 1)[0] if k[-1].isdigit() else k, 1) * v
+        for k, v in losses.items()
+    )
+    assert torch.isfinite(total)
+    total.backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+        assert p.grad.abs().sum() > 0, name
+
+
+def test_point_and_full_mask_losses_agree_on_smooth_masks():
+    """Uniform point sampling estimates the full-mask loss (importance ratio 0)."""
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, 64), torch.linspace(-1, 1, 64), indexing="ij")
+    pred = (2 - 4 * (xx**2 + yy**2))[None, None]  # (1, 1, 64, 64) logits of a disc
+    target = (xx**2 + yy**2 < 0.6)[None].float()
+    outputs = {"pred_logits": torch.zeros(1, 1, NUM_CLASSES + 1), "pred_masks": pred}
+    targets = [{"labels": torch.tensor([0]), "masks": target}]
+    indices = [(torch.tensor([0]), torch.tensor([0]))]
+    full = make_criterion(point_sampled=False, matcher=FixedMatcher(indices))(outputs, targets)
+    crit = make_criterion(point_sampled=True, num_points=20000, matcher=FixedMatcher(indices))
+    crit.importance_sample_ratio = 0.0
+    pts = crit(outputs, targets)
+    assert pts["loss_mask"].item() == pytest.approx(full["loss_mask"].item(), rel=0.05)
+    assert pts["loss_dice"].item() == pytest.approx(full["loss_dice"].item(), rel=0.05)
+
+
+def test_num_masks_is_clamped_to_one():
+    crit = make_criterion()
+    empty = [{"labels": torch.zeros(0, dtype=torch.int64)}]
+    assert crit.num_masks_across_workers(empty, torch.device("cpu")) == 1.0
+    three = [{"labels": torch.tensor([0, 1])}, {"labels": torch.tensor([2])}]
+    assert crit.num_masks_across_workers(three, torch.device("cpu")) == 3.0
+
+
+def test_invalid_arguments_raise():
+    with pytest.raises(ValueError, match="unknown losses"):
+        SetCriterion(3, HungarianMatcher(), {}, 0.1, ["boxes"], 10, 3.0, 0.75)
+    with pytest.raises(ValueError, match="num_points > 0"):
+        SetCriterion(3, HungarianMatcher(), {}, 0.1, ["masks"], 0, 3.0, 0.75)
