@@ -120,3 +120,15 @@ def test_model_weights_checkpoint_overrides_timm_weights(tmp_path):
     assert not torch.equal(model.state_dict()[key], source.state_dict()[key])
     MaskFormerCheckpointer(model, strict=True).load(str(tmp_path / "m2f.pth"))
     assert torch.equal(model.state_dict()[key], source.state_dict()[key])
+
+
+def test_pretrained_offline_says_to_use_a_file(monkeypatch, tmp_path):
+    import huggingface_hub.constants
+
+    from mask2former.modeling.backbone.timm_weights import create_model
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("HF_HOME", str(tmp_path))  # an empty cache
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    with pytest.raises(RuntimeError, match="MODEL.TIMM.PRETRAINED_FILE"):
+        create_model("convnext_atto", pretrained=True)
