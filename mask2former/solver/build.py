@@ -51,7 +51,6 @@ NORM_MODULE_TYPES += tuple(
         "RmsNorm2dFp32",
         "SimpleNormFp32",
         "SimpleNorm2dFp32",
-        "FrozenBatchNormAct2d",
     )
     if hasattr(timm_layers, n)
 )

@@ -138,10 +138,11 @@ class TimmBackbone(Backbone):
             name: the model's timm name, for messages.
         """
         super().__init__()
-        if not hasattr(model, "forward_intermediates"):
+        missing = [a for a in ("forward_intermediates", "feature_info") if not hasattr(model, a)]
+        if missing:
             raise ValueError(
-                f"timm model {name!r} ({type(model).__name__}) has no forward_intermediates(); "
-                "TimmBackbone needs it (nearly all timm families have it since timm 1.0)"
+                f"timm model {name!r} ({type(model).__name__}) has no {' / '.join(missing)}; "
+                "TimmBackbone needs both (nearly all timm families have them since timm 1.0)"
             )
         info = list(model.feature_info)
         self._name = name
