@@ -93,9 +93,10 @@ def _create(name: str, pretrained: bool, kw: dict) -> nn.Module:
                 key = (
                     "MODEL.TIMM.DROP_PATH_RATE" if bad == "drop_path_rate" else "MODEL.TIMM.KWARGS"
                 )
+                why = "does not take" if "unexpected keyword" in str(e) else "cannot be given"
                 raise ValueError(
-                    f"timm model {name!r} does not take the argument {bad!r} (from {key}); "
-                    f"remove it. ({e})"
+                    f"timm model {name!r} {why} the argument {bad!r} (from {key}); remove it. "
+                    f"(timm: {e})"
                 ) from None
             raise
         except (OSError, RuntimeError) as e:
