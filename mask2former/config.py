@@ -106,6 +106,28 @@ def add_maskformer2_config(cfg: CN) -> None:
     # training state as .state.pth); both written atomically, see docs/reliability.md.
     cfg.SOLVER.CHECKPOINT_FORMAT = "pth"
 
+    # ---- extensions: timm backbone (this project only; MODEL.BACKBONE.NAME "TimmBackbone") ----
+    # Any timm model as the backbone, see docs/model.md. NAME: a `timm.list_models()` name,
+    # optionally with its pretrained tag ("convnext_tiny.fb_in22k").
+    cfg.MODEL.TIMM = CN()
+    cfg.MODEL.TIMM.NAME = ""
+    cfg.MODEL.TIMM.PRETRAINED = False  # timm's own weights (its hub / URL source and cache)
+    # A local .safetensors / .pth of the same timm model (offline machines); wins over PRETRAINED.
+    # MODEL.WEIGHTS (a whole Mask2Former checkpoint) is loaded afterwards and overrides both.
+    cfg.MODEL.TIMM.PRETRAINED_FILE = ""
+    # Indices into the model's feature_info (negative: from the end). Empty: the last four
+    # levels, or for a plain ViT the last block (fed to the simple feature pyramid).
+    cfg.MODEL.TIMM.OUT_INDICES = []
+    # As MODEL.BACKBONE.FREEZE_AT for ResNets: 0 none, 1 the stem, k the stem and res2..res_k
+    # (BatchNorm in frozen parts becomes frozen BN); a plain ViT: 1 the patch embedding and
+    # tokens, >= 2 the whole ViT.
+    cfg.MODEL.TIMM.FREEZE_AT = 0
+    cfg.MODEL.TIMM.FROZEN_BN = False  # every BatchNorm frozen (as RESNETS.NORM "FrozenBN")
+    cfg.MODEL.TIMM.DROP_PATH_RATE = 0.0  # stochastic depth; 0 = the model's default
+    cfg.MODEL.TIMM.PYRAMID_CHANNELS = 256  # channels of the ViTDet simple pyramid (plain ViTs)
+    # Extra constructor arguments of the timm model, e.g. {patch_size: 16, window_size: 8}.
+    cfg.MODEL.TIMM.KWARGS = CN(new_allowed=True)
+
     # ---- extensions: evaluation (this project only) -------------------------------------------
     # Boundary AP (Cheng et al., CVPR 2021) next to mask AP in the instance evaluator; the
     # boundary band is dilation_ratio x image diagonal wide (the paper's Table 2 uses 0.02).

@@ -5,8 +5,13 @@ Sec. 4.2: AdamW, learning rate 1e-4, weight decay 0.05, backbone LR x 0.1; step 
 layers and embeddings get their own weight decay (`SOLVER.WEIGHT_DECAY_NORM`,
 `SOLVER.WEIGHT_DECAY_EMBED`, both 0) and the gradient of the whole model is clipped to an L2
 norm of `SOLVER.CLIP_GRADIENTS.CLIP_VALUE` (0.01) when `CLIP_TYPE` is "full_model".
+
+The same rules cover timm backbones (`TimmBackbone`): timm's norm layers count as norms, and
+the parameters a timm model lists in its `no_weight_decay()` (position embeddings, class and
+register tokens, relative position tables) are not decayed.
 """
 
+import fnmatch
 import itertools
 import logging
 from typing import Any
@@ -16,6 +21,7 @@ from detectron2.config import CfgNode
 from detectron2.projects.deeplab.lr_scheduler import WarmupPolyLR as _DeepLabWarmupPolyLR
 from detectron2.solver.build import build_lr_scheduler as build_d2_lr_scheduler
 from detectron2.solver.build import maybe_add_gradient_clipping
+from timm import layers as timm_layers
 from torch import nn
 
 logger = logging.getLogger(__name__)
@@ -31,6 +37,22 @@ NORM_MODULE_TYPES = (
     nn.InstanceNorm3d,
     nn.LayerNorm,
     nn.LocalResponseNorm,
+    nn.RMSNorm,
+)
+# timm's norms that do not subclass torch's (its LayerNorm2d, GroupNorm, BatchNormAct2d do).
+NORM_MODULE_TYPES += tuple(
+    getattr(timm_layers, n)
+    for n in (
+        "RmsNorm",
+        "RmsNorm2d",
+        "SimpleNorm",
+        "SimpleNorm2d",
+        "RmsNormFp32",
+        "RmsNorm2dFp32",
+        "SimpleNormFp32",
+        "SimpleNorm2dFp32",
+    )
+    if hasattr(timm_layers, n)
 )
 # Swin parameters that are positional tables, not weights: never decayed (reference behaviour).
 NO_DECAY_PARAM_NAMES = ("relative_position_bias_table", "absolute_pos_embed")
@@ -47,11 +69,18 @@ def get_param_groups(
 ) -> list[dict[str, Any]]:
     """Parameter groups with the reference per-parameter rules, merged by (lr, weight_decay).
 
-    * lr = base_lr, times `backbone_multiplier` when the owning module's name contains "backbone";
-    * weight decay = `weight_decay`, except Swin position tables (0), parameters of norm layers
-      (`weight_decay_norm`) and of `nn.Embedding` (`weight_decay_embed`).
+    * lr = base_lr, times `backbone_multiplier` when the owning module's name contains "backbone"
+      — except inside a module with `trains_at_base_lr = True` (new layers within a backbone,
+      e.g. the ViTDet simple feature pyramid);
+    * weight decay = `weight_decay`, except Swin position tables and what a sub-module lists in
+      timm's `no_weight_decay()` (0), parameters of norm layers (`weight_decay_norm`) and of
+      `nn.Embedding` (`weight_decay_embed`).
     Frozen parameters are skipped and shared parameters appear once.
     """
+    no_decay = declared_no_weight_decay(model)
+    base_lr_prefixes = tuple(
+        name + "." for name, m in model.named_modules() if getattr(m, "trains_at_base_lr", False)
+    )
     seen: set[int] = set()
     groups: dict[tuple[float, float], list[nn.Parameter]] = {}
     for module_name, module in model.named_modules():
@@ -59,9 +88,11 @@ def get_param_groups(
             if not param.requires_grad or id(param) in seen:
                 continue
             seen.add(id(param))
-            lr = base_lr * (backbone_multiplier if "backbone" in module_name else 1.0)
+            full_name = f"{module_name}.{param_name}" if module_name else param_name
+            in_backbone = "backbone" in module_name and not full_name.startswith(base_lr_prefixes)
+            lr = base_lr * (backbone_multiplier if in_backbone else 1.0)
             wd = weight_decay
-            if any(n in param_name for n in NO_DECAY_PARAM_NAMES):
+            if any(n in param_name for n in NO_DECAY_PARAM_NAMES) or full_name in no_decay:
                 wd = 0.0
             if isinstance(module, NORM_MODULE_TYPES):
                 wd = weight_decay_norm
@@ -69,6 +100,21 @@ def get_param_groups(
                 wd = weight_decay_embed
             groups.setdefault((lr, wd), []).append(param)
     return [{"params": ps, "lr": lr, "weight_decay": wd} for (lr, wd), ps in groups.items()]
+
+
+def declared_no_weight_decay(model: nn.Module) -> set[str]:
+    """Full names of the parameters that sub-modules exclude from weight decay with timm's
+    `no_weight_decay()` convention (names or fnmatch patterns relative to that module)."""
+    names = [n for n, _ in model.named_parameters()]
+    out: set[str] = set()
+    for prefix, module in model.named_modules():
+        fn = getattr(module, "no_weight_decay", None)
+        if not callable(fn):
+            continue
+        pre = f"{prefix}." if prefix else ""
+        patterns = [pre + p for p in fn()]
+        out.update(n for n in names if any(fnmatch.fnmatchcase(n, p) for p in patterns))
+    return out
 
 
 _CLIPPED_CLASSES: dict[tuple[type, float, float], type] = {}

@@ -58,7 +58,10 @@ def model_configs() -> list[Path]:
     return sorted(
         p
         for p in CONFIGS.rglob("*.yaml")
-        if "demo" not in p.parts and not p.name.startswith("Base-")
+        if "demo" not in p.parts
+        and not p.name.startswith("Base-")
+        # configs/*/timm/: this project's timm-backbone configs (tests/modeling/backbone/)
+        and "timm" not in p.relative_to(CONFIGS).parts
     )
 
 

@@ -1,3 +1,4 @@
 from .swin import D2SwinTransformer
+from .timm import TimmBackbone
 
-__all__ = ["D2SwinTransformer"]
+__all__ = ["D2SwinTransformer", "TimmBackbone"]
