@@ -47,6 +47,7 @@ from mask2former.prediction_writer import PredictionWriter  # noqa: E402
 from mask2former.utils.precision import PRECISIONS  # noqa: E402
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv")
 WINDOW_NAME = "mask2former"
 
 
@@ -77,7 +78,8 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--video-input", help="path to a video file")
     p.add_argument(
         "--output",
-        help="a folder for overlays and predictions (or, for one image, an overlay file name); "
+        help="a folder for overlays and predictions (or, for one image / a video, an overlay "
+        "file name with an image / video extension); "
         "without it, results are shown in a window (needs a display)",
     )
     p.add_argument("--weights", help="checkpoint (.pkl, .pth, .safetensors); = MODEL.WEIGHTS")
@@ -219,7 +221,7 @@ def run_images(demo: VisualizationDemo, args: argparse.Namespace, logger: loggin
     named = expand_named_inputs(args.input)
     records = _ground_truth_records(args.ground_truth)
     to_folder = bool(args.output) and (
-        len(named) > 1 or os.path.isdir(args.output) or args.output.endswith(os.sep)
+        len(named) > 1 or not args.output.lower().endswith(IMAGE_EXTENSIONS)
     )
     writer = None
     if to_folder and not args.no_predictions:
@@ -300,9 +302,7 @@ def run_video(demo: VisualizationDemo, args: argparse.Namespace, logger: logging
     fps = video.get(cv2.CAP_PROP_FPS) or 25.0
     frames = int(video.get(cv2.CAP_PROP_FRAME_COUNT))
     stem = os.path.splitext(os.path.basename(args.video_input))[0]
-    to_folder = bool(args.output) and (
-        os.path.isdir(args.output) or "." not in os.path.basename(args.output)
-    )
+    to_folder = bool(args.output) and not args.output.lower().endswith(VIDEO_EXTENSIONS)
     out_video = os.path.join(args.output, stem + ".mp4") if to_folder else args.output
     writer = None
     if to_folder and not args.no_predictions:

@@ -1,0 +1,141 @@
+"""demo/demo.py over mask2former.predictor: a published-style .pkl and a .pth give identical
+prediction files, a folder with a corrupt image and equal file names in two sub-folders, the
+saved files equal the predictor's in-memory outputs, clear errors before the model loads."""
+
+import importlib.util
+import json
+import os
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from mask2former import load_config
+from mask2former.predictor import Predictor
+from tests.test_predictor import TINY, save_published_pkl
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+CONFIG = os.path.join(REPO, "configs", "demo", "panoptic.yaml")
+
+
+def _load_demo():
+    sys.path.insert(0, os.path.join(REPO, "demo"))
+    spec = importlib.util.spec_from_file_location(
+        "_demo_cli", os.path.join(REPO, "demo", "demo.py")
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+demo = _load_demo()
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """Weights as .pkl and .pth, and a folder: a/x.png, b/x.png (same name), bad.jpg (corrupt)."""
+    torch.manual_seed(1)
+    p = Predictor(load_config(CONFIG, TINY), weights="")
+    sd = p.model.state_dict()
+    sd["sem_seg_head.predictor.query_feat.weight"].normal_(0, 3)
+    d = tmp_path_factory.mktemp("demo")
+    save_published_pkl(sd, str(d / "model_final.pkl"))
+    torch.save({"model": sd}, str(d / "model.pth"))
+    rng = np.random.default_rng(0)
+    for sub in ("a", "b"):
+        os.makedirs(d / "images" / sub)
+        rgb = (rng.random((48, 64, 3)) * 255).astype(np.uint8)
+        Image.fromarray(rgb).save(d / "images" / sub / "x.png")
+    (d / "images" / "bad.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated jpeg")
+    return d
+
+
+def _run(setup, weights: str, out: str) -> int:
+    return demo.main(
+        ["--config-file", CONFIG, "--input", str(setup / "images"), "--output", out,
+         "--weights", str(setup / weights), "--device", "cpu", "--confidence-threshold", "0",
+         "--opts", *TINY]
+    )  # fmt: skip
+
+
+def test_pkl_and_pth_give_identical_files_and_bad_image_is_skipped(setup, tmp_path):
+    from panopticapi.utils import rgb2id
+    from pycocotools.coco import COCO
+
+    outs = {}
+    for weights in ("model_final.pkl", "model.pth"):
+        out = tmp_path / weights
+        assert _run(setup, weights, str(out)) == 1  # one input skipped
+        outs[weights] = out
+        for name in ("a/x", "b/x"):  # equal file names in two folders: both kept
+            assert (out / f"{name}.png").is_file()
+            assert (out / "semantic" / f"{name}.png").is_file()
+        index = json.loads((out / "predictions.json").read_text())
+        assert [s["file"] for s in index["skipped"]] == [str(setup / "images" / "bad.jpg")]
+        assert "bad.jpg" in index["skipped"][0]["error"]
+        assert index["num_inputs"] == 3 and len(index["images"]) == 2
+    pkl, pth = outs["model_final.pkl"], outs["model.pth"]
+    for rel in ("panoptic.json", "instances.json", "semantic/a/x.png", "panoptic/b/x.png"):
+        assert (pkl / rel).read_bytes() == (pth / rel).read_bytes(), rel
+
+    # The files re-read equal what the predictor returns in memory.
+    # --confidence-threshold 0 set OBJECT_MASK_THRESHOLD 0 and kept every instance.
+    opts = TINY + ["MODEL.MASK_FORMER.TEST.OBJECT_MASK_THRESHOLD", "0.0"]
+    p = Predictor.from_config(CONFIG, weights=str(setup / "model.pth"), opts=opts)
+    coco = COCO(str(pkl / "instances.json"))
+    pan_json = json.loads((pkl / "panoptic.json").read_text())
+    for image_id, name in ((1, "a/x"), (2, "b/x")):
+        ref = p(str(setup / "images" / f"{name}.png"))
+        sem = np.asarray(Image.open(pkl / "semantic" / f"{name}.png"))
+        assert np.array_equal(sem, ref["sem_seg"].argmax(0).numpy())
+        pan = rgb2id(np.asarray(Image.open(pkl / "panoptic" / f"{name}.png")))
+        assert np.array_equal(pan, ref["panoptic_seg"][0].numpy())
+        assert [s["id"] for s in pan_json["annotations"][image_id - 1]["segments_info"]] == [
+            s["id"] for s in ref["panoptic_seg"][1]
+        ]
+        anns = coco.loadAnns(coco.getAnnIds(imgIds=[image_id]))
+        inst = ref["instances"]
+        assert len(anns) == len(inst) > 0
+        for ann, mask, score in zip(anns, inst.pred_masks, inst.scores):
+            assert np.array_equal(coco.annToMask(ann), mask.numpy().astype(np.uint8))
+            assert ann["score"] == pytest.approx(float(score))
+
+
+def test_no_output_without_display_fails_before_loading(monkeypatch, setup):
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    monkeypatch.setattr(demo, "build_predictor", lambda *a: pytest.fail("model was loaded"))
+    with pytest.raises(SystemExit, match="Pass --output DIR"):
+        demo.main(["--config-file", CONFIG, "--input", str(setup / "images" / "a" / "x.png")])
+
+
+def test_wrong_checkpoint_is_an_error_unless_allowed(setup, tmp_path):
+    from mask2former.predictor import WeightsMismatchError
+
+    torch.save({"model": {"backbone.stem.conv1.weight": torch.zeros(1)}}, tmp_path / "w.pth")
+    args = ["--config-file", CONFIG, "--input", str(setup / "images" / "a"),
+            "--output", str(tmp_path / "o"), "--weights", str(tmp_path / "w.pth"),
+            "--opts", *TINY]  # fmt: skip
+    with pytest.raises(WeightsMismatchError, match="w.pth"):
+        demo.main(args)
+    assert demo.main(args[: -len(TINY) - 1] + ["--allow-partial-weights", "--opts", *TINY]) == 0
+
+
+def test_ground_truth_must_be_panoptic(setup):
+    from detectron2.data import DatasetCatalog
+
+    name = "demo_test_not_panoptic"
+    if name not in DatasetCatalog.list():
+        DatasetCatalog.register(name, lambda: [{"file_name": "x.png", "sem_seg_file_name": "y"}])
+    with pytest.raises(SystemExit, match="no panoptic annotation"):
+        demo._ground_truth_records(name)
+
+
+def test_unique_names():
+    named = demo.expand_named_inputs
+    assert callable(named)
+    # equal basenames given as files get a numeric suffix
+    here = os.path.abspath(__file__)
+    assert [n for _, n in named([here, here])] == ["test_demo", "test_demo_2"]
