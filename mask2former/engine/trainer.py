@@ -161,6 +161,10 @@ class Trainer(DefaultTrainer):
         return [IterationSeedHook(self.cfg.SEED)] + super().build_hooks()
 
     def resume_or_load(self, resume=True):
+        if self.cfg.MODEL.WEIGHTS and not (resume and self.checkpointer.has_checkpoint()):
+            from ..model_zoo import local_weights_path
+
+            local_weights_path(self.cfg.MODEL.WEIGHTS)  # a URL offline: a clear DownloadError
         super().resume_or_load(resume=resume)
         if self.start_iter > 0:  # continue the data stream where the checkpoint left it
             fast_forward_train_loader(self, self.start_iter, self.cfg.SOLVER.IMS_PER_BATCH)
