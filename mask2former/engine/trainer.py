@@ -191,6 +191,15 @@ class Trainer(DefaultTrainer):
             )
             for name in cfg.DATASETS.TEST
         ]
+        aug = cfg.TEST.AUG
+        for evaluator in evaluators:  # results.json says these are TTA results, and which
+            if hasattr(evaluator, "run_info"):
+                evaluator.run_info.update(
+                    test_time_augmentation=True,
+                    min_sizes=list(aug.MIN_SIZES),
+                    max_size=aug.MAX_SIZE,
+                    flip=aug.FLIP,
+                )
         res = cls.test(cfg, model, evaluators)
         if len(cfg.DATASETS.TEST) == 1:
             res = {cfg.DATASETS.TEST[0]: res}

@@ -100,6 +100,9 @@ class EvaluatorGroup(DatasetEvaluators):
         self.num_images = num_images
         self.log_period = log_period
         self._progress = None
+        # How the predictions were made, written as "_run" into results.json (the trainer sets
+        # test_time_augmentation True and the TEST.AUG settings for a TTA evaluation).
+        self.run_info: dict = {"test_time_augmentation": False}
 
     @property
     def evaluators(self) -> list:
@@ -132,7 +135,9 @@ class EvaluatorGroup(DatasetEvaluators):
                 f"{time.perf_counter() - start:.1f} s"
             )
             if self.output_dir and results:
-                paths = write_results_table(results, self.output_dir, self.dataset_name)
+                tta = self.run_info.get("test_time_augmentation")
+                title = self.dataset_name + (" (test-time augmentation)" if tta else "")
+                paths = write_results_table(results, self.output_dir, title, self.run_info)
                 logger.info(f"Results table: {paths['md']} (also .csv, .json)")
         return results
 
@@ -166,12 +171,16 @@ def _split_per_class(metrics: dict) -> tuple[OrderedDict, OrderedDict]:
     return summary, per_class
 
 
-def write_results_table(results: dict, output_dir: str, title: str = "") -> dict:
-    """Write `results` ({task: {metric: value}}) as results.{json,md,csv}; returns the paths."""
+def write_results_table(
+    results: dict, output_dir: str, title: str = "", run_info: dict | None = None
+) -> dict:
+    """Write `results` ({task: {metric: value}}) as results.{json,md,csv}; returns the paths.
+    `run_info` (e.g. {"test_time_augmentation": True}) goes into results.json as "_run"."""
     PathManager.mkdirs(output_dir)
     paths = {ext: os.path.join(output_dir, f"results.{ext}") for ext in ("json", "md", "csv")}
     with PathManager.open(paths["json"], "w") as f:
-        json.dump(_json_safe(results), f, indent=1)
+        data = {**results, "_run": run_info} if run_info else results
+        json.dump(_json_safe(data), f, indent=1)
 
     lines = [f"# Evaluation results{': ' + title if title else ''}", ""]
     rows = []
