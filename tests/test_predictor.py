@@ -162,20 +162,3 @@ def test_input_too_large_is_a_clear_error_before_allocating(weights, monkeypatch
     p.max_size = 256
     out = p(big)
     assert out["sem_seg"].shape[-2:] == (256, 256)
-
-
-def test_precision_on_cpu_without_native_bf16(monkeypatch, caplog):
-    from mask2former.utils import precision
-
-    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: False)
-    with caplog.at_level(logging.INFO):
-        assert precision.resolve_precision("cpu", "auto", amp_enabled=True) is None
-    assert "fp32" in caplog.text and "no native bf16" in caplog.text
-    with pytest.raises(ValueError, match="fp16 on the CPU"):
-        precision.resolve_precision("cpu", "fp16")
-    with pytest.raises(ValueError, match="bf16 on a CPU without native"):
-        precision.resolve_precision("cpu", "bf16")
-    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
-    assert precision.resolve_precision("cpu", "auto", amp_enabled=True) is torch.bfloat16
-    assert precision.resolve_precision("cpu", "auto", amp_enabled=False) is None
-    assert precision.resolve_precision("cuda", "auto", amp_enabled=True) is torch.float16

@@ -60,10 +60,20 @@ def build_checkpointer(model, save_dir: str = "", **kwargs) -> DetectionCheckpoi
 
 
 def amp_precision(cfg) -> str | None:
-    """None (fp32) or the autocast dtype name from SOLVER.AMP.{ENABLED,PRECISION}."""
+    """None (fp32) or the autocast dtype name from SOLVER.AMP.{ENABLED,PRECISION}.
+
+    fp16 AMP (the paper configs') on the CPU, where float16 is emulated and slow, becomes bf16
+    where the CPU has it natively, else fp32 (mask2former.utils.precision; one log line).
+    """
     if not cfg.SOLVER.AMP.ENABLED:
         return None
-    return cfg.SOLVER.AMP.get("PRECISION", "float16")
+    precision = cfg.SOLVER.AMP.get("PRECISION", "float16")
+    if precision == "float16" and torch.device(cfg.MODEL.DEVICE).type == "cpu":
+        from ..utils.precision import resolve_precision
+
+        dtype = resolve_precision("cpu", "auto", amp_enabled=True, amp_precision=precision)
+        return None if dtype is None else "bfloat16"
+    return precision
 
 
 def create_ddp_model(model: torch.nn.Module, device_type: str, **kwargs) -> torch.nn.Module:

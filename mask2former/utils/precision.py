@@ -21,8 +21,8 @@ _DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 _ALIASES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16", "amp": "auto"}
 
 
-@functools.lru_cache(maxsize=1)
-def cpu_has_native_bf16() -> bool:
+@functools.lru_cache(maxsize=4)
+def cpu_has_native_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
     """True when this CPU executes bfloat16 arithmetic in hardware.
 
     Read from the CPU flags (Linux `/proc/cpuinfo`: `avx512_bf16`, `amx_bf16`; ARM `bf16`);
@@ -30,7 +30,7 @@ def cpu_has_native_bf16() -> bool:
     vector ISA PyTorch's kernels use (e.g. "AVX2"), which does not say whether bf16 is native.
     """
     try:
-        with open("/proc/cpuinfo") as f:
+        with open(cpuinfo) as f:
             text = f.read()
     except OSError:
         return False
