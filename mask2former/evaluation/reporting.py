@@ -42,6 +42,7 @@ class _Progress:
         self.done = 0
         self.start = self.last_log = time.perf_counter()  # created by reset(), before the loop
         self.bar = None
+        self.first: tuple[int, float] | None = None  # (images, time) after the first batch
         if comm.is_main_process() and total and sys.stderr.isatty():
             try:
                 from tqdm import tqdm
@@ -53,6 +54,8 @@ class _Progress:
     def update(self, n: int) -> None:
         now = time.perf_counter()
         self.done += n
+        if self.first is None:  # the first batch includes the warm-up: the rate starts after it
+            self.first = (self.done, now)
         if self.bar is not None:
             self.bar.update(n)
             return
@@ -66,8 +69,13 @@ class _Progress:
     def line(self, now: float) -> str:
         elapsed = max(now - self.start, 1e-9)
         rate = self.done / elapsed
+        steady = None  # images/s after the first batch (model warm-up, first allocations)
+        if self.first is not None and self.done > self.first[0] and now > self.first[1]:
+            steady = (self.done - self.first[0]) / (now - self.first[1])
         if self.total:
-            left = (self.total - self.done) / rate if rate > 0 else float("inf")
+            left = (self.total - self.done) / steady if steady else float("inf")
+            if self.done >= self.total:
+                left = 0.0
             eta = str(datetime.timedelta(seconds=int(left))) if math.isfinite(left) else "?"
             pct = 100.0 * self.done / self.total
             return (
@@ -80,6 +88,20 @@ class _Progress:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+
+
+class _DropProgress(logging.Filter):
+    """Drops `inference_on_dataset`'s own "Inference done i/N ... ETA" lines: the group reports
+    progress once, with an ETA from the rate after the first batch."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Inference done ")
+
+
+def _silence_detectron2_progress() -> None:
+    log = logging.getLogger("detectron2.evaluation.evaluator")
+    if not any(isinstance(f, _DropProgress) for f in log.filters):
+        log.addFilter(_DropProgress())
 
 
 class EvaluatorGroup(DatasetEvaluators):
@@ -113,6 +135,7 @@ class EvaluatorGroup(DatasetEvaluators):
         return _Progress(self.dataset_name, total, self.log_period)
 
     def reset(self):
+        _silence_detectron2_progress()
         super().reset()
         if self._progress is not None:
             self._progress.close()
