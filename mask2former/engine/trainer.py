@@ -7,7 +7,7 @@ from collections import OrderedDict
 
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.engine import DefaultTrainer, TrainerBase
+from detectron2.engine import DefaultTrainer, TrainerBase, hooks
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 from torch.nn.parallel import DistributedDataParallel
@@ -168,7 +168,15 @@ class Trainer(DefaultTrainer):
     def build_hooks(self):
         # First: re-seed every RNG from (SEED, iteration, rank), so that a resumed run draws the
         # same random numbers as an uninterrupted one (mask2former.utils.resume).
-        return [IterationSeedHook(self.cfg.SEED)] + super().build_hooks()
+        ret = [IterationSeedHook(self.cfg.SEED)] + super().build_hooks()
+        # The metrics printer every SOLVER.LOG_PERIOD iterations (detectron2: always 20).
+        period = self.cfg.SOLVER.get("LOG_PERIOD", 20)
+        return [
+            hooks.PeriodicWriter(h._writers, period=period)
+            if isinstance(h, hooks.PeriodicWriter)
+            else h
+            for h in ret
+        ]
 
     def resume_or_load(self, resume=True):
         if self.cfg.MODEL.WEIGHTS and not (resume and self.checkpointer.has_checkpoint()):
