@@ -37,6 +37,10 @@ logger = logging.getLogger(__name__)
 
 # Fraction of the model's state-dict entries a checkpoint must provide for inference.
 MIN_LOADED_FRACTION = 0.5
+# Peak memory of an image's inference / `estimate_output_bytes`: 1.9 measured on the CPU
+# (tools/benchmark_predictor_memory.py, demo model, 4000x4000: 5.3 GiB above the built model for
+# a 2.8 GiB estimate; the input, resized copies and the output pool's slack make the rest).
+PEAK_FACTOR = 2.0
 
 
 class WeightsMismatchError(RuntimeError):
@@ -247,13 +251,13 @@ class Predictor:
         return {"image": tensor, "height": height, "width": width}
 
     def check_fits(self, height: int, width: int, name: str = "input") -> None:
-        """Raise `InputTooLargeError` when the outputs at (height, width) would not fit."""
-        need = estimate_output_bytes(self.model, height, width)
+        """Raise `InputTooLargeError` when inference at (height, width) would not fit."""
+        need = int(PEAK_FACTOR * estimate_output_bytes(self.model, height, width))
         free = available_bytes(self.device)
         if free is not None and need > free:
             side = int(max(height, width) * (free / need) ** 0.5 * 0.8)
             raise InputTooLargeError(
-                f"{name}: outputs at {width}x{height} need about {need / 2**30:.1f} GiB of "
+                f"{name}: inference at {width}x{height} needs about {need / 2**30:.1f} GiB of "
                 f"memory on {self.device}, {free / 2**30:.1f} GiB is free. Fix: scale the image "
                 f"down, e.g. max_size={side} (demo/demo.py: --max-size {side}), or free memory."
             )

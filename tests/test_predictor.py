@@ -87,6 +87,14 @@ def test_pkl_pth_safetensors_give_identical_predictions(weights, image, caplog):
     assert "static_query.weight -> sem_seg_head.predictor.query_feat.weight" in caplog.text
     _same(outs["pkl"], outs["pth"])
     _same(outs["pkl"], outs["safetensors"])
+    # Every key loads from the .pkl: renamed query features, and 0-d arrays (BatchNorm's
+    # num_batches_tracked) keep their shape (np.ascontiguousarray made them (1,): skipped).
+    from mask2former.predictor import load_weights
+
+    incompatible = load_weights(Predictor(cfg, weights="").model, weights["pkl"])
+    assert set(incompatible.missing_keys) <= {"criterion.empty_weight"}  # optional
+    assert not incompatible.incorrect_shapes
+    assert not incompatible.unexpected_keys
     # detectron2's own checkpointer (what demo.py used) leaves query_feat random: different.
     from detectron2.checkpoint import DetectionCheckpointer
 
@@ -156,7 +164,7 @@ def test_input_too_large_is_a_clear_error_before_allocating(weights, monkeypatch
     assert need == 4 * (8 + 7 + 8) * 8000 * 8000
     monkeypatch.setattr(module, "available_bytes", lambda device: need // 2)
     big = np.zeros((8000, 8000, 3), np.uint8)
-    with pytest.raises(InputTooLargeError, match=r"8000x8000 need about .* max_size=\d+"):
+    with pytest.raises(InputTooLargeError, match=r"8000x8000 needs about .* max_size=\d+"):
         p(big)
     # With max_size the outputs come at the scaled size, and fit.
     p.max_size = 256
