@@ -77,7 +77,12 @@ def check_loaded_fraction(model, incompatible, path: str, *, allow_partial: bool
     """Fraction of `model`'s state-dict entries loaded; raise when under MIN_LOADED_FRACTION."""
     from .checkpoint import OPTIONAL_KEYS
 
-    keys = [k for k in model.state_dict() if k not in OPTIONAL_KEYS]
+    # BatchNorm's step counters carry nothing learned (and fvcore never reports them missing).
+    keys = [
+        k
+        for k in model.state_dict()
+        if k not in OPTIONAL_KEYS and not k.endswith("num_batches_tracked")
+    ]
     bad = set(incompatible.missing_keys) | {k for k, *_ in incompatible.incorrect_shapes}
     not_loaded = [k for k in keys if k in bad]
     fraction = 1.0 - len(not_loaded) / max(len(keys), 1)
