@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 from collections.abc import Sequence
 from typing import Any
 
@@ -65,7 +66,14 @@ def load_weights(model: torch.nn.Module, path: str, *, allow_partial: bool = Fal
     local = local_weights_path(path)
     checkpointer = build_checkpointer(model)
     # What fvcore's `load` does, keeping the incompatible keys it only logs.
-    checkpoint = checkpointer._load_file(local)
+    try:
+        checkpoint = checkpointer._load_file(local)
+    except (pickle.UnpicklingError, EOFError, ValueError, RuntimeError) as e:
+        if os.path.basename(local) in str(e):  # already names the file (our loaders' errors)
+            raise
+        from .utils.atomic_io import CorruptCheckpointError, _corrupt_message
+
+        raise CorruptCheckpointError(_corrupt_message(local, e)) from e
     if not isinstance(checkpoint, dict) or "model" not in checkpoint:
         checkpoint = {"model": checkpoint}
     incompatible = checkpointer._load_model(checkpoint)

@@ -18,6 +18,7 @@ from mask2former.predictor import (
     WeightsMismatchError,
     estimate_output_bytes,
 )
+from mask2former.utils.atomic_io import CorruptCheckpointError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(REPO, "configs", "demo", "panoptic.yaml")
@@ -141,8 +142,14 @@ def test_corrupt_and_missing_checkpoint_name_the_file(tmp_path, weights):
     cfg = load_config(CONFIG, TINY)
     bad = tmp_path / "broken.pth"
     bad.write_bytes(open(weights["pth"], "rb").read()[:1000])
-    with pytest.raises(Exception, match="broken.pth"):
+    with pytest.raises(CorruptCheckpointError, match="broken.pth"):
         Predictor(cfg, weights=str(bad))
+    # A truncated published-style .pkl, and a .pkl that is no pickle at all.
+    data = open(weights["pkl"], "rb").read()
+    for name, content in (("cut.pkl", data[: len(data) // 2]), ("text.pkl", b"hello world")):
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(CorruptCheckpointError, match=name):
+            Predictor(cfg, weights=str(tmp_path / name))
     with pytest.raises(FileNotFoundError, match="nothere.pkl"):
         Predictor(cfg, weights=str(tmp_path / "nothere.pkl"))
 
