@@ -139,3 +139,30 @@ def test_unique_names():
     # equal basenames given as files get a numeric suffix
     here = os.path.abspath(__file__)
     assert [n for _, n in named([here, here])] == ["test_demo", "test_demo_2"]
+
+
+@pytest.mark.slow  # three frames through the demo model (~25 s on a 2-core CPU)
+def test_video_to_a_folder_writes_overlay_video_and_frame_predictions(setup, tmp_path):
+    import cv2
+
+    video = str(tmp_path / "clip.mp4")
+    writer = cv2.VideoWriter(video, cv2.VideoWriter_fourcc(*"mp4v"), 5, (64, 48))
+    for i in range(3):
+        writer.write(np.full((48, 64, 3), 40 * i, np.uint8))
+    writer.release()
+    out = tmp_path / "out"
+    code = demo.main(
+        ["--config-file", CONFIG, "--video-input", video, "--output", str(out),
+         "--weights", str(setup / "model.pth"), "--opts", *TINY]
+    )  # fmt: skip
+    assert code == 0
+    cap = cv2.VideoCapture(str(out / "clip.mp4"))
+    frames = 0
+    while cap.read()[0]:
+        frames += 1
+    assert frames == 3
+    for i in range(3):
+        assert (out / "semantic" / "clip" / f"{i:06d}.png").is_file()
+    index = json.loads((out / "predictions.json").read_text())
+    assert index["video"] == video and len(index["images"]) == 3
+    assert len(json.loads((out / "panoptic.json").read_text())["annotations"]) == 3
