@@ -229,6 +229,7 @@ def run_images(demo: VisualizationDemo, args: argparse.Namespace, logger: loggin
     elif args.output and not to_folder and not args.no_predictions:
         logger.info("--output is a file: writing the overlay only (give a folder for predictions)")
     skipped: list[tuple[str, str]] = []
+    image_ids = _image_ids(named)
     bar = tqdm.tqdm(named, disable=len(named) == 1, unit="img", file=sys.stderr)
     for path, name in bar:
         start = time.perf_counter()
@@ -246,7 +247,7 @@ def run_images(demo: VisualizationDemo, args: argparse.Namespace, logger: loggin
         else:
             vis = demo.draw(rgb, predictions, args.task, args.scale)
         if writer is not None:
-            writer.add(name, predictions, file_name=path)
+            writer.add(name, predictions, file_name=path, image_id=image_ids[path])
         if to_folder:
             save_rgb(os.path.join(args.output, name + ".png"), vis)
         elif args.output:
@@ -262,6 +263,16 @@ def run_images(demo: VisualizationDemo, args: argparse.Namespace, logger: loggin
         logger.info("Predictions written: %s", ", ".join(f"{k}: {v}" for k, v in files.items()))
     _report_skipped(skipped, len(named), logger)
     return len(skipped)
+
+
+def _image_ids(named: list[tuple[str, str]]) -> dict[str, int]:
+    """COCO's convention where it applies: files named by their id (000000397133.jpg -> 397133,
+    unique) keep it, so the JSON files evaluate against the dataset's ground truth; otherwise
+    1, 2, ... in input order."""
+    stems = [os.path.splitext(os.path.basename(p))[0] for p, _ in named]
+    if all(s.isdigit() for s in stems) and len({int(s) for s in stems}) == len(stems):
+        return {p: int(s) for (p, _), s in zip(named, stems)}
+    return {p: i + 1 for i, (p, _) in enumerate(named)}
 
 
 def _report_skipped(skipped: list, total: int, logger: logging.Logger) -> None:

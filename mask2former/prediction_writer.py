@@ -77,10 +77,20 @@ class PredictionWriter:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         return path
 
-    def add(self, name: str, outputs: dict[str, Any], file_name: str = "") -> list[str]:
-        """Write one image's outputs; `name` must be unique (no extension). Returns the files."""
+    def add(
+        self,
+        name: str,
+        outputs: dict[str, Any],
+        file_name: str = "",
+        image_id: int | None = None,
+    ) -> list[str]:
+        """Write one image's outputs; `name` must be unique (no extension). Returns the files.
+
+        image_id: the id the JSON files give the image (default: its position, from 1); pass the
+        ground truth's ids to evaluate the files against it.
+        """
         written = []
-        image_id = len(self._images) + 1
+        image_id = len(self._images) + 1 if image_id is None else int(image_id)
         h, w = _output_size(outputs)
         self._images.append(
             {"id": image_id, "file_name": file_name or name, "height": h, "width": w, "name": name}

@@ -166,3 +166,40 @@ def test_video_to_a_folder_writes_overlay_video_and_frame_predictions(setup, tmp
     index = json.loads((out / "predictions.json").read_text())
     assert index["video"] == video and len(index["images"]) == 3
     assert len(json.loads((out / "panoptic.json").read_text())["annotations"]) == 3
+
+
+def test_files_evaluate_against_the_ground_truth(setup, tmp_path):
+    """demo_shapes val images (named by their COCO id) through the demo: panopticapi's
+    pq_compute and pycocotools' COCOeval accept the files against the dataset's ground truth."""
+    from panopticapi.evaluation import pq_compute
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    from mask2former.data.datasets.builtin_demo import prepare_demo_shapes
+
+    root = prepare_demo_shapes(str(tmp_path / "demo_shapes"), splits={"val": (2, 0)}, workers=1)
+    out = tmp_path / "out"
+    assert _run_on(os.path.join(root, "val"), str(setup / "model.pth"), str(out)) == 0
+    ann = os.path.join(root, "annotations")
+    pq = pq_compute(
+        os.path.join(ann, "panoptic_val.json"),
+        str(out / "panoptic.json"),
+        os.path.join(root, "panoptic_val"),
+        str(out),
+    )
+    assert 0.0 <= pq["All"]["pq"] <= 1.0
+    gt = COCO(os.path.join(ann, "instances_val.json"))
+    anns = json.loads((out / "instances.json").read_text())["annotations"]
+    assert {a["image_id"] for a in anns} <= set(gt.getImgIds())
+    ev = COCOeval(gt, gt.loadRes(anns), "segm")
+    ev.evaluate()
+    ev.accumulate()
+    ev.summarize()
+    assert -1.0 <= ev.stats[0] <= 1.0
+
+
+def _run_on(folder: str, weights: str, out: str) -> int:
+    return demo.main(
+        ["--config-file", CONFIG, "--input", folder, "--output", out, "--weights", weights,
+         "--confidence-threshold", "0", "--opts", *TINY]
+    )  # fmt: skip
