@@ -177,3 +177,18 @@ def test_input_too_large_is_a_clear_error_before_allocating(weights, monkeypatch
     p.max_size = 256
     out = p(big)
     assert out["sem_seg"].shape[-2:] == (256, 256)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
+def test_cuda_matches_cpu(weights, image, precision):
+    """On a GPU, in each precision, the semantic labels agree with the CPU's fp32 ones."""
+    cpu = Predictor.from_config(CONFIG, weights=weights["pth"], opts=TINY, device="cpu")
+    gpu = Predictor.from_config(
+        CONFIG, weights=weights["pth"], opts=TINY, device="cuda", precision=precision
+    )
+    ref = cpu(image[1])["sem_seg"].argmax(0)
+    out = gpu(image[1])
+    assert out["sem_seg"].is_cuda
+    agree = (out["sem_seg"].argmax(0).cpu() == ref).float().mean().item()
+    assert agree > (0.99 if precision == "fp32" else 0.9)
