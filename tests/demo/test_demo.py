@@ -5,6 +5,7 @@ saved files equal the predictor's in-memory outputs, clear errors before the mod
 import importlib.util
 import json
 import os
+import pickle
 import sys
 
 import numpy as np
@@ -14,10 +15,25 @@ from PIL import Image
 
 from mask2former import load_config
 from mask2former.predictor import Predictor
-from tests.test_predictor import TINY, save_published_pkl
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIG = os.path.join(REPO, "configs", "demo", "panoptic.yaml")
+# The demo model, smaller (as in tests/test_predictor.py): fast to build and run.
+TINY = [
+    "MODEL.MASK_FORMER.DEC_LAYERS", "4", "MODEL.MASK_FORMER.NUM_OBJECT_QUERIES", "8",
+    "INPUT.MIN_SIZE_TEST", "64", "INPUT.MAX_SIZE_TEST", "128",
+]  # fmt: skip
+
+
+def save_published_pkl(state_dict: dict, path: str) -> None:
+    """A model-zoo style file: pickle of {"model": name -> numpy}, `static_query` as published."""
+    model = {k: v.detach().cpu().numpy().copy() for k, v in state_dict.items()}
+    model["sem_seg_head.predictor.static_query.weight"] = model.pop(
+        "sem_seg_head.predictor.query_feat.weight"
+    )
+    model.pop("criterion.empty_weight", None)
+    with open(path, "wb") as f:
+        pickle.dump({"model": model, "__author__": "MaskFormer Model Zoo"}, f)
 
 
 def _load_demo():
@@ -86,13 +102,18 @@ def test_pkl_and_pth_give_identical_files_and_bad_image_is_skipped(setup, tmp_pa
     p = Predictor.from_config(CONFIG, weights=str(setup / "model.pth"), opts=opts)
     coco = COCO(str(pkl / "instances.json"))
     pan_json = json.loads((pkl / "panoptic.json").read_text())
-    for image_id, name in ((1, "a/x"), (2, "b/x")):
+    ids = {
+        im["name"]: im["id"] for im in json.loads((pkl / "predictions.json").read_text())["images"]
+    }
+    assert sorted(ids) == ["a/x", "b/x"] and len(set(ids.values())) == 2
+    for name, image_id in ids.items():
         ref = p(str(setup / "images" / f"{name}.png"))
         sem = np.asarray(Image.open(pkl / "semantic" / f"{name}.png"))
         assert np.array_equal(sem, ref["sem_seg"].argmax(0).numpy())
         pan = rgb2id(np.asarray(Image.open(pkl / "panoptic" / f"{name}.png")))
         assert np.array_equal(pan, ref["panoptic_seg"][0].numpy())
-        assert [s["id"] for s in pan_json["annotations"][image_id - 1]["segments_info"]] == [
+        (pan_ann,) = [a for a in pan_json["annotations"] if a["image_id"] == image_id]
+        assert [s["id"] for s in pan_ann["segments_info"]] == [
             s["id"] for s in ref["panoptic_seg"][1]
         ]
         anns = coco.loadAnns(coco.getAnnIds(imgIds=[image_id]))
