@@ -1,9 +1,10 @@
-"""Inference + visualisation for demo/demo.py (and tools/run_demo.py).
+"""Drawing for demo/demo.py (and tools/run_demo.py) on top of `mask2former.predictor.Predictor`.
 
-`VisualizationDemo` wraps detectron2's `DefaultPredictor`, filters the predictions by confidence and
-draws them with detectron2's `Visualizer` (class names and scores on every instance / segment).
-`draw_panel` puts the panoptic, instance and semantic results side by side, optionally above the
-ground truth of a registered dataset.
+`VisualizationDemo` runs the package's `Predictor` (the project's config loader, checkpointer and
+image reader), filters the predictions by confidence and draws them with detectron2's
+`Visualizer` (class names and scores on every instance / segment). `draw_panel` puts the
+panoptic, instance and semantic results side by side, optionally above the ground truth of a
+registered dataset.
 """
 
 from __future__ import annotations
@@ -15,62 +16,52 @@ from typing import Any
 import cv2
 import numpy as np
 import torch
-from detectron2.data import MetadataCatalog
-from detectron2.engine.defaults import DefaultPredictor
 from detectron2.structures import Instances
 from detectron2.utils.visualizer import ColorMode, Visualizer
 from PIL import Image
 
-TASKS = ("panoptic", "instance", "semantic")
+from mask2former.predictor import Predictor
+from mask2former.visualization import TASKS, draw_predictions, filter_predictions
 
-
-def filter_predictions(predictions: dict[str, Any], threshold: float) -> dict[str, Any]:
-    """Drop instances and panoptic segments whose score is below `threshold`.
-
-    Instances: `scores < threshold` are removed. Panoptic: segments that carry a "score" below the
-    threshold become void (id 0) and leave `segments_info`. Semantic maps have no per-segment score
-    and are returned unchanged.
-    """
-    out = dict(predictions)
-    if "instances" in predictions:
-        inst = predictions["instances"]
-        if inst.has("scores"):
-            out["instances"] = inst[inst.scores >= threshold]
-    if "panoptic_seg" in predictions:
-        pan, segments = predictions["panoptic_seg"]
-        dropped = [s["id"] for s in segments if s.get("score", 1.0) < threshold]
-        if dropped:
-            pan = pan.clone()
-            pan[torch.isin(pan, torch.as_tensor(dropped, device=pan.device, dtype=pan.dtype))] = 0
-            segments = [s for s in segments if s["id"] not in dropped]
-        out["panoptic_seg"] = (pan, segments)
-    return out
+__all__ = ["TASKS", "VisualizationDemo", "filter_predictions", "save_rgb"]
 
 
 class VisualizationDemo:
     """Run a model on images or videos and draw the results.
 
     Args:
-        cfg: a frozen config (MODEL.WEIGHTS, MODEL.DEVICE, INPUT.MIN_SIZE_TEST, ...).
-        confidence_threshold: instances / panoptic segments scoring below it are not drawn.
+        cfg: a config from `mask2former.load_config` (MODEL.WEIGHTS, INPUT.MIN_SIZE_TEST, ...).
+        confidence_threshold: instances / panoptic segments scoring below it are dropped.
         instance_mode: detectron2 `ColorMode` for the instance overlays.
+        **predictor_kwargs: device, precision, allow_partial_weights, max_size (`Predictor`).
     """
 
     def __init__(
-        self, cfg, confidence_threshold: float = 0.5, instance_mode: ColorMode = ColorMode.IMAGE
+        self,
+        cfg,
+        confidence_threshold: float = 0.5,
+        instance_mode: ColorMode = ColorMode.IMAGE,
+        **predictor_kwargs,
     ):
-        self.metadata = MetadataCatalog.get(
-            cfg.DATASETS.TEST[0] if len(cfg.DATASETS.TEST) else "__unused"
-        )
+        self.predictor = Predictor(cfg, **predictor_kwargs)
+        self.metadata = self.predictor.metadata
         self.cpu_device = torch.device("cpu")
         self.instance_mode = instance_mode
         self.confidence_threshold = confidence_threshold
-        self.predictor = DefaultPredictor(cfg)
 
     # -- inference --------------------------------------------------------------------------------
-    def predict(self, image_bgr: np.ndarray) -> dict[str, Any]:
+    def predict(self, image_bgr: np.ndarray, name: str = "input") -> dict[str, Any]:
         """Model outputs for one BGR image (H, W, 3), filtered by the confidence threshold."""
-        return filter_predictions(self.predictor(image_bgr), self.confidence_threshold)
+        outputs = self.predictor(image_bgr, input_format="BGR", name=name)
+        return filter_predictions(outputs, self.confidence_threshold)
+
+    def displayed_image(self, image_bgr: np.ndarray) -> np.ndarray:
+        """The RGB image the predictions belong to (scaled down like the input, with max_size)."""
+        rgb = np.ascontiguousarray(image_bgr[:, :, ::-1])
+        size = self.predictor.output_size(*rgb.shape[:2])
+        if size != rgb.shape[:2]:
+            rgb = cv2.resize(rgb, size[::-1], interpolation=cv2.INTER_AREA)
+        return rgb
 
     # -- drawing ----------------------------------------------------------------------------------
     def _visualizer(self, image_rgb: np.ndarray, scale: float = 1.0) -> Visualizer:
@@ -83,31 +74,11 @@ class VisualizationDemo:
         task: str = "auto",
         scale: float = 1.0,
     ) -> np.ndarray:
-        """Draw one task's predictions on `image_rgb`; returns an RGB uint8 image.
-
-        task: "panoptic", "instance", "semantic", or "auto" (panoptic if present, else semantic
-        and / or instances, as in the original demo).
-        """
-        v = self._visualizer(image_rgb, scale)
-        if task == "auto":
-            if "panoptic_seg" in predictions:
-                task = "panoptic"
-            else:
-                if "sem_seg" in predictions:
-                    v.draw_sem_seg(predictions["sem_seg"].argmax(dim=0).to(self.cpu_device))
-                if "instances" in predictions:
-                    v.draw_instance_predictions(_for_drawing(predictions["instances"]))
-                return v.get_output().get_image()
-        if task == "panoptic" and "panoptic_seg" in predictions:
-            pan, segments = predictions["panoptic_seg"]
-            v.draw_panoptic_seg(pan.to(self.cpu_device), segments)
-        elif task == "instance" and "instances" in predictions:
-            v.draw_instance_predictions(_for_drawing(predictions["instances"]))
-        elif task == "semantic" and "sem_seg" in predictions:
-            v.draw_sem_seg(predictions["sem_seg"].argmax(dim=0).to(self.cpu_device))
-        elif task not in TASKS:
-            raise ValueError(f"task must be one of {('auto',) + TASKS}, got {task!r}")
-        return v.get_output().get_image()
+        """Draw one task's predictions on `image_rgb`; returns an RGB uint8 image (see
+        `mask2former.visualization.draw_predictions`)."""
+        return draw_predictions(
+            image_rgb, predictions, self.metadata, task, scale, self.instance_mode
+        )
 
     def draw_ground_truth(
         self, image_rgb: np.ndarray, record: dict[str, Any], task: str, scale: float = 1.0
@@ -165,27 +136,21 @@ class VisualizationDemo:
     def run_on_image(self, image_bgr: np.ndarray, task: str = "auto", scale: float = 1.0):
         """Returns (predictions, RGB visualisation). task "all" draws the three-task panel."""
         predictions = self.predict(image_bgr)
-        rgb = image_bgr[:, :, ::-1]
+        rgb = self.displayed_image(image_bgr)
         if task == "all":
             return predictions, self.draw_panel(rgb, predictions, scale=scale)
         return predictions, self.draw(rgb, predictions, task, scale)
 
-    def run_on_video(self, video: cv2.VideoCapture, task: str = "auto") -> Iterator[np.ndarray]:
-        """Yields one BGR visualisation per frame of an opened `cv2.VideoCapture`."""
+    def run_on_video(
+        self, video: cv2.VideoCapture, task: str = "auto"
+    ) -> Iterator[tuple[np.ndarray, dict, np.ndarray]]:
+        """Yields (BGR frame, predictions, BGR visualisation) per frame of an opened video."""
         while video.isOpened():
             ok, frame = video.read()
             if not ok:
                 break
-            _, vis = self.run_on_image(frame, task)
-            yield np.ascontiguousarray(vis[:, :, ::-1])
-
-
-def _for_drawing(instances: Instances) -> Instances:
-    """Instances on the CPU, without boxes when they are placeholders (all zero)."""
-    inst = instances.to(torch.device("cpu"))
-    if inst.has("pred_boxes") and not (inst.pred_boxes.tensor.abs().sum() > 0):
-        inst.remove("pred_boxes")
-    return inst
+            predictions, vis = self.run_on_image(frame, task)
+            yield frame, predictions, np.ascontiguousarray(vis[:, :, ::-1])
 
 
 def _read_panoptic(path: str) -> np.ndarray:

@@ -83,7 +83,7 @@ class MaskFormerCheckpointer(DetectionCheckpointer):
     def _load_model(self, checkpoint: dict) -> _IncompatibleKeys:
         state = checkpoint["model"]
         state = {
-            k: torch.from_numpy(np.ascontiguousarray(v)) if isinstance(v, np.ndarray) else v
+            k: torch.from_numpy(np.array(v, order="C")) if isinstance(v, np.ndarray) else v
             for k, v in state.items()
         }
         state, renamed = map_published_keys(state)

@@ -409,10 +409,17 @@ def main() -> None:
             f"all on {torch.get_num_threads()} CPU threads."
         )
         write_readme_assets(args.readme_assets, overlays, curves, md, summary)
+
+    # Paths relative to where the user is (the config file is read relative to the repository,
+    # where the training and demo subprocesses run).
+    def here(path: str) -> str:
+        return os.path.relpath(os.path.join(REPO, path))
+
     print(
-        "\nTry the model on your own images:\n  .venv/bin/python demo/demo.py --config-file "
-        f"{args.config_file} --input <image|folder|glob> --output out/ --opts MODEL.WEIGHTS "
-        f"{os.path.relpath(weights, REPO)}"
+        f"\nTry the model on your own images (from {os.getcwd()}):\n  "
+        f"{here(os.path.join('.venv', 'bin', 'python'))} {here(os.path.join('demo', 'demo.py'))} "
+        f"--config-file {here(args.config_file)} --input <image|folder|glob> --output out/ "
+        f"--weights {here(weights)}"
     )
 
 

@@ -25,6 +25,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import mask2former  # noqa: E402,F401  (registers datasets, model parts, evaluators)
 from mask2former.config import load_config  # noqa: E402
 from mask2former.engine import Trainer, build_checkpointer, launch  # noqa: E402
+from mask2former.model_zoo import local_weights_path  # noqa: E402
 
 # shapely's deprecation warnings flood the log of the LSJ mappers (as upstream silences them).
 warnings.filterwarnings("ignore", category=DeprecationWarning, module="shapely")
@@ -62,9 +63,10 @@ def main(args):
     cfg = setup(args)
     if args.eval_only:
         model = Trainer.build_model(cfg)
-        build_checkpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
-            cfg.MODEL.WEIGHTS, resume=args.resume
-        )
+        checkpointer = build_checkpointer(model, save_dir=cfg.OUTPUT_DIR)
+        if cfg.MODEL.WEIGHTS and not (args.resume and checkpointer.has_checkpoint()):
+            local_weights_path(cfg.MODEL.WEIGHTS)  # a URL offline: a clear DownloadError
+        checkpointer.resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
         res = Trainer.test(cfg, model)
         if cfg.TEST.AUG.ENABLED:
             res.update(Trainer.test_with_TTA(cfg, model))

@@ -7,7 +7,7 @@ from collections import OrderedDict
 
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.engine import DefaultTrainer, TrainerBase
+from detectron2.engine import DefaultTrainer, TrainerBase, hooks
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 from torch.nn.parallel import DistributedDataParallel
@@ -51,10 +51,20 @@ def build_checkpointer(model, save_dir: str = "", **kwargs) -> DetectionCheckpoi
 
 
 def amp_precision(cfg) -> str | None:
-    """None (fp32) or the autocast dtype name from SOLVER.AMP.{ENABLED,PRECISION}."""
+    """None (fp32) or the autocast dtype name from SOLVER.AMP.{ENABLED,PRECISION}.
+
+    fp16 AMP (the paper configs') on the CPU, where float16 is emulated and slow, becomes bf16
+    where the CPU has it natively, else fp32 (mask2former.utils.precision; one log line).
+    """
     if not cfg.SOLVER.AMP.ENABLED:
         return None
-    return cfg.SOLVER.AMP.PRECISION
+    precision = cfg.SOLVER.AMP.PRECISION
+    if precision == "float16" and torch.device(cfg.MODEL.DEVICE).type == "cpu":
+        from ..utils.precision import resolve_precision
+
+        dtype = resolve_precision("cpu", "auto", amp_enabled=True, amp_precision=precision)
+        return None if dtype is None else "bfloat16"
+    return precision
 
 
 def create_ddp_model(model: torch.nn.Module, device_type: str, **kwargs) -> torch.nn.Module:
@@ -140,9 +150,21 @@ class Trainer(DefaultTrainer):
     def build_hooks(self):
         # First: re-seed every RNG from (SEED, iteration, rank), so that a resumed run draws the
         # same random numbers as an uninterrupted one (mask2former.utils.resume).
-        return [IterationSeedHook(self.cfg.SEED)] + super().build_hooks()
+        ret = [IterationSeedHook(self.cfg.SEED)] + super().build_hooks()
+        # The metrics printer every SOLVER.LOG_PERIOD iterations (detectron2: always 20).
+        period = self.cfg.SOLVER.get("LOG_PERIOD", 20)
+        return [
+            hooks.PeriodicWriter(h._writers, period=period)
+            if isinstance(h, hooks.PeriodicWriter)
+            else h
+            for h in ret
+        ]
 
     def resume_or_load(self, resume=True):
+        if self.cfg.MODEL.WEIGHTS and not (resume and self.checkpointer.has_checkpoint()):
+            from ..model_zoo import local_weights_path
+
+            local_weights_path(self.cfg.MODEL.WEIGHTS)  # a URL offline: a clear DownloadError
         super().resume_or_load(resume=resume)
         if self.start_iter > 0:  # continue the data stream where the checkpoint left it
             fast_forward_train_loader(self, self.start_iter, self.cfg.SOLVER.IMS_PER_BATCH)
@@ -169,6 +191,15 @@ class Trainer(DefaultTrainer):
             )
             for name in cfg.DATASETS.TEST
         ]
+        aug = cfg.TEST.AUG
+        for evaluator in evaluators:  # results.json says these are TTA results, and which
+            if hasattr(evaluator, "run_info"):
+                evaluator.run_info.update(
+                    test_time_augmentation=True,
+                    min_sizes=list(aug.MIN_SIZES),
+                    max_size=aug.MAX_SIZE,
+                    flip=aug.FLIP,
+                )
         res = cls.test(cfg, model, evaluators)
         if len(cfg.DATASETS.TEST) == 1:
             res = {cfg.DATASETS.TEST[0]: res}

@@ -42,6 +42,7 @@ class _Progress:
         self.done = 0
         self.start = self.last_log = time.perf_counter()  # created by reset(), before the loop
         self.bar = None
+        self.first: tuple[int, float] | None = None  # (images, time) after the first batch
         if comm.is_main_process() and total and sys.stderr.isatty():
             try:
                 from tqdm import tqdm
@@ -53,6 +54,8 @@ class _Progress:
     def update(self, n: int) -> None:
         now = time.perf_counter()
         self.done += n
+        if self.first is None:  # the first batch includes the warm-up: the rate starts after it
+            self.first = (self.done, now)
         if self.bar is not None:
             self.bar.update(n)
             return
@@ -66,8 +69,13 @@ class _Progress:
     def line(self, now: float) -> str:
         elapsed = max(now - self.start, 1e-9)
         rate = self.done / elapsed
+        steady = None  # images/s after the first batch (model warm-up, first allocations)
+        if self.first is not None and self.done > self.first[0] and now > self.first[1]:
+            steady = (self.done - self.first[0]) / (now - self.first[1])
         if self.total:
-            left = (self.total - self.done) / rate if rate > 0 else float("inf")
+            left = (self.total - self.done) / steady if steady else float("inf")
+            if self.done >= self.total:
+                left = 0.0
             eta = str(datetime.timedelta(seconds=int(left))) if math.isfinite(left) else "?"
             pct = 100.0 * self.done / self.total
             return (
@@ -80,6 +88,20 @@ class _Progress:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+
+
+class _DropProgress(logging.Filter):
+    """Drops `inference_on_dataset`'s own "Inference done i/N ... ETA" lines: the group reports
+    progress once, with an ETA from the rate after the first batch."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Inference done ")
+
+
+def _silence_detectron2_progress() -> None:
+    log = logging.getLogger("detectron2.evaluation.evaluator")
+    if not any(isinstance(f, _DropProgress) for f in log.filters):
+        log.addFilter(_DropProgress())
 
 
 class EvaluatorGroup(DatasetEvaluators):
@@ -100,6 +122,9 @@ class EvaluatorGroup(DatasetEvaluators):
         self.num_images = num_images
         self.log_period = log_period
         self._progress = None
+        # How the predictions were made, written as "_run" into results.json (the trainer sets
+        # test_time_augmentation True and the TEST.AUG settings for a TTA evaluation).
+        self.run_info: dict = {"test_time_augmentation": False}
 
     @property
     def evaluators(self) -> list:
@@ -110,6 +135,7 @@ class EvaluatorGroup(DatasetEvaluators):
         return _Progress(self.dataset_name, total, self.log_period)
 
     def reset(self):
+        _silence_detectron2_progress()
         super().reset()
         if self._progress is not None:
             self._progress.close()
@@ -132,7 +158,9 @@ class EvaluatorGroup(DatasetEvaluators):
                 f"{time.perf_counter() - start:.1f} s"
             )
             if self.output_dir and results:
-                paths = write_results_table(results, self.output_dir, self.dataset_name)
+                tta = self.run_info.get("test_time_augmentation")
+                title = self.dataset_name + (" (test-time augmentation)" if tta else "")
+                paths = write_results_table(results, self.output_dir, title, self.run_info)
                 logger.info(f"Results table: {paths['md']} (also .csv, .json)")
         return results
 
@@ -166,12 +194,16 @@ def _split_per_class(metrics: dict) -> tuple[OrderedDict, OrderedDict]:
     return summary, per_class
 
 
-def write_results_table(results: dict, output_dir: str, title: str = "") -> dict:
-    """Write `results` ({task: {metric: value}}) as results.{json,md,csv}; returns the paths."""
+def write_results_table(
+    results: dict, output_dir: str, title: str = "", run_info: dict | None = None
+) -> dict:
+    """Write `results` ({task: {metric: value}}) as results.{json,md,csv}; returns the paths.
+    `run_info` (e.g. {"test_time_augmentation": True}) goes into results.json as "_run"."""
     PathManager.mkdirs(output_dir)
     paths = {ext: os.path.join(output_dir, f"results.{ext}") for ext in ("json", "md", "csv")}
     with PathManager.open(paths["json"], "w") as f:
-        json.dump(_json_safe(results), f, indent=1)
+        data = {**results, "_run": run_info} if run_info else results
+        json.dump(_json_safe(data), f, indent=1)
 
     lines = [f"# Evaluation results{': ' + title if title else ''}", ""]
     rows = []

@@ -36,6 +36,7 @@ from typing import Any
 
 import cv2
 import numpy as np
+import tqdm
 from PIL import Image
 
 logger = logging.getLogger(__name__)
@@ -433,11 +434,22 @@ def _generate(root: str, splits: dict[str, tuple[int, int]], workers: int) -> No
         for d in (split, f"panoptic_{split}", f"panoptic_semseg_{split}"):
             os.makedirs(os.path.join(root, d))
         jobs += [(root, split, i, offset) for i in range(n)]
+    # A progress bar (stderr; on a log, a line at most every 10 s): generation takes ~30 s.
+    progress = tqdm.tqdm(
+        total=len(jobs), desc="Generating demo_shapes", unit="img", mininterval=0.5, maxinterval=10
+    )
     if workers > 1:
         with mp.get_context("fork").Pool(workers) as pool:
-            results = pool.map(_write_one, jobs, chunksize=16)
+            results = []
+            for r in pool.imap(_write_one, jobs, chunksize=16):
+                results.append(r)
+                progress.update(1)
     else:
-        results = [_write_one(j) for j in jobs]
+        results = []
+        for j in jobs:
+            results.append(_write_one(j))
+            progress.update(1)
+    progress.close()
 
     start = 0
     for split, (n, _) in splits.items():
