@@ -21,6 +21,7 @@ from ..utils.resume import (
 )
 from .nonfinite import install_nonfinite_check
 from .train_loop import MixedPrecisionTrainer
+from .weights_guard import WeightsGuard
 
 logger = logging.getLogger(__name__)
 
@@ -107,10 +108,15 @@ class Trainer(DefaultTrainer):
         self.checkpointer.save_format = cfg.SOLVER.get("CHECKPOINT_FORMAT", "pth")
         # Stop at a NaN/Inf loss on every rank, before the optimizer step (docs/reliability.md).
         install_nonfinite_check(self, self.checkpointer)
+        self._trainer.weights_guard = WeightsGuard(model, self._last_checkpoint_name)
         self.start_iter = 0
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.cfg = cfg
         self.register_hooks(self.build_hooks())
+
+    def _last_checkpoint_name(self) -> str | None:
+        ckpt = self.checkpointer
+        return ckpt.get_checkpoint_file() if ckpt.has_checkpoint() else None
 
     # detectron2 v0.6's DefaultTrainer checkpoints only the iteration and the hooks: the optimizer
     # (AdamW moments, per-group LR) and the GradScaler are lost on --resume, and the first resumed
