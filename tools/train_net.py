@@ -24,6 +24,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import mask2former  # noqa: E402,F401  (registers datasets, model parts, evaluators)
 from mask2former.config import load_config  # noqa: E402
+from mask2former.data.dataset_checks import check_num_classes  # noqa: E402
 from mask2former.engine import Trainer, build_checkpointer, launch  # noqa: E402
 from mask2former.utils.checkpoint_checks import require_loaded_weights  # noqa: E402
 
@@ -61,6 +62,9 @@ def setup(args):
 
 def main(args):
     cfg = setup(args)
+    # MODEL.SEM_SEG_HEAD.NUM_CLASSES must be the test datasets' class count (training: also
+    # DATASETS.TRAIN, checked when the train loader is built).
+    check_num_classes(cfg, cfg.DATASETS.TEST, "DATASETS.TEST")
     if args.eval_only:
         model = Trainer.build_model(cfg)
         checkpointer = build_checkpointer(model, save_dir=cfg.OUTPUT_DIR)

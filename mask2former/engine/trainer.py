@@ -26,7 +26,7 @@ from .weights_guard import WeightsGuard
 logger = logging.getLogger(__name__)
 
 # INPUT.DATASET_MAPPER_NAME -> class in mask2former.data.dataset_mappers (training only).
-# Any other name uses detectron2's DatasetMapper.
+# DETECTRON2_MAPPER_NAMES select detectron2's DatasetMapper; any other name is an error.
 TRAIN_MAPPERS = {
     "mask_former_semantic": "MaskFormerSemanticDatasetMapper",
     "mask_former_panoptic": "MaskFormerPanopticDatasetMapper",
@@ -34,6 +34,7 @@ TRAIN_MAPPERS = {
     "coco_instance_lsj": "COCOInstanceNewBaselineDatasetMapper",
     "coco_panoptic_lsj": "COCOPanopticNewBaselineDatasetMapper",
 }
+DETECTRON2_MAPPER_NAMES = ("detectron2", "detectron2_default")
 
 
 def build_checkpointer(model, save_dir: str = "", **kwargs) -> DetectionCheckpointer:
@@ -148,6 +149,12 @@ class Trainer(DefaultTrainer):
     def build_train_loader(cls, cfg):
         name = cfg.INPUT.DATASET_MAPPER_NAME
         mapper = None  # detectron2's DatasetMapper
+        if name not in TRAIN_MAPPERS and name not in DETECTRON2_MAPPER_NAMES:
+            raise ValueError(
+                f"INPUT.DATASET_MAPPER_NAME {name!r} is not a training mapper; valid: "
+                f"{', '.join(TRAIN_MAPPERS)}, or {DETECTRON2_MAPPER_NAMES[0]!r} for detectron2's "
+                "DatasetMapper (boxes only: no Mask2Former targets for instance data)."
+            )
         if name in TRAIN_MAPPERS:
             from ..data import dataset_mappers
 
