@@ -14,7 +14,7 @@ def add_maskformer2_config(cfg: CN) -> None:
     """Add every Mask2Former config key, with its default, to `cfg` in place."""
     # ---- data -------------------------------------------------------------------------------
     # Train mapper: mask_former_semantic | mask_former_panoptic | mask_former_instance |
-    # coco_instance_lsj | coco_panoptic_lsj (anything else: detectron2's DatasetMapper).
+    # coco_instance_lsj | coco_panoptic_lsj | detectron2 (detectron2's DatasetMapper; else an error).
     cfg.INPUT.DATASET_MAPPER_NAME = "mask_former_semantic"
     cfg.INPUT.COLOR_AUG_SSD = False  # SSD photometric jitter
     cfg.INPUT.CROP.SINGLE_CATEGORY_MAX_AREA = 1.0  # 1.0 = plain random crop
