@@ -15,7 +15,8 @@ Decisions (see docs/reliability.md):
 * **Images**: EXIF orientation is applied (as Detectron2 does); grayscale is replicated to 3
   channels; RGBA / LA / palette-with-transparency lose their alpha channel (no compositing);
   16-bit (``I;16``), 32-bit integer (``I``) and float (``F``) grayscale images are scaled to 8 bit
-  (Detectron2's ``read_image`` clips them to 255, which turns most 16-bit images white). Missing,
+  (Detectron2's ``read_image`` clips them to 255, which turns most 16-bit images white); a float
+  image with NaN/Inf pixels raises (they would train as black). Missing,
   unreadable and truncated files raise :class:`InvalidInputError` (:class:`MissingFileError` for
   missing ones) naming the file.
 * **Polygons with fewer than 3 points** (< 6 coordinates) are dropped with a warning and a count
