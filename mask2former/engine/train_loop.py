@@ -67,8 +67,6 @@ class MixedPrecisionTrainer(SimpleTrainer):
         else:
             losses.backward()
             self._write_metrics(loss_dict, data_time)
-            if self.weights_guard is not None:
-                self.weights_guard.check_gradients(self.iter)
             self.optimizer.step()
         if self.weights_guard is not None:
             self.weights_guard.check_parameters(self.iter)

@@ -5,18 +5,20 @@ without gradient clipping) the losses stay finite while one optimizer step write
 weights; the periodic checkpointer would then save them and `last_checkpoint` would name a
 broken model. The training step therefore checks
 
-* the gradients after `backward()` and before `optimizer.step()` (:meth:`WeightsGuard.
-  check_gradients`; skipped under fp16 loss scaling, whose `GradScaler` skips such steps itself);
-* the parameters right after `optimizer.step()` (:meth:`WeightsGuard.check_parameters`),
+* the parameters right after `optimizer.step()` (:meth:`WeightsGuard.check_parameters`; the
+  message says whether that step's gradients were finite),
 
 and raises :class:`NonFiniteWeightsError` naming the iteration, the first offending parameters
-and the last good checkpoint. The exception leaves the loop before any `after_step` hook, so the
+and the last good checkpoint. (:meth:`WeightsGuard.check_gradients` checks the gradients before
+the step, for callers that must keep the weights untouched; the trainer does not call it: a
+NaN/Inf gradient reaches the weights through the step and is caught there, at half the cost.) The exception leaves the loop before any `after_step` hook, so the
 periodic checkpointer never sees the bad weights. The checkpointer checks again before every save
 (:func:`nonfinite_entries` via `mask2former.utils.checkpoint_checks`).
 
-Each check is one fused reduction (the max-abs norm of all tensors: NaN/Inf propagate, finite
-values never overflow) and one device-to-host sync per iteration; the per-tensor search for the
-names runs only when the check fails.
+The check is one fused reduction (the max-abs norm of all tensors: NaN/Inf propagate, finite
+values never overflow) and one device-to-host sync per iteration, about as much work as the
+gradient-norm clipping of the published configs; the per-tensor search for the names runs only
+when the check fails.
 """
 
 from __future__ import annotations
@@ -120,8 +122,20 @@ class WeightsGuard:
         )
 
     def check_parameters(self, iteration: int) -> None:
-        """Raise if a parameter is NaN/Inf (call right after optimizer.step())."""
+        """Raise if a parameter is NaN/Inf (call right after optimizer.step()). The message also
+        says whether the step's gradients were finite (they are still there to look at)."""
         named = self._named(grads=False)
         if all_finite(t for _, t in named):
             return
-        self._raise(iteration, nonfinite_entries(named), "weights", "written by the optimizer step")
+        bad_grads = nonfinite_entries(self._named(grads=True))
+        cause = (
+            f"from non-finite gradients: {_describe(bad_grads)}"
+            if bad_grads
+            else "from finite gradients: the step was too large"
+        )
+        self._raise(
+            iteration,
+            nonfinite_entries(named),
+            "weights",
+            f"written by the optimizer step, {cause}",
+        )

@@ -49,7 +49,8 @@ def test_inf_weights_from_a_finite_loss_stop_before_the_checkpoint(tmp_path):
     with pytest.raises(NonFiniteWeightsError) as e:
         trainer.train(0, 4)
     msg = str(e.value)
-    assert "Non-finite weights at iteration 2 (written by the optimizer step)" in msg
+    assert "Non-finite weights at iteration 2 (written by the optimizer step, from finite " in msg
+    assert "gradients: the step was too large)" in msg
     assert "although the loss terms were finite: w (1 of 1 values)" in msg
     assert f"The last good checkpoint is {tmp_path / 'model_0000001.pth'}" in msg
     assert "SOLVER.BASE_LR" in msg and "CLIP_GRADIENTS" in msg
@@ -65,15 +66,23 @@ def test_inf_weights_from_a_finite_loss_stop_before_the_checkpoint(tmp_path):
     assert not all_finite(model.parameters())  # the bad step happened, but was never saved
 
 
-def test_nan_gradient_stops_before_the_optimizer_step(tmp_path):
+def test_nan_gradient_stops_at_the_step_and_is_named_as_the_cause(tmp_path):
     model = Saturating(nan_grad=True)
     trainer, _ = _run(tmp_path, model, lr=0.1)
     with pytest.raises(NonFiniteWeightsError) as e:
         trainer.train(0, 4)
     msg = str(e.value)
-    assert "Non-finite gradients at iteration 2" in msg and "the weights were not updated" in msg
-    assert torch.equal(model.w.detach(), torch.ones(1))  # x = 0 before: no update at all
+    assert (
+        "Non-finite weights at iteration 2 (written by the optimizer step, from non-finite " in msg
+    )
+    assert "gradients: w (1 of 1 values))" in msg
     assert (tmp_path / "last_checkpoint").read_text() == "model_0000001.pth"
+    # before the step (for callers that must keep the weights): the gradient check
+    model.w.data.fill_(1.0)
+    model.zero_grad()
+    model([{"x": 1.0}])["loss_a"].backward()
+    with pytest.raises(NonFiniteWeightsError, match="Non-finite gradients at iteration 5"):
+        WeightsGuard(model).check_gradients(5)
 
 
 def test_finite_training_is_untouched(tmp_path):
