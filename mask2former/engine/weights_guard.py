@@ -15,15 +15,14 @@ NaN/Inf gradient reaches the weights through the step and is caught there, at ha
 periodic checkpointer never sees the bad weights. The checkpointer checks again before every save
 (:func:`nonfinite_entries` via `mask2former.utils.checkpoint_checks`).
 
-The check is one fused reduction (the max-abs norm of all tensors: NaN/Inf propagate, finite
-values never overflow) and one device-to-host sync per iteration, about as much work as the
-gradient-norm clipping of the published configs; the per-tensor search for the names runs only
-when the check fails.
+The check is one fused reduction (the 2-norm of all tensors: NaN/Inf propagate) and one
+device-to-host sync per iteration, the same work as the gradient-norm clipping of the published
+configs; the element-wise search (exact, and for the names) runs only when that norm is not
+finite.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable, Mapping
 
 import torch
@@ -52,9 +51,13 @@ def all_finite(tensors: Iterable[torch.Tensor]) -> bool:
     tensors = [t for t in tensors if t.numel()]
     if not tensors:
         return True
-    # inf-norm = max |x|: NaN and Inf propagate, finite values cannot overflow (unlike a 2-norm).
-    total = torch.nn.utils.get_total_norm(tensors, norm_type=math.inf, foreach=None)
-    return bool(torch.isfinite(total))
+    # The 2-norm (fused over tensors on CUDA; on the CPU ~10x faster than the max-abs norm) is
+    # NaN/Inf when any value is. It can also overflow for finite values > ~1e19: then the exact
+    # element-wise test decides.
+    total = torch.nn.utils.get_total_norm(tensors, norm_type=2.0, foreach=None)
+    if bool(torch.isfinite(total)):
+        return True
+    return not any(not bool(torch.isfinite(t).all()) for t in tensors)
 
 
 def nonfinite_entries(named: Mapping[str, torch.Tensor] | Iterable[tuple[str, torch.Tensor]]):

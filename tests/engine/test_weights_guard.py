@@ -110,7 +110,7 @@ def test_checkpointer_refuses_to_save_nonfinite_weights(tmp_path):
 
 
 def test_all_finite():
-    assert all_finite([torch.ones(3), torch.full((2,), 3e38)])  # no overflow of a 2-norm
+    assert all_finite([torch.ones(3), torch.full((2,), 3e38)])  # the 2-norm overflows: exact test
     assert not all_finite([torch.ones(3), torch.tensor([1.0, math.inf])])
     assert not all_finite([torch.tensor([math.nan])])
     assert all_finite([torch.zeros(0), torch.arange(3)])  # empty and integer tensors: ignored
