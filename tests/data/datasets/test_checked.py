@@ -32,6 +32,7 @@ def names():
     for n in made:
         if n in DatasetCatalog.list():
             DatasetCatalog.remove(n)
+        if n in MetadataCatalog.list():
             MetadataCatalog.remove(n)
 
 
@@ -228,3 +229,23 @@ def test_semantic_pairs(tmp_path, names):
     assert [r["sem_seg_file_name"] for r in records] == [
         str(tmp_path / "lab" / f"{i}.png") for i in (0, 1)
     ]
+
+
+def test_builtin_loaders_name_a_truncated_json(tmp_path, names):
+    from mask2former.data.datasets._utils import wrap_with_path_check
+
+    p = tmp_path / "instances_val2017.json"
+    p.write_text('{"images": [')
+    n = names("_chk_builtin")
+
+    def d2_loader():  # detectron2's load_coco_json: json.load without the file name
+        with open(p) as f:
+            return json.load(f)
+
+    DatasetCatalog.register(n, d2_loader)
+    wrap_with_path_check(n, [(str(tmp_path), "prepare"), (str(p), "prepare")])
+    with pytest.raises(
+        InvalidInputError,
+        match=r"annotation JSON of dataset '_chk_builtin' .*instances_val2017.json \(12 bytes\) is not valid JSON",
+    ):
+        DatasetCatalog.get(n)
