@@ -61,6 +61,26 @@ def build_checkpointer(model, save_dir: str = "", **kwargs) -> DetectionCheckpoi
     return atomic_checkpointer_class(DetectionCheckpointer)(model, save_dir, **kwargs)
 
 
+def _after_nonfinite_forward(trainer, err: Exception) -> None:
+    """A non-finite loss (or NaN/Inf predictions reaching the matcher) right after a checkpoint:
+    that checkpoint cannot restart the run; move 'last_checkpoint' back and say so."""
+    from ..utils.checkpoint_checks import retag_after_nonfinite_forward
+    from .weights_guard import NonFiniteWeightsError
+
+    text = str(err)
+    forward = isinstance(err, FloatingPointError) and not isinstance(err, NonFiniteWeightsError)
+    forward = forward or (
+        isinstance(err, ValueError) and "NaN/inf" in text and "not finite" in text
+    )
+    ckpt = trainer.checkpointer
+    if not forward or not comm.is_main_process() or not ckpt.save_dir or "://" in ckpt.save_dir:
+        return
+    note = retag_after_nonfinite_forward(ckpt.save_dir, int(trainer.iter))
+    if note:
+        err.args = (text + note, *err.args[1:])
+        logger.error(note.strip())
+
+
 def amp_precision(cfg) -> str | None:
     """None (fp32) or the autocast dtype name from SOLVER.AMP.{ENABLED,PRECISION}."""
     if not cfg.SOLVER.AMP.ENABLED:
@@ -114,6 +134,13 @@ class Trainer(DefaultTrainer):
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.cfg = cfg
         self.register_hooks(self.build_hooks())
+
+    def train(self):
+        try:
+            return super().train()
+        except (FloatingPointError, ValueError) as e:
+            _after_nonfinite_forward(self, e)
+            raise
 
     def _last_checkpoint_name(self) -> str | None:
         ckpt = self.checkpointer

@@ -7,6 +7,8 @@ checkpoints exist. Called by the checkpointer (one line each):
   be non-empty and hold finite weights; the message says which checkpoint is taken;
 * :func:`check_resume_compatible` on ``--resume``: the model's parameter names and shapes must be
   the checkpoint's (a changed config resumed into an old OUTPUT_DIR is an error, not a warning);
+* :func:`retag_after_nonfinite_forward` when a forward pass stops non-finite right after a
+  checkpoint: ``last_checkpoint`` moves back to the one before (resuming would replay the failure);
 * :func:`require_loaded_weights` for inference (``--eval-only``): a checkpoint that left most of
   the model at its random initialisation is an error unless explicitly allowed.
 """
@@ -32,6 +34,7 @@ __all__ = [
     "list_checkpoints",
     "require_loaded_weights",
     "resolve_resume_checkpoint",
+    "retag_after_nonfinite_forward",
 ]
 
 
@@ -163,6 +166,43 @@ def check_resume_compatible(
             -1,
             [k for k, _, _ in bad],
         )
+
+
+def retag_after_nonfinite_forward(save_dir: str, iteration: int) -> str | None:
+    """After a forward pass at `iteration` gave non-finite values: if ``last_checkpoint`` names the
+    checkpoint written at `iteration - 1`, point it at the checkpoint before.
+
+    That checkpoint holds exactly the weights whose forward pass was not finite, and a resumed run
+    replays the same batch with the same random numbers, so resuming from it would fail the same
+    way whatever the fix of the learning rate. Returns a note for the error message (None when
+    nothing changed). The checkpoint file itself is kept.
+    """
+    tag = os.path.join(save_dir, "last_checkpoint")
+    try:
+        with open(tag) as f:
+            name = f.read().strip()
+    except OSError:
+        return None
+    names = list_checkpoints(save_dir)
+    if name not in names or _CKPT_RE.match(name).group(1) != f"{iteration - 1:07d}":
+        return None
+    earlier = names[: names.index(name)]
+    if not earlier:
+        return (
+            f" Note: {name} was written right after the optimizer step of iteration "
+            f"{iteration - 1}: it holds the weights whose forward pass at iteration {iteration} "
+            "was not finite, so --resume from it would fail the same way; there is no earlier "
+            "checkpoint: start again without --resume after the fix."
+        )
+    from .atomic_io import atomic_write_text
+
+    atomic_write_text(tag, earlier[-1])
+    return (
+        f" Note: {name} was written right after the optimizer step of iteration {iteration - 1}: "
+        f"it holds the weights whose forward pass at iteration {iteration} was not finite, so "
+        f"--resume from it would fail the same way. 'last_checkpoint' now names {earlier[-1]} "
+        f"({name} is kept)."
+    )
 
 
 def require_loaded_weights(

@@ -116,3 +116,19 @@ def test_require_loaded_weights(tmp_path, caplog):
     ckpt.load(str(out / "model_final.pth"))
     assert require_loaded_weights(full.state_dict(), ckpt.loaded_keys, ckpt.loaded_from) == 1.0
     assert torch.equal(full[0].weight, torch.load(out / "model_final.pth")["model"]["0.weight"])
+
+
+def test_a_checkpoint_right_before_a_nonfinite_forward_is_not_resumed_from(tmp_path):
+    from mask2former.utils.checkpoint_checks import retag_after_nonfinite_forward
+
+    out = _saved(tmp_path, "model_0000001", "model_0000003")  # last_checkpoint: model_0000003
+    assert retag_after_nonfinite_forward(str(out), 6) is None  # failure 3 iterations later
+    assert (out / "last_checkpoint").read_text() == "model_0000003.pth"
+    note = retag_after_nonfinite_forward(str(out), 4)  # the first forward after model_0000003
+    assert "model_0000003.pth was written right after the optimizer step of iteration 3" in note
+    assert "'last_checkpoint' now names model_0000001.pth (model_0000003.pth is kept)" in note
+    assert (out / "last_checkpoint").read_text() == "model_0000001.pth"
+    assert (out / "model_0000003.pth").exists()
+    out2 = _saved(tmp_path / "b", "model_0000000")
+    assert "there is no earlier checkpoint" in retag_after_nonfinite_forward(str(out2), 1)
+    assert (out2 / "last_checkpoint").read_text() == "model_0000000.pth"
