@@ -194,8 +194,9 @@ def register_semantic_dataset(
     stuff_colors: Sequence[Sequence[int]] | None = None,
 ) -> None:
     """Register a semantic-segmentation dataset: `image_root/<stem><image_ext>` pairs with
-    `sem_seg_root/<stem><label_ext>` (same stem), one label PNG per image (a missing one raises) with pixel
-    value = class index into `stuff_classes` and `ignore_label` for unlabeled pixels.
+    `sem_seg_root/<stem><label_ext>` (same stem), one label PNG per image (a missing one
+    raises) with pixel value = class index into `stuff_classes` and `ignore_label` for unlabeled
+    pixels.
 
     Train with `INPUT.DATASET_MAPPER_NAME mask_former_semantic`,
     `MODEL.SEM_SEG_HEAD.NUM_CLASSES len(stuff_classes)`, `MODEL.SEM_SEG_HEAD.IGNORE_VALUE
