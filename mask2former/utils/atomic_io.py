@@ -454,7 +454,11 @@ class AtomicCheckpointerMixin:
         if filename.endswith(".pkl"):
             if not self._allow_pickle:
                 raise UnsafeCheckpointError(_pickle_refused_message(filename))
-            return super()._load_file(filename)  # the model-zoo conversion of the base class
+            from ..checkpoint import MaskFormerCheckpointer
+
+            if isinstance(self, MaskFormerCheckpointer):
+                return super()._load_file(filename)  # its zoo conversion, restricted unpickling
+            return _load_pickle(filename)  # never detectron2's unrestricted pickle.load
         return load_checkpoint_file(filename, allow_pickle=False)
 
 

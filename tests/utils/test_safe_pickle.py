@@ -78,3 +78,15 @@ def test_caffe2_blobs_still_load_through_the_checkpointer(tmp_path):
         pickle.dump({"blobs": {"weight": np.ones((2, 3), np.float32), "w_momentum": 0}}, f)
     data = MaskFormerCheckpointer(nn.Linear(3, 2))._load_file(str(p))
     assert data["matching_heuristics"] and list(data["model"]) == ["weight"]
+
+
+def test_detectron2_checkpointer_with_the_atomic_mixin_unpickles_restricted(tmp_path):
+    from detectron2.checkpoint import DetectionCheckpointer
+
+    from mask2former.utils.atomic_io import atomic_checkpointer_class
+
+    p = tmp_path / "evil.pkl"
+    _zoo(p, evil=_RunsCode())
+    ckpt = atomic_checkpointer_class(DetectionCheckpointer)(nn.Linear(3, 2))
+    with pytest.raises(UnsafeCheckpointError, match="posix.system"):
+        ckpt.load(str(p))
