@@ -81,7 +81,6 @@ RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
 CHOICES: dict[str, tuple[str, ...]] = {
     "SOLVER.AMP.PRECISION": ("float16", "bfloat16"),
     "SOLVER.CHECKPOINT_FORMAT": ("pth", "safetensors"),
-    "SOLVER.OPTIMIZER": ("ADAMW", "SGD"),
 }
 
 
