@@ -82,6 +82,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "SOLVER.AMP.PRECISION": ("float16", "bfloat16"),
     "SOLVER.CHECKPOINT_FORMAT": ("pth", "safetensors"),
 }
+CASE_INSENSITIVE = {"SOLVER.CHECKPOINT_FORMAT"}  # the checkpointer lower-cases it
 
 
 def _get(cfg, key: str) -> Any:
@@ -111,7 +112,7 @@ def _problems(cfg) -> list[str]:
             value = _get(cfg, key)
         except KeyError:
             continue
-        if value not in choices:
+        if value not in choices and not (key in CASE_INSENSITIVE and str(value).lower() in choices):
             bad(key, value, " | ".join(choices))
 
     mf = cfg.MODEL.get("MASK_FORMER")
