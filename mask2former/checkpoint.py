@@ -13,13 +13,14 @@ model silently random (upstream issues #95, #129):
 """
 
 import logging
-import pickle
 
 import numpy as np
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.utils.file_io import PathManager
 from fvcore.common.checkpoint import _IncompatibleKeys
+
+from .utils.safe_pickle import load_pickle_weights
 
 # Published name -> name in this implementation (image-model zoo files predate the rename).
 RENAMED_KEYS = {
@@ -43,6 +44,19 @@ def map_published_keys(state_dict: dict) -> tuple[dict, list[tuple[str, str]]]:
             out[new] = out.pop(old)
             applied.append((old, new))
     return out, applied
+
+
+def _caffe2_blobs(filename: str, data) -> dict:
+    """A Caffe2 / Detectron1 `.pkl` ({"blobs": {name: array}} or {name: array}), read as
+    detectron2's DetectionCheckpointer reads it (name-matching heuristics on)."""
+    if not isinstance(data, dict):
+        raise ValueError(
+            f"{filename}: expected a pickled dict of weights, got {type(data).__name__}"
+        )
+    if "blobs" in data:
+        data = data["blobs"]
+    data = {k: v for k, v in data.items() if not k.endswith("_momentum")}
+    return {"model": data, "__author__": "Caffe2", "matching_heuristics": True}
 
 
 class MaskFormerCheckpointer(DetectionCheckpointer):
@@ -69,15 +83,15 @@ class MaskFormerCheckpointer(DetectionCheckpointer):
 
     def _load_file(self, filename: str) -> dict:
         if filename.endswith(".pkl"):
-            with PathManager.open(filename, "rb") as f:
-                data = pickle.load(f, encoding="latin1")
+            # Restricted unpickling: NumPy arrays and plain containers only (safe_pickle.py).
+            data = load_pickle_weights(PathManager.get_local_path(filename))
             if isinstance(data, dict) and "model" in data:
                 author = data.get("__author__", "unknown")
                 self.logger.info(f"Reading {filename} (a full-model .pkl from '{author}')")
                 data = dict(data)
                 data.setdefault("matching_heuristics", False)
                 return data
-            return super()._load_file(filename)  # Caffe2 / Detectron1 blobs
+            return _caffe2_blobs(filename, data)
         return super()._load_file(filename)
 
     def _load_model(self, checkpoint: dict) -> _IncompatibleKeys:

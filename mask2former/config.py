@@ -7,12 +7,14 @@ project are grouped at the end under "extensions"; their defaults keep the publi
 
 from detectron2.config import CfgNode as CN
 
+from .config_validation import validate_config
+
 
 def add_maskformer2_config(cfg: CN) -> None:
     """Add every Mask2Former config key, with its default, to `cfg` in place."""
     # ---- data -------------------------------------------------------------------------------
     # Train mapper: mask_former_semantic | mask_former_panoptic | mask_former_instance |
-    # coco_instance_lsj | coco_panoptic_lsj (anything else: detectron2's DatasetMapper).
+    # coco_instance_lsj | coco_panoptic_lsj | detectron2 (detectron2's DatasetMapper; else an error).
     cfg.INPUT.DATASET_MAPPER_NAME = "mask_former_semantic"
     cfg.INPUT.COLOR_AUG_SSD = False  # SSD photometric jitter
     cfg.INPUT.CROP.SINGLE_CATEGORY_MAX_AREA = 1.0  # 1.0 = plain random crop
@@ -216,6 +218,8 @@ def load_config(config_file: str = "", opts: list[str] | None = None, freeze: bo
             cfg.merge_from_file(config_file)
         except (KeyError, ValueError) as e:
             raise _explain_merge_error(cfg, e, f"config file {config_file}") from None
+        except FileNotFoundError as e:
+            raise _explain_missing_base(config_file, e) from None
     if opts:
         try:
             cfg.merge_from_list(list(opts))
@@ -231,6 +235,38 @@ def load_config(config_file: str = "", opts: list[str] | None = None, freeze: bo
             raise _explain_merge_error(cfg, e, "command-line override") from None
         except (KeyError, ValueError) as e:
             raise _explain_merge_error(cfg, e, "command-line override") from None
+    # Every value in its valid range, checked once here (config_validation.py).
+    validate_config(cfg, f"config file {config_file}" if config_file else "config")
     if freeze:
         cfg.freeze()
     return cfg
+
+
+def _explain_missing_base(config_file: str, err: FileNotFoundError) -> Exception:
+    """Name the config whose `_BASE_` points to a missing file."""
+    import os
+
+    import yaml
+
+    path, seen = config_file, set()
+    while path and os.path.isfile(path) and path not in seen:
+        seen.add(path)
+        with open(path) as f:
+            data = yaml.safe_load(f)
+        base = data.get("_BASE_") if isinstance(data, dict) else None
+        if not isinstance(base, str):
+            break
+        base_path = os.path.expanduser(base)
+        if not os.path.isabs(base_path):
+            base_path = os.path.normpath(os.path.join(os.path.dirname(path), base_path))
+        if not os.path.isfile(base_path):
+            return FileNotFoundError(
+                f"config file {path} has _BASE_: {base!r}, but {base_path} does not exist"
+                + (f" (while loading {config_file})" if path != config_file else "")
+                + ". _BASE_ is relative to the config that names it. Fix: correct the path, or "
+                "restore the base config."
+            )
+        path = base_path
+    if not os.path.isfile(config_file):
+        return FileNotFoundError(f"config file {config_file} does not exist.")
+    return err

@@ -24,8 +24,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import mask2former  # noqa: E402,F401  (registers datasets, model parts, evaluators)
 from mask2former.config import load_config  # noqa: E402
+from mask2former.data.dataset_checks import check_num_classes  # noqa: E402
 from mask2former.engine import Trainer, build_checkpointer, launch  # noqa: E402
 from mask2former.model_zoo import local_weights_path  # noqa: E402
+from mask2former.utils.checkpoint_checks import require_loaded_weights  # noqa: E402
 
 # shapely's deprecation warnings flood the log of the LSJ mappers (as upstream silences them).
 warnings.filterwarnings("ignore", category=DeprecationWarning, module="shapely")
@@ -61,12 +63,22 @@ def setup(args):
 
 def main(args):
     cfg = setup(args)
+    # MODEL.SEM_SEG_HEAD.NUM_CLASSES must be the test datasets' class count (training: also
+    # DATASETS.TRAIN, checked when the train loader is built).
+    check_num_classes(cfg, cfg.DATASETS.TEST, "DATASETS.TEST")
     if args.eval_only:
         model = Trainer.build_model(cfg)
         checkpointer = build_checkpointer(model, save_dir=cfg.OUTPUT_DIR)
         if cfg.MODEL.WEIGHTS and not (args.resume and checkpointer.has_checkpoint()):
             local_weights_path(cfg.MODEL.WEIGHTS)  # a URL offline: a clear DownloadError
         checkpointer.resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+        # A checkpoint that filled most of the model is required (else: random results).
+        require_loaded_weights(
+            model.state_dict(),
+            checkpointer.loaded_keys,
+            checkpointer.loaded_from or cfg.MODEL.WEIGHTS,
+            allow=getattr(args, "allow_partial_weights", False),
+        )
         res = Trainer.test(cfg, model)
         if cfg.TEST.AUG.ENABLED:
             res.update(Trainer.test_with_TTA(cfg, model))
@@ -79,8 +91,19 @@ def main(args):
     return trainer.train()
 
 
+def argument_parser():
+    """detectron2's command line, plus --allow-partial-weights."""
+    parser = default_argument_parser()
+    parser.add_argument(
+        "--allow-partial-weights",
+        action="store_true",
+        help="with --eval-only: evaluate even if MODEL.WEIGHTS filled less than half of the model",
+    )
+    return parser
+
+
 def invoke_main() -> None:
-    args = default_argument_parser().parse_args()
+    args = argument_parser().parse_args()
     print("Command Line Args:", args)
     launch(
         main,

@@ -15,7 +15,8 @@ Decisions (see docs/reliability.md):
 * **Images**: EXIF orientation is applied (as Detectron2 does); grayscale is replicated to 3
   channels; RGBA / LA / palette-with-transparency lose their alpha channel (no compositing);
   16-bit (``I;16``), 32-bit integer (``I``) and float (``F``) grayscale images are scaled to 8 bit
-  (Detectron2's ``read_image`` clips them to 255, which turns most 16-bit images white). Missing,
+  (Detectron2's ``read_image`` clips them to 255, which turns most 16-bit images white); a float
+  image with NaN/Inf pixels raises (they would train as black). Missing,
   unreadable and truncated files raise :class:`InvalidInputError` (:class:`MissingFileError` for
   missing ones) naming the file.
 * **Polygons with fewer than 3 points** (< 6 coordinates) are dropped with a warning and a count
@@ -120,8 +121,10 @@ def _size(path: str) -> str:
         return "size unknown"
 
 
-def _to_8bit(img: Image.Image) -> Image.Image:
-    """High-bit-depth single-channel images -> 8-bit "L", scaled (not clipped) to 0..255."""
+def _to_8bit(img: Image.Image, file_name: str = "") -> Image.Image:
+    """High-bit-depth single-channel images -> 8-bit "L", scaled (not clipped) to 0..255.
+
+    A float image with NaN/Inf pixels raises (it would silently train as black pixels)."""
     if img.mode in ("I;16", "I;16L", "I;16B", "I;16N"):
         arr = np.asarray(img).astype(np.uint32)
         return Image.fromarray((arr >> 8).astype(np.uint8), mode="L")
@@ -135,7 +138,14 @@ def _to_8bit(img: Image.Image) -> Image.Image:
         scaled = (arr - lo) * 255.0 / max(hi - lo, 1)
         return Image.fromarray(scaled.round().astype(np.uint8), mode="L")
     if img.mode == "F":
-        arr = np.nan_to_num(np.asarray(img, dtype=np.float64))
+        arr = np.asarray(img, dtype=np.float64)
+        bad = int((~np.isfinite(arr)).sum())
+        if bad:
+            raise InvalidInputError(
+                f"image {file_name} is a floating-point image with {bad} NaN/Inf pixel(s) of "
+                f"{arr.size}; they would train as black. Fix: fill them (e.g. with the image's "
+                "mean) and save the image as 8-bit, or remove it from the dataset."
+            )
         if arr.min() >= 0.0 and arr.max() <= 1.0:
             arr = arr * 255.0
         return Image.fromarray(np.clip(arr, 0, 255).round().astype(np.uint8), mode="L")
@@ -152,7 +162,7 @@ def read_image(file_name: str, format: str | None = None, *, what: str = "image"
 
     img = _open_image(file_name, what)
     img = _apply_exif_orientation(img)
-    img = _to_8bit(img)
+    img = _to_8bit(img, file_name)
     if (
         format is not None
         and img.mode in ("RGBA", "LA", "PA")

@@ -10,6 +10,8 @@ import time
 import torch
 from detectron2.engine import SimpleTrainer
 
+from .weights_guard import WeightsGuard
+
 PRECISIONS = {"float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -38,6 +40,8 @@ class MixedPrecisionTrainer(SimpleTrainer):
         self.precision = precision
         self.device_type = device_type
         self.grad_scaler = torch.amp.GradScaler(device_type) if precision == "float16" else None
+        # NaN/Inf gradients or weights stop the run before anything is saved (weights_guard.py).
+        self.weights_guard: WeightsGuard | None = None
 
     def run_step(self):
         assert self.model.training, "[MixedPrecisionTrainer] model was changed to eval mode!"
@@ -58,12 +62,14 @@ class MixedPrecisionTrainer(SimpleTrainer):
         if self.grad_scaler is not None:
             self.grad_scaler.scale(losses).backward()
             self._write_metrics(loss_dict, data_time)
-            self.grad_scaler.step(self.optimizer)
+            self.grad_scaler.step(self.optimizer)  # skips steps with NaN/Inf gradients itself
             self.grad_scaler.update()
         else:
             losses.backward()
             self._write_metrics(loss_dict, data_time)
             self.optimizer.step()
+        if self.weights_guard is not None:
+            self.weights_guard.check_parameters(self.iter)
 
     def state_dict(self):
         ret = super().state_dict()

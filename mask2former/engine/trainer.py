@@ -22,8 +22,12 @@ from ..utils.resume import (
 )
 from .nonfinite import install_nonfinite_check
 from .train_loop import MixedPrecisionTrainer
+from .weights_guard import WeightsGuard
 
 logger = logging.getLogger(__name__)
+
+# Names that select detectron2's own DatasetMapper on purpose (boxes only for instance data).
+DETECTRON2_MAPPER_NAMES = ("detectron2", "detectron2_default")
 
 
 def build_checkpointer(model, save_dir: str = "", **kwargs) -> DetectionCheckpointer:
@@ -48,6 +52,26 @@ def build_checkpointer(model, save_dir: str = "", **kwargs) -> DetectionCheckpoi
         ):
             return atomic_checkpointer_class(value)(model, save_dir, **kwargs)
     return atomic_checkpointer_class(DetectionCheckpointer)(model, save_dir, **kwargs)
+
+
+def _after_nonfinite_forward(trainer, err: Exception) -> None:
+    """A non-finite loss (or NaN/Inf predictions reaching the matcher) right after a checkpoint:
+    that checkpoint cannot restart the run; move 'last_checkpoint' back and say so."""
+    from ..utils.checkpoint_checks import retag_after_nonfinite_forward
+    from .weights_guard import NonFiniteWeightsError
+
+    text = str(err)
+    forward = isinstance(err, FloatingPointError) and not isinstance(err, NonFiniteWeightsError)
+    forward = forward or (
+        isinstance(err, ValueError) and "NaN/inf" in text and "not finite" in text
+    )
+    ckpt = trainer.checkpointer
+    if not forward or not comm.is_main_process() or not ckpt.save_dir or "://" in ckpt.save_dir:
+        return
+    note = retag_after_nonfinite_forward(ckpt.save_dir, int(trainer.iter))
+    if note:
+        err.args = (text + note, *err.args[1:])
+        logger.error(note.strip())
 
 
 def amp_precision(cfg) -> str | None:
@@ -109,10 +133,22 @@ class Trainer(DefaultTrainer):
         self.checkpointer.save_format = cfg.SOLVER.CHECKPOINT_FORMAT
         # Stop at a NaN/Inf loss on every rank, before the optimizer step (docs/reliability.md).
         install_nonfinite_check(self, self.checkpointer)
+        self._trainer.weights_guard = WeightsGuard(model, self._last_checkpoint_name)
         self.start_iter = 0
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.cfg = cfg
         self.register_hooks(self.build_hooks())
+
+    def train(self):
+        try:
+            return super().train()
+        except (FloatingPointError, ValueError) as e:
+            _after_nonfinite_forward(self, e)
+            raise
+
+    def _last_checkpoint_name(self) -> str | None:
+        ckpt = self.checkpointer
+        return ckpt.get_checkpoint_file() if ckpt.has_checkpoint() else None
 
     # detectron2 v0.6's DefaultTrainer checkpoints only the iteration and the hooks: the optimizer
     # (AdamW moments, per-group LR) and the GradScaler are lost on --resume, and the first resumed
@@ -143,6 +179,12 @@ class Trainer(DefaultTrainer):
     @classmethod
     def build_train_loader(cls, cfg):
         name = cfg.INPUT.DATASET_MAPPER_NAME
+        if name not in MAPPERS and name not in DETECTRON2_MAPPER_NAMES:
+            raise ValueError(
+                f"INPUT.DATASET_MAPPER_NAME {name!r} is not a training mapper; valid: "
+                f"{', '.join(MAPPERS)}, or {DETECTRON2_MAPPER_NAMES[0]!r} for detectron2's "
+                "DatasetMapper (boxes only: no Mask2Former targets for instance data)."
+            )
         mapper = MAPPERS[name](cfg, True) if name in MAPPERS else None  # None: detectron2's
         # Same loader as detectron2's, with a sampler that --resume can fast-forward.
         return build_resumable_train_loader(cfg, mapper=mapper)

@@ -40,6 +40,8 @@ from typing import Any
 
 import torch
 
+from .safe_pickle import UnsafeCheckpointError, load_pickle_weights
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -59,10 +61,6 @@ __all__ = [
 
 TMP_SUFFIX = ".tmp"
 _TMP_RE = re.compile(r"^\..+\.[A-Za-z0-9_]{6,}\.tmp$")
-
-
-class UnsafeCheckpointError(RuntimeError):
-    """A checkpoint that could only be loaded by unpickling arbitrary Python objects."""
 
 
 class CorruptCheckpointError(RuntimeError):
@@ -253,11 +251,10 @@ def _pickle_refused_message(path: str) -> str:
 
 def _load_pickle(path: str) -> dict[str, Any]:
     """Detectron2 / Mask2Former model-zoo ``.pkl`` (same conventions as DetectionCheckpointer)."""
-    with open(path, "rb") as f:
-        try:
-            data = pickle.load(f, encoding="latin1")
-        except (EOFError, pickle.UnpicklingError) as e:
-            raise CorruptCheckpointError(_corrupt_message(path, e)) from None
+    try:
+        data = load_pickle_weights(path)  # NumPy arrays and containers only (safe_pickle.py)
+    except (EOFError, pickle.UnpicklingError) as e:
+        raise CorruptCheckpointError(_corrupt_message(path, e)) from None
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a pickled dict of weights, got {type(data).__name__}")
     if "model" in data and "__author__" in data:  # Detectron2 / Mask2Former model zoo
@@ -355,6 +352,9 @@ class AtomicCheckpointerMixin:
 
     save_format: str = "pth"
     _allow_pickle: bool = True
+    # Set by the last load: the file read, and the model keys it filled (None: nothing loaded).
+    loaded_from: str | None = None
+    loaded_keys: list[str] | None = None
 
     def save(self, name: str, **kwargs: Any) -> None:  # same signature as fvcore
         if not self.save_dir or not self.save_to_disk:
@@ -365,6 +365,7 @@ class AtomicCheckpointerMixin:
         for key, obj in self.checkpointables.items():
             data[key] = obj.state_dict()
         data.update(kwargs)
+        _check_before_save(self, data["model"], name)  # never a checkpoint with NaN/Inf weights
         fmt = (self.save_format or "pth").lower()
         if fmt == "safetensors":
             basename = f"{name}.safetensors"
@@ -417,22 +418,63 @@ class AtomicCheckpointerMixin:
 
     def resume_or_load(self, path: str, *, resume: bool = True) -> dict[str, Any]:
         if resume and self.has_checkpoint():
-            found = self.get_checkpoint_file()
             if self.save_to_disk and _is_local(self.save_dir):
                 remove_stale_temp_files(self.save_dir)
+            found = _resume_checkpoint(self)  # exists, not empty; says which one is taken
             self._allow_pickle = False  # found automatically: never unpickle arbitrary code
+            self._resuming_from = found  # the model must be the checkpoint's (_load_model)
             try:
                 return self.load(found)
             finally:
                 self._allow_pickle = True
+                self._resuming_from = None
         return self.load(path, checkpointables=[])
 
+    def _load_model(self, checkpoint: dict[str, Any]) -> Any:
+        resuming = getattr(self, "_resuming_from", None)
+        if resuming:
+            from .checkpoint_checks import check_resume_compatible
+
+            check_resume_compatible(
+                self.model.state_dict(),
+                checkpoint["model"],
+                resuming,
+                optional=getattr(self, "optional_keys", ("criterion.empty_weight",)),
+            )
+        incompatible = super()._load_model(checkpoint)
+        if incompatible is not None:  # for require_loaded_weights (--eval-only)
+            skipped = set(incompatible.missing_keys) | {
+                k for k, *_ in incompatible.incorrect_shapes
+            }
+            self.loaded_keys = [k for k in self.model.state_dict() if k not in skipped]
+        return incompatible
+
     def _load_file(self, filename: str) -> dict[str, Any]:
+        self.loaded_from = filename
         if filename.endswith(".pkl"):
             if not self._allow_pickle:
                 raise UnsafeCheckpointError(_pickle_refused_message(filename))
-            return super()._load_file(filename)  # the model-zoo conversion of the base class
+            from ..checkpoint import MaskFormerCheckpointer
+
+            if isinstance(self, MaskFormerCheckpointer):
+                return super()._load_file(filename)  # its zoo conversion, restricted unpickling
+            return _load_pickle(filename)  # never detectron2's unrestricted pickle.load
         return load_checkpoint_file(filename, allow_pickle=False)
+
+
+def _check_before_save(checkpointer: Any, state_dict: dict[str, Any], name: str) -> None:
+    from .checkpoint_checks import check_state_finite
+
+    last = checkpointer.get_checkpoint_file() if checkpointer.has_checkpoint() else None
+    check_state_finite(state_dict, os.path.join(checkpointer.save_dir, name), last)
+
+
+def _resume_checkpoint(checkpointer: Any) -> str:
+    if not _is_local(checkpointer.save_dir):
+        return checkpointer.get_checkpoint_file()
+    from .checkpoint_checks import resolve_resume_checkpoint
+
+    return resolve_resume_checkpoint(checkpointer.save_dir)
 
 
 def _is_local(path: str) -> bool:

@@ -70,12 +70,15 @@ def build_resumable_train_loader(cfg, mapper=None, **kwargs):
     """
     from detectron2.data.build import _train_loader_from_config, build_detection_train_loader
 
+    from ..data.dataset_checks import check_num_classes, explain_empty_dataset
+
+    check_num_classes(cfg, cfg.DATASETS.TRAIN)  # NUM_CLASSES = the datasets' class count
     try:
         args = _train_loader_from_config(cfg, mapper, **kwargs)
     except AssertionError as e:  # detectron2's "Got an invalid category_id=4 for ... 2 classes"
         if "category_id" in str(e):
             _explain_invalid_category(cfg)
-        raise
+        raise explain_empty_dataset(cfg, e) from None  # "Dataset 'x' is empty!": says why
     if isinstance(args["dataset"], list) and "dataset" not in kwargs:
         args["dataset"] = validate_train_dicts(cfg, args["dataset"])
     sampler = SkippableSampler(args["sampler"])

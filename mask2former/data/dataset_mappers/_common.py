@@ -38,6 +38,7 @@ __all__ = [
     "set_record_defaults",
     "panoptic_to_semantic",
     "read_checked_pan_seg",
+    "check_label_size",
     "panoptic_segment_masks",
     "drop_empty_masks",
     "masks_tensor",
@@ -96,8 +97,25 @@ def rgb2id(color: np.ndarray) -> np.ndarray:
     return color.astype(np.int64)
 
 
-def read_sem_seg(path: str) -> np.ndarray:
-    """Read a semantic label map (8-bit PNG, or 16-bit PNG/TIFF) as (H, W).
+def check_label_size(label: np.ndarray, record: dict | None, label_file: str, what: str) -> None:
+    """A label / panoptic map must have the size of its image (`record` after `read_record`);
+    otherwise detectron2's transforms fail with a bare AssertionError."""
+    if record is None or "height" not in record or "width" not in record:
+        return
+    h, w = label.shape[:2]
+    if (h, w) == (record["height"], record["width"]):
+        return
+    raise validation.InvalidInputError(
+        f"{what} {label_file} is {w}x{h} (width x height) but its image {record['file_name']} is "
+        f"{record['width']}x{record['height']}. Fix: the label must be made on the image itself "
+        "(same size); check that the two files belong together, or re-export the label at the "
+        "image's size."
+    )
+
+
+def read_sem_seg(path: str, record: dict | None = None) -> np.ndarray:
+    """Read a semantic label map (8-bit PNG, or 16-bit PNG/TIFF) as (H, W); with `record` (the
+    mapper's record after `read_record`), check that it has the image's size.
 
     8-bit maps stay uint8, so detectron2 resizes them with PIL's nearest neighbour exactly like
     the panoptic PNG and the masks (identical pixel selection); 16-bit maps (ADE20K-full,
@@ -105,6 +123,7 @@ def read_sem_seg(path: str) -> np.ndarray:
     """
     # Clear errors for missing/truncated files and colour-coded (non-gray RGB) label maps.
     sem = validation.read_sem_seg(path)
+    check_label_size(sem, record, path, "semantic label file")
     return label_array(sem)
 
 
@@ -152,6 +171,7 @@ def read_checked_pan_seg(dataset_dict: dict, mapper_name: str) -> np.ndarray:
         )
     pan_seg_file = dataset_dict.pop("pan_seg_file_name")
     pan_seg = read_pan_seg(pan_seg_file)
+    check_label_size(pan_seg, dataset_dict, pan_seg_file, "panoptic annotation PNG")
     validation.check_panoptic_segments(
         rgb2id(pan_seg),
         dataset_dict["segments_info"],

@@ -59,7 +59,9 @@ class COCOPanopticNewBaselineDatasetMapper:
         dataset_dict["padding_mask"] = torch.as_tensor(np.ascontiguousarray(padding_mask))
 
         if "sem_seg_file_name" in dataset_dict:
-            sem = transforms.apply_segmentation(read_sem_seg(dataset_dict.pop("sem_seg_file_name")))
+            sem = transforms.apply_segmentation(
+                read_sem_seg(dataset_dict.pop("sem_seg_file_name"), dataset_dict)
+            )
             sem = sem.astype(np.int64)
             sem[padding_mask] = self.ignore_label
             dataset_dict["sem_seg"] = torch.as_tensor(sem)

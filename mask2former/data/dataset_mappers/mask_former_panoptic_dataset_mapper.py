@@ -45,7 +45,7 @@ class MaskFormerPanopticDatasetMapper(MaskFormerSemanticDatasetMapper):
         pan_seg_gt = read_checked_pan_seg(dataset_dict, "mask_former_panoptic")
         segments_info = dataset_dict["segments_info"]
         if "sem_seg_file_name" in dataset_dict:
-            sem_seg_gt = read_sem_seg(dataset_dict.pop("sem_seg_file_name"))
+            sem_seg_gt = read_sem_seg(dataset_dict.pop("sem_seg_file_name"), dataset_dict)
         else:
             sem = panoptic_to_semantic(rgb2id(pan_seg_gt), segments_info, self.ignore_label)
             sem_seg_gt = label_array(sem)

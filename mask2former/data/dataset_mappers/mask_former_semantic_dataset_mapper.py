@@ -120,7 +120,7 @@ class MaskFormerSemanticDatasetMapper:
         validation.require_file(
             sem_seg_file, "semantic label file", image_file=dataset_dict["file_name"]
         )
-        sem_seg_gt = read_sem_seg(sem_seg_file)
+        sem_seg_gt = read_sem_seg(sem_seg_file, dataset_dict)  # checks its size
         if self.num_classes is not None:
             validation.check_sem_seg(
                 sem_seg_gt,

@@ -4,6 +4,7 @@ and metadata whose class lists are read from the dataset's own files on first us
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import runpy
 from collections.abc import Callable, Iterable
@@ -66,7 +67,15 @@ def wrap_with_path_check(name: str, paths: list[tuple[str, str]]) -> None:
 
     def load():
         require_paths(name, paths)
-        return loader()
+        try:
+            return loader()
+        except json.JSONDecodeError:  # detectron2's loaders do not name the file: find it
+            from .checked import read_json
+
+            for path, _ in paths:
+                if path.endswith(".json"):
+                    read_json(path, f"annotation JSON of dataset '{name}'")
+            raise
 
     load._mask2former_checked = True
     DatasetCatalog.register(name, load)

@@ -10,15 +10,14 @@ Class lists that come from a JSON are read when first needed, so registering is 
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from functools import partial
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.data.datasets import load_coco_json, load_sem_seg
 
 from ._utils import register_checked, set_lazy_metadata
+from .checked import load_coco_instances, load_sem_seg_pairs, read_json
 from .panoptic import (
     instances_json_from_panoptic,
     load_panoptic_json,
@@ -45,8 +44,7 @@ def _check_new(name: str) -> None:
 def _instance_metadata(json_file: str) -> dict:
     """Thing classes of a COCO instance JSON, exactly as detectron2's `load_coco_json` sets them
     (categories sorted by id, contiguous id = rank)."""
-    with open(json_file) as f:
-        cats = sorted(json.load(f)["categories"], key=lambda c: c["id"])
+    cats = sorted(read_json(json_file, "COCO instance JSON")["categories"], key=lambda c: c["id"])
     meta = {
         "thing_classes": [c["name"] for c in cats],
         "thing_dataset_id_to_contiguous_id": {c["id"]: i for i, c in enumerate(cats)},
@@ -76,7 +74,7 @@ def register_instance_dataset(
     json_file, image_root = os.fspath(json_file), os.fspath(image_root)
     register_checked(
         name,
-        lambda: load_coco_json(json_file, image_root, name),
+        lambda: load_coco_instances(json_file, image_root, name),  # checked first (checked.py)
         [
             (json_file, "Pass the path of a COCO instance JSON."),
             (image_root, "Pass the folder holding the images."),
@@ -196,8 +194,9 @@ def register_semantic_dataset(
     stuff_colors: Sequence[Sequence[int]] | None = None,
 ) -> None:
     """Register a semantic-segmentation dataset: `image_root/<stem><image_ext>` pairs with
-    `sem_seg_root/<stem><label_ext>` (same relative path), one label PNG per image with pixel
-    value = class index into `stuff_classes` and `ignore_label` for unlabeled pixels.
+    `sem_seg_root/<stem><label_ext>` (same stem), one label PNG per image (a missing one
+    raises) with pixel value = class index into `stuff_classes` and `ignore_label` for unlabeled
+    pixels.
 
     Train with `INPUT.DATASET_MAPPER_NAME mask_former_semantic`,
     `MODEL.SEM_SEG_HEAD.NUM_CLASSES len(stuff_classes)`, `MODEL.SEM_SEG_HEAD.IGNORE_VALUE
@@ -219,9 +218,7 @@ def register_semantic_dataset(
 
     register_checked(
         name,
-        lambda: load_sem_seg(
-            sem_seg_root, image_root, gt_ext=label_ext.lstrip("."), image_ext=image_ext.lstrip(".")
-        ),
+        lambda: load_sem_seg_pairs(sem_seg_root, image_root, label_ext, image_ext),
         [
             (image_root, "Pass the folder holding the images."),
             (sem_seg_root, "Pass the folder holding the label PNGs."),

@@ -12,6 +12,8 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image
 
+from .checked import check_panoptic_json, read_json
+
 __all__ = [
     "panoptic_metadata",
     "load_panoptic_json",
@@ -24,8 +26,7 @@ __all__ = [
 
 def read_panoptic_categories(json_file: str) -> list[dict]:
     """The `categories` list of a COCO panoptic (or instance) JSON."""
-    with open(json_file) as f:
-        cats = json.load(f)["categories"]
+    cats = read_json(json_file, "panoptic JSON").get("categories")
     if not cats:
         raise ValueError(f"'{json_file}' has an empty 'categories' list.")
     return cats
@@ -79,8 +80,8 @@ def load_panoptic_json(
     `image_id`, `height`/`width` (if the JSON gives them), `pan_seg_file_name`, `segments_info`
     (with contiguous `category_id` and `isthing`), and `sem_seg_file_name` if `semseg_dir`.
     """
-    with open(json_file) as f:
-        json_info = json.load(f)
+    json_info = read_json(json_file, "panoptic JSON")
+    check_panoptic_json(json_info, json_file)  # ids that would pair images with wrong segments
     images = {img["id"]: img for img in json_info.get("images", [])}
     thing_map = meta["thing_dataset_id_to_contiguous_id"]
     stuff_map = meta["stuff_dataset_id_to_contiguous_id"]

@@ -15,9 +15,8 @@ from __future__ import annotations
 
 import os
 
-from detectron2.data.datasets import load_sem_seg
-
 from ._utils import dataset_root, register_checked, set_lazy_metadata
+from .checked import load_sem_seg_pairs
 
 NUM_CLASSES = 847
 _SPLITS = {"train": "training", "val": "validation"}
@@ -44,7 +43,7 @@ def register_all_ade20k_full(root: str) -> None:
         gt_dir = os.path.join(ade_root, "annotations_detectron2", dirname)
         register_checked(
             name,
-            lambda x=image_dir, y=gt_dir: load_sem_seg(y, x, gt_ext="tif", image_ext="jpg"),
+            lambda x=image_dir, y=gt_dir: load_sem_seg_pairs(y, x, ".tif", ".jpg"),
             [(image_dir, _PREP), (gt_dir, _PREP)],
         )
         set_lazy_metadata(

@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import os
 
-from detectron2.data.datasets import load_coco_json
-
 from ._utils import dataset_root, register_checked, set_lazy_metadata
+from .checked import load_coco_instances
 from .custom import _instance_metadata
 from .register_ade20k_panoptic import ADE20K_PREP
 
@@ -23,7 +22,7 @@ def register_all_ade20k_instance(root: str) -> None:
         json_file = os.path.join(ade_root, f"ade20k_instance_{split}.json")
         register_checked(
             name,
-            lambda j=json_file, i=image_root, n=name: load_coco_json(j, i, n),
+            lambda j=json_file, i=image_root, n=name: load_coco_instances(j, i, n),
             [(image_root, ADE20K_PREP["images"]), (json_file, ADE20K_PREP["instance"])],
         )
         set_lazy_metadata(

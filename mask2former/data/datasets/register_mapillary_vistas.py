@@ -9,9 +9,9 @@ from __future__ import annotations
 import os
 
 from detectron2.data import MetadataCatalog
-from detectron2.data.datasets import load_sem_seg
 
 from ._utils import dataset_root, register_checked
+from .checked import load_sem_seg_pairs
 from .mapillary_vistas_categories import MAPILLARY_VISTAS_CLASSES, MAPILLARY_VISTAS_COLORS
 
 MAPILLARY_PREP = (
@@ -36,7 +36,7 @@ def register_all_mapillary_vistas(root: str) -> None:
         gt_dir = os.path.join(root, "mapillary_vistas", dirname, "labels")
         register_checked(
             name,
-            lambda x=image_dir, y=gt_dir: load_sem_seg(y, x, gt_ext="png", image_ext="jpg"),
+            lambda x=image_dir, y=gt_dir: load_sem_seg_pairs(y, x, ".png", ".jpg"),
             [(image_dir, MAPILLARY_PREP), (gt_dir, MAPILLARY_PREP)],
         )
         MetadataCatalog.get(name).set(
