@@ -36,6 +36,7 @@ from multiprocessing import Pool
 from pathlib import Path
 
 import numpy as np
+from panopticapi.utils import id2rgb, rgb2id
 from PIL import Image
 from tqdm import tqdm
 
@@ -55,24 +56,12 @@ def load_ade20k_categories():
     return mod
 
 
-def rgb2id(color: np.ndarray) -> np.ndarray:
-    color = color.astype(np.int64)
-    return color[..., 0] + 256 * color[..., 1] + 256 * 256 * color[..., 2]
-
-
-def id2rgb(id_map: np.ndarray) -> np.ndarray:
-    rgb = np.zeros((*id_map.shape, 3), dtype=np.uint8)
-    for c in range(3):
-        rgb[..., c] = (id_map >> (8 * c)) & 255
-    return rgb
-
-
 def new_segment_id(color, used: set, seed: int) -> int:
     """The category colour as an id if free, else a deterministic perturbation of it."""
     rng = np.random.RandomState(seed)
     c = np.asarray(color, dtype=np.int64)
     while True:
-        sid = int(c[0] + 256 * c[1] + 256 * 256 * c[2])
+        sid = rgb2id(c)
         if sid != 0 and sid not in used:
             used.add(sid)
             return sid

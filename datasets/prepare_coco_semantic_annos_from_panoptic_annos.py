@@ -21,13 +21,9 @@ import sys
 from multiprocessing import Pool
 
 import numpy as np
+from panopticapi.utils import rgb2id
 from PIL import Image
 from tqdm import tqdm
-
-
-def rgb2id(color: np.ndarray) -> np.ndarray:
-    color = color.astype(np.uint32)
-    return color[..., 0] + 256 * color[..., 1] + 256 * 256 * color[..., 2]
 
 
 def panoptic_png_to_semantic(job: tuple[str, str, list], id_map: dict[int, int]) -> None:

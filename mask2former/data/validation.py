@@ -39,6 +39,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
+from panopticapi.utils import rgb2id
 from PIL import Image, UnidentifiedImageError
 
 logger = logging.getLogger(__name__)
@@ -291,8 +292,7 @@ def read_panoptic_ids(file_name: str, *, image_file: str | None = None) -> np.nd
                 "or save ids in that RGB encoding."
             )
         img = img.convert("RGB")
-    rgb = np.asarray(img).astype(np.int64)
-    return rgb[..., 0] + 256 * rgb[..., 1] + 256 * 256 * rgb[..., 2]
+    return rgb2id(np.asarray(img)).astype(np.int64)
 
 
 def check_panoptic_segments(

@@ -1,6 +1,6 @@
 """Training engine: the Trainer, the mixed-precision step and a CPU-capable multi-process launch."""
 
-from .launch import launch
+from .compat import launch
 from .train_loop import MixedPrecisionTrainer
 from .trainer import Trainer, build_checkpointer
 

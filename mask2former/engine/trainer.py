@@ -20,6 +20,7 @@ from ..utils.resume import (
     build_resumable_train_loader,
     fast_forward_train_loader,
 )
+from .compat import TrainerStateMixin
 from .nonfinite import install_nonfinite_check
 from .train_loop import MixedPrecisionTrainer
 from .weights_guard import WeightsGuard
@@ -100,7 +101,7 @@ def create_ddp_model(model: torch.nn.Module, device_type: str, **kwargs) -> torc
     return DistributedDataParallel(model, **kwargs)
 
 
-class Trainer(DefaultTrainer):
+class Trainer(TrainerStateMixin, DefaultTrainer):
     """DefaultTrainer with the Mask2Former recipe.
 
     * train loader: the mapper named by INPUT.DATASET_MAPPER_NAME (mask2former.data.dataset_mappers.MAPPERS;
@@ -110,7 +111,8 @@ class Trainer(DefaultTrainer):
     * precision: SOLVER.AMP.ENABLED with SOLVER.AMP.PRECISION "float16" | "bfloat16", on CUDA or
       the CPU (MixedPrecisionTrainer); multi-process on the CPU uses Gloo + CPU DDP;
     * evaluators: mask2former.evaluation.build_evaluator by the dataset's evaluator_type;
-    * semantic test-time augmentation: `test_with_TTA` (TEST.AUG).
+    * semantic test-time augmentation: `test_with_TTA` (TEST.AUG);
+    * checkpoints carry the optimizer and GradScaler state (engine/compat.py).
     """
 
     def __init__(self, cfg):
@@ -149,24 +151,6 @@ class Trainer(DefaultTrainer):
     def _last_checkpoint_name(self) -> str | None:
         ckpt = self.checkpointer
         return ckpt.get_checkpoint_file() if ckpt.has_checkpoint() else None
-
-    # detectron2 v0.6's DefaultTrainer checkpoints only the iteration and the hooks: the optimizer
-    # (AdamW moments, per-group LR) and the GradScaler are lost on --resume, and the first resumed
-    # iteration runs at BASE_LR. Later detectron2 saves them under "_trainer", as done here.
-    def state_dict(self):
-        ret = super().state_dict()
-        ret["_trainer"] = self._trainer.state_dict()
-        return ret
-
-    def load_state_dict(self, state_dict):
-        super().load_state_dict(state_dict)
-        if "_trainer" in state_dict:
-            self._trainer.load_state_dict(state_dict["_trainer"])
-        else:
-            logger.warning(
-                "The checkpoint has no optimizer state (written by detectron2 v0.6's "
-                "DefaultTrainer?): the optimizer restarts from scratch."
-            )
 
     @classmethod
     def build_optimizer(cls, cfg, model):

@@ -9,9 +9,11 @@ The criterion returns UNWEIGHTED losses; the model multiplies them by `weight_di
 
 import torch
 import torch.nn.functional as F
+from detectron2.projects.point_rend.point_features import (
+    get_uncertain_point_coords_with_randomness,
+    point_sample,
+)
 from torch import Tensor, nn
-
-from .point_sampling import get_uncertain_point_coords_with_randomness, point_sample
 
 
 def dice_loss(inputs: Tensor, targets: Tensor, num_masks: float) -> Tensor:
@@ -27,6 +29,11 @@ def sigmoid_ce_loss(inputs: Tensor, targets: Tensor, num_masks: float) -> Tensor
     """BCE averaged over points, summed over masks / num_masks. inputs (M, P) logits."""
     loss = F.binary_cross_entropy_with_logits(inputs, targets, reduction="none")
     return loss.mean(1).sum() / num_masks
+
+
+def calculate_uncertainty(logits: Tensor) -> Tensor:
+    """Uncertainty of (R, 1, P) mask logits: -|logit|, highest at the decision boundary."""
+    return -torch.abs(logits)
 
 
 def _pad_stack(masks: list[Tensor]) -> Tensor:
@@ -78,6 +85,16 @@ class SetCriterion(nn.Module):
                 f"SetCriterion: point_sampled=True needs num_points > 0, got {num_points}; set "
                 "MODEL.MASK_FORMER.TRAIN_NUM_POINTS or MODEL.MASK_FORMER.POINT_SAMPLED_LOSS False"
             )
+        if point_sampled and oversample_ratio < 1:
+            raise ValueError(
+                f"SetCriterion: oversample_ratio must be >= 1, got {oversample_ratio} "
+                "(MODEL.MASK_FORMER.OVERSAMPLE_RATIO)"
+            )
+        if point_sampled and not 0 <= importance_sample_ratio <= 1:
+            raise ValueError(
+                f"SetCriterion: importance_sample_ratio must be in [0, 1], got "
+                f"{importance_sample_ratio} (MODEL.MASK_FORMER.IMPORTANCE_SAMPLE_RATIO)"
+            )
         self.num_classes = num_classes
         self.matcher = matcher
         self.weight_dict = weight_dict
@@ -119,15 +136,20 @@ class SetCriterion(nn.Module):
 
         if self.point_sampled:
             # Sec. 3.3: a different set of P points per pair, by importance sampling.
-            coords = get_uncertain_point_coords_with_randomness(
-                src_masks[:, None],
-                self.num_points,
-                self.oversample_ratio,
-                self.importance_sample_ratio,
-            )  # (M, P, 2), no gradient
             with torch.no_grad():
-                point_labels = point_sample(target_masks, coords)  # (M, P)
-            point_logits = point_sample(src_masks, coords)  # (M, P)
+                coords = get_uncertain_point_coords_with_randomness(
+                    src_masks[:, None],
+                    calculate_uncertainty,
+                    self.num_points,
+                    self.oversample_ratio,
+                    self.importance_sample_ratio,
+                )  # (M, P, 2)
+                point_labels = point_sample(
+                    target_masks[:, None], coords, align_corners=False
+                ).squeeze(1)  # (M, P)
+            point_logits = point_sample(src_masks[:, None], coords, align_corners=False).squeeze(
+                1
+            )  # (M, P)
         else:
             # Full-mask losses (Table 5, "mask"): upsample the predictions to the target size.
             point_logits = F.interpolate(

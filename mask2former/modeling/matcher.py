@@ -6,10 +6,9 @@ P sampled points, h x w prediction resolution (1/4 of the padded input), H x W t
 
 import torch
 import torch.nn.functional as F
+from detectron2.projects.point_rend.point_features import point_sample
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
-
-from .point_sampling import point_sample
 
 
 def batch_dice_cost(inputs: Tensor, targets: Tensor) -> Tensor:
@@ -87,8 +86,12 @@ class HungarianMatcher(nn.Module):
         if self.num_points > 0:
             # Sec. 3.3: the same P uniform points for all predictions and targets of this image.
             coords = torch.rand(1, self.num_points, 2, device=out_mask.device)
-            tgt_pts = point_sample(tgt_mask, coords.expand(tgt_mask.shape[0], -1, -1))  # (N, P)
-            out_pts = point_sample(out_mask, coords.expand(out_mask.shape[0], -1, -1))  # (Q, P)
+            tgt_pts = point_sample(
+                tgt_mask[:, None], coords.expand(tgt_mask.shape[0], -1, -1), align_corners=False
+            ).squeeze(1)  # (N, P)
+            out_pts = point_sample(
+                out_mask[:, None], coords.expand(out_mask.shape[0], -1, -1), align_corners=False
+            ).squeeze(1)  # (Q, P)
         else:
             out_mask = F.interpolate(
                 out_mask[:, None], size=tgt_mask.shape[-2:], mode="bilinear", align_corners=False

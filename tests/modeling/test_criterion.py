@@ -1,13 +1,18 @@
-"""SetCriterion (mask2former/modeling/criterion.py)."""
+"""SetCriterion (mask2former/modeling/criterion.py), and the point sampling it takes from
+detectron2's PointRend (Sec. 3.3)."""
 
 import math
 
 import pytest
 import torch
+from detectron2.projects.point_rend.point_features import (
+    get_uncertain_point_coords_with_randomness,
+    point_sample,
+)
 from torch import nn
 
 from mask2former.modeling import criterion as criterion_module
-from mask2former.modeling.criterion import SetCriterion
+from mask2former.modeling.criterion import SetCriterion, calculate_uncertainty
 from mask2former.modeling.matcher import HungarianMatcher
 
 NUM_CLASSES = 3
@@ -85,7 +90,7 @@ def test_hand_worked_values_point_sampled(monkeypatch):
     outputs, targets, indices = hand_case()
     centres = torch.tensor([[[0.25, 0.25], [0.75, 0.25], [0.25, 0.75], [0.75, 0.75]]])
 
-    def fixed_points(mask_logits, num_points, *args, **kwargs):
+    def fixed_points(mask_logits, *args, **kwargs):
         return centres.expand(mask_logits.shape[0], -1, -1)
 
     monkeypatch.setattr(
@@ -224,3 +229,46 @@ def test_invalid_arguments_raise():
         SetCriterion(3, HungarianMatcher(), {}, 0.1, ["boxes"], 10, 3.0, 0.75)
     with pytest.raises(ValueError, match="num_points > 0"):
         SetCriterion(3, HungarianMatcher(), {}, 0.1, ["masks"], 0, 3.0, 0.75)
+    with pytest.raises(ValueError, match="oversample_ratio must be >= 1"):
+        SetCriterion(3, HungarianMatcher(), {}, 0.1, ["masks"], 10, 0.5, 0.75)
+    with pytest.raises(ValueError, match=r"importance_sample_ratio must be in \[0, 1\]"):
+        SetCriterion(3, HungarianMatcher(), {}, 0.1, ["masks"], 10, 3.0, 1.5)
+
+
+# ---- point sampling (detectron2.projects.point_rend.point_features) -------------------------
+def _sample(masks, coords):
+    """(R, H, W) masks at (R, P, 2) points in [0, 1] -> (R, P), as the criterion samples."""
+    return point_sample(masks[:, None], coords, align_corners=False).squeeze(1)
+
+
+def test_point_sample_reads_pixel_centres():
+    masks = torch.arange(6.0).reshape(1, 2, 3)
+    coords = torch.tensor([[[0.5 / 3, 0.25], [2.5 / 3, 0.75]]])  # (x, y)
+    assert _sample(masks, coords)[0].tolist() == pytest.approx([0.0, 5.0], abs=1e-6)
+
+
+def test_importance_sampling_picks_the_most_uncertain_points():
+    # Logit map with a band of uncertainty (logit ~0) in the middle and confident elsewhere.
+    logits = torch.full((1, 1, 32, 32), 8.0)
+    logits[..., 12:20] = torch.linspace(-0.5, 0.5, 8)
+    p, k = 50, 3.0
+    torch.manual_seed(3)
+    coords = get_uncertain_point_coords_with_randomness(logits, calculate_uncertainty, p, k, 1.0)
+    assert coords.shape == (1, p, 2)
+
+    torch.manual_seed(3)
+    candidates = torch.rand(1, int(p * k), 2)
+    uncertainty = -point_sample(logits, candidates, align_corners=False).abs()[0, 0]
+    best = candidates[0, torch.topk(uncertainty, p).indices]
+    assert {tuple(c) for c in coords[0].tolist()} == {tuple(c) for c in best.tolist()}
+    # and they lie in (or next to) the uncertain band, while uniform points mostly do not.
+    assert (point_sample(logits, coords, align_corners=False).abs() < 8).all()
+
+
+def test_importance_ratio_mixes_uniform_points():
+    logits = torch.randn(4, 1, 8, 8)
+    coords = get_uncertain_point_coords_with_randomness(
+        logits, calculate_uncertainty, 40, 3.0, 0.75
+    )
+    assert coords.shape == (4, 40, 2)
+    assert coords.min() >= 0 and coords.max() <= 1

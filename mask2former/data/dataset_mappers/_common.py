@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from detectron2.data import MetadataCatalog
 from detectron2.data import transforms as T
 from detectron2.structures import polygons_to_bitmask
+from panopticapi.utils import rgb2id
 
 from .. import validation
 
@@ -26,7 +27,6 @@ __all__ = [
     "init_mapper",
     "dataset_ignore_label",
     "read_record",
-    "rgb2id",
     "read_sem_seg",
     "label_array",
     "read_pan_seg",
@@ -86,15 +86,6 @@ def read_record(dataset_dict: dict, image_format: str) -> tuple[dict, np.ndarray
     validation.check_image_size(dataset_dict, image)
     set_record_defaults(dataset_dict, image)
     return dataset_dict, image
-
-
-def rgb2id(color: np.ndarray) -> np.ndarray:
-    """COCO panoptic id encoding: id = R + 256 * G + 256^2 * B for an (H, W, 3) uint8 array."""
-    color = np.asarray(color)
-    if color.ndim == 3 and color.shape[2] == 3:
-        color = color.astype(np.int64)
-        return color[..., 0] + 256 * color[..., 1] + 256 * 256 * color[..., 2]
-    return color.astype(np.int64)
 
 
 def check_label_size(label: np.ndarray, record: dict | None, label_file: str, what: str) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from detectron2.config import configurable
+from panopticapi.utils import rgb2id
 
 from ._common import (
     dataset_ignore_label,
@@ -20,7 +21,6 @@ from ._common import (
     read_checked_pan_seg,
     read_record,
     read_sem_seg,
-    rgb2id,
 )
 from .coco_instance_new_baseline_dataset_mapper import (
     LSJ_LOG_WHAT,

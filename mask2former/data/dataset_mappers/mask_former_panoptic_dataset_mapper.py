@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from detectron2.data import transforms as T
 from detectron2.structures import Instances
+from panopticapi.utils import rgb2id
 
 from ._common import (
     image_to_tensor,
@@ -23,7 +24,6 @@ from ._common import (
     read_checked_pan_seg,
     read_record,
     read_sem_seg,
-    rgb2id,
 )
 from .mask_former_semantic_dataset_mapper import MaskFormerSemanticDatasetMapper
 

@@ -134,7 +134,9 @@ def semantic_from_panoptic_record(record: dict, ignore_label: int = 255) -> np.n
     Use this where a panoptic dataset has no semantic PNGs (registered with `sem_seg_root=None`),
     e.g. to evaluate semantic segmentation against the panoptic ground truth.
     """
-    from ..dataset_mappers._common import panoptic_to_semantic, rgb2id
+    from panopticapi.utils import rgb2id
+
+    from ..dataset_mappers._common import panoptic_to_semantic
 
     pan = np.asarray(Image.open(record["pan_seg_file_name"]).convert("RGB"))
     return panoptic_to_semantic(rgb2id(pan), record["segments_info"], ignore_label)
@@ -174,8 +176,7 @@ def instances_json_from_panoptic(
     written once.
     """
     import pycocotools.mask as mask_util
-
-    from ..dataset_mappers._common import rgb2id
+    from panopticapi.utils import rgb2id
 
     if out_file is None:
         st = os.stat(panoptic_json)

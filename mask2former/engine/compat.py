@@ -1,8 +1,12 @@
-"""Multi-process launch: detectron2's `launch` on GPUs (NCCL), CPU processes with Gloo otherwise.
+"""Workarounds for detectron2 v0.6, each marked with the detectron2 version that makes it
+unnecessary. Delete a piece (and use detectron2's own) when the pinned detectron2 has that version.
 
-detectron2 v0.6's `launch` asserts CUDA as soon as more than one process is asked for; on a
-machine without a GPU (or with `device="cpu"`), this module spawns the processes itself and
-initialises torch.distributed with the Gloo backend, setting up detectron2's `comm` the same way.
+* `launch`: multi-process launch on the CPU (Gloo). Unnecessary from detectron2 commit `b4b6cc9c`
+  (after v0.6), whose `launch` runs CPU processes.
+* `TrainerStateMixin`: the optimizer and GradScaler state in checkpoints. Unnecessary with
+  detectron2 after v0.6, whose `DefaultTrainer.state_dict` saves them under "_trainer".
+
+(The install-time patches of detectron2 v0.6 itself are in tools/install_detectron2.py.)
 """
 
 import logging
@@ -15,7 +19,9 @@ import torch.multiprocessing as mp
 from detectron2.engine import launch as d2_launch
 from detectron2.utils import comm
 
-__all__ = ["DEFAULT_TIMEOUT", "launch"]
+__all__ = ["DEFAULT_TIMEOUT", "TrainerStateMixin", "launch"]
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT = timedelta(minutes=30)
 
@@ -38,7 +44,9 @@ def launch(
     timeout: timedelta = DEFAULT_TIMEOUT,
     device: str = "auto",
 ):
-    """Run `main_func(*args)` in `num_gpus_per_machine` processes on each of `num_machines`.
+    """Run `main_func(*args)` in `num_gpus_per_machine` processes on each of `num_machines`:
+    detectron2's `launch` on GPUs (NCCL); on the CPU, processes spawned here with Gloo, detectron2's
+    `comm` set up the same way (v0.6's `launch` asserts CUDA for more than one process).
 
     Args:
         num_gpus_per_machine: processes per machine (one per GPU; on the CPU, CPU processes).
@@ -84,7 +92,7 @@ def _cpu_worker(
             timeout=timeout,
         )
     except Exception:
-        logging.getLogger(__name__).error(f"Process group URL: {dist_url}")
+        logger.error(f"Process group URL: {dist_url}")
         raise
     # detectron2's comm needs the group of the processes on this machine (get_local_rank etc.).
     assert comm._LOCAL_PROCESS_GROUP is None
@@ -99,3 +107,27 @@ def _cpu_worker(
     main_func(*args)
     comm.synchronize()
     dist.destroy_process_group()
+
+
+class TrainerStateMixin:
+    """For a `DefaultTrainer` subclass whose `_trainer` has `state_dict`/`load_state_dict`.
+
+    detectron2 v0.6's DefaultTrainer checkpoints only the iteration and the hooks: the optimizer
+    (AdamW moments, per-group LR) and the GradScaler are lost on --resume, and the first resumed
+    iteration runs at BASE_LR. Later detectron2 saves them under "_trainer", as done here.
+    """
+
+    def state_dict(self):
+        ret = super().state_dict()
+        ret["_trainer"] = self._trainer.state_dict()
+        return ret
+
+    def load_state_dict(self, state_dict):
+        super().load_state_dict(state_dict)
+        if "_trainer" in state_dict:
+            self._trainer.load_state_dict(state_dict["_trainer"])
+        else:
+            logger.warning(
+                "The checkpoint has no optimizer state (written by detectron2 v0.6's "
+                "DefaultTrainer?): the optimizer restarts from scratch."
+            )

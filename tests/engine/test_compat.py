@@ -1,4 +1,5 @@
-"""Multi-process training on the CPU (Gloo) through mask2former.engine.launch."""
+"""Multi-process training on the CPU (Gloo) through mask2former.engine.launch
+(mask2former/engine/compat.py)."""
 
 import json
 
@@ -31,7 +32,9 @@ def _num_masks_worker(out_dir):
 
 def _worker(out_dir, data_dir, argv):
     _num_masks_worker(out_dir)
-    import test_train_net as t  # registers the toy meta-architecture in this process
+    from tests.tools import (
+        test_train_net as t,
+    )  # registers the toy meta-architecture in this process
 
     t.register_tiny_dataset(data_dir)
     train_net = t.load_train_net()
@@ -40,7 +43,7 @@ def _worker(out_dir, data_dir, argv):
 
 def test_two_cpu_processes_with_gloo_train_and_share_num_masks(tmp_path):
     """One launch (spawning is slow): comm set-up, num_masks averaging, 2 DDP iterations."""
-    import test_train_net as t
+    from tests.tools import test_train_net as t
 
     out = tmp_path / "out"
     argv = ["--num-gpus", "2"] + t.toy_opts(out, max_iter=2, **{"DATASETS.TEST": ()})
