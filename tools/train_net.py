@@ -25,6 +25,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import mask2former  # noqa: E402,F401  (registers datasets, model parts, evaluators)
 from mask2former.config import load_config  # noqa: E402
 from mask2former.data.dataset_checks import check_num_classes  # noqa: E402
+from mask2former.data.datasets import register_user_datasets  # noqa: E402
 from mask2former.engine import Trainer, build_checkpointer, launch  # noqa: E402
 from mask2former.model_zoo import local_weights_path  # noqa: E402
 from mask2former.utils.checkpoint_checks import require_loaded_weights  # noqa: E402
@@ -62,6 +63,9 @@ def setup(args):
 
 
 def main(args):
+    # The user's datasets ($MASK2FORMER_DATASETS, docs/datasets.md), in every process `launch`
+    # starts: this runs in each of them.
+    register_user_datasets()
     cfg = setup(args)
     # MODEL.SEM_SEG_HEAD.NUM_CLASSES must be the test datasets' class count (training: also
     # DATASETS.TRAIN, checked when the train loader is built).

@@ -1,5 +1,7 @@
 """Dataset registration. Importing this package registers the paper's datasets (paths under
-$DETECTRON2_DATASETS, default ./datasets) and exposes one-call helpers for custom data."""
+$DETECTRON2_DATASETS, default ./datasets) and exposes one-call helpers for custom data; the
+user's own registration files ($MASK2FORMER_DATASETS) run only when `register_user_datasets()` is
+called (tools/train_net.py does, in every process)."""
 
 import importlib.util
 
@@ -18,9 +20,6 @@ from .panoptic import semantic_from_panoptic_record, write_semantic_from_panopti
 
 if importlib.util.find_spec(__name__ + ".builtin_demo") is not None:
     from . import builtin_demo  # noqa: F401  (the demo dataset, maintained with the demo)
-
-# the user's own registrations ($MASK2FORMER_DATASETS), after the built-in ones
-register_user_datasets()
 
 __all__ = [
     "register_user_datasets",

@@ -140,8 +140,8 @@ def set_lazy_metadata(
     return meta
 
 
-# Files/modules that register the user's datasets, run on every `import mask2former` (so also in
-# every training process that tools/train_net.py starts).
+# Files/modules that register the user's datasets, run by `register_user_datasets()`, which
+# tools/train_net.py calls in every training process it starts (importing mask2former does not).
 USER_DATASETS_ENV = "MASK2FORMER_DATASETS"
 
 
@@ -164,13 +164,7 @@ def register_user_datasets(spec: str | None = None) -> list[str]:
             else:
                 importlib.import_module(entry)
         except Exception as e:
-            hint = ""
-            if isinstance(e, ImportError):
-                hint = (
-                    " (the entry runs while `mask2former` is being imported: take the helpers "
-                    "from `mask2former.data.datasets`, not from `mask2former`)"
-                )
             raise RuntimeError(
-                f"${USER_DATASETS_ENV} entry '{entry}' failed: {type(e).__name__}: {e}{hint}"
+                f"${USER_DATASETS_ENV} entry '{entry}' failed: {type(e).__name__}: {e}"
             ) from e
     return entries
