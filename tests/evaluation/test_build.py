@@ -14,7 +14,7 @@ from mask2former.evaluation import (
     SemSegEvaluator,
     build_evaluator,
 )
-from mask2former.evaluation import testing as T
+from tests.evaluation import world as T
 
 
 def make_cfg(out, panoptic=True, instance=True, semantic=True, boundary=False):

@@ -15,7 +15,7 @@ from mask2former.evaluation import (
     COCOPanopticEvaluator,
     build_evaluator,
 )
-from mask2former.evaluation.testing import run_evaluator
+from tests.evaluation.world import run_evaluator
 
 from . import crosscheck_data as X
 

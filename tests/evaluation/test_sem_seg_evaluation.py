@@ -17,7 +17,7 @@ from PIL import Image
 from mask2former.config import add_maskformer2_config
 from mask2former.data.datasets.custom import register_panoptic_dataset, register_semantic_dataset
 from mask2former.evaluation import SemSegEvaluator, build_evaluator
-from mask2former.evaluation.testing import run_evaluator
+from tests.evaluation.world import run_evaluator
 
 from . import crosscheck_data as X
 

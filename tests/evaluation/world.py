@@ -244,7 +244,7 @@ def distributed_worker(rank: int, world_size: int, init_file: str, world: dict, 
     # exception") in about 1 of 15 runs, after all its work was done; with this, 0 of 50.
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // world_size))
     try:
-        from . import build_evaluator
+        from mask2former.evaluation import build_evaluator
 
         records = register_panoptic_world("_eval_dist_world", world)
         cfg = CfgNode(cfg_dict)
