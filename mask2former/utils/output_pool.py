@@ -1,8 +1,8 @@
 """Recycled memory for large CPU output tensors.
 
-A fresh CPU allocation of hundreds of MB is mapped page by page as it is first written; on the
-2-core VM we measure on, that costs about as much as the computation writing it (517 MB: 130 ms
-to fill fresh, 20 ms to fill recycled memory). Inference hands out outputs of that size per image
+A fresh CPU allocation of hundreds of MB is mapped page by page as it is first written, which can
+cost about as much as the computation writing it (517 MB, measured once: 130 ms to fill fresh,
+20 ms to fill recycled memory). Inference hands out outputs of that size per image
 (semantic scores (K, H, W), instance masks (N, H, W)), and an evaluation loop drops them after
 one image. `OutputPool` keeps the memory of dropped outputs for the next image, as CUDA's
 caching allocator does on the GPU.

@@ -204,8 +204,8 @@ def _shape_mask(kind: str, cx: float, cy: float, r: float, theta: float, size: i
 # hues avoid those of sky/water (0.50-0.63) and ground (0.06-0.33); the families do not overlap,
 # so colour largely tells the classes apart, while the model still has to find, separate and
 # delineate overlapping shapes of every size and pattern. With random colours (GENERATOR_VERSION
-# 3) a small model trained from scratch for 15 minutes on a 2-core CPU found the shapes but could
-# not tell them apart (PQ things 2-11).
+# 3) a small model trained from scratch on the CPU found the shapes but could not tell them apart
+# (PQ things 2-11).
 _THING_HUES = {"circle": 0.99, "triangle": 0.43, "square": 0.75, "star": 0.87}
 
 
@@ -495,7 +495,7 @@ def prepare_demo_shapes(
     """Generate the dataset into `root` unless an up-to-date copy is there; returns the root.
 
     `splits` maps split name -> (number of images, seed offset); default `SPLITS` (the tests use
-    smaller ones). Safe to call from several processes at once. Takes ~30 s on a 2-core CPU.
+    smaller ones). Safe to call from several processes at once.
     """
     root = os.path.abspath(root or demo_shapes_root())
     splits = dict(splits or SPLITS)
