@@ -143,6 +143,14 @@ def add_maskformer2_config(cfg: CN) -> None:
     # = in the ground truth only (detectron2 after v0.6). See docs/evaluation.md.
     cfg.TEST.MIOU_CONVENTION = "v0.6"
 
+    # ---- extensions: inference precision (this project only) ----------------------------------
+    # Autocast for the network (backbone, pixel decoder, transformer decoder) at inference;
+    # post-processing always runs in float32. PRECISION "bfloat16" | "float16". On a CPU: bf16
+    # only where the CPU computes it natively (AVX512_BF16 / AMX), else float32 with one log line
+    # (mask2former.utils.precision); float16 is never used on a CPU.
+    cfg.TEST.AMP = CN({"ENABLED": False})
+    cfg.TEST.AMP.PRECISION = "bfloat16"
+
 
 # ---- loading, with errors that say how to fix them -----------------------------------------
 class ConfigKeyError(KeyError):

@@ -23,6 +23,7 @@ from detectron2.utils.memory import retry_if_cuda_oom
 from torch import nn
 
 from .modeling import postprocessing as pp
+from .modeling.inference_precision import InferencePrecision
 from .utils.output_pool import OutputPool
 
 logger = logging.getLogger(__name__)
@@ -68,6 +69,7 @@ class MaskFormer(nn.Module):
         panoptic_on: bool = False,
         instance_on: bool = False,
         test_topk_per_image: int = 100,
+        inference_precision: InferencePrecision | None = None,
     ):
         """
         Args:
@@ -85,6 +87,7 @@ class MaskFormer(nn.Module):
             pixel_mean, pixel_std: per-channel normalisation of the input image.
             semantic_on, panoptic_on, instance_on: which outputs inference produces.
             test_topk_per_image: number of instances kept per image.
+            inference_precision: autocast of the network at inference (TEST.AMP); None: fp32.
         """
         super().__init__()
         self.backbone = backbone
@@ -105,6 +108,7 @@ class MaskFormer(nn.Module):
         self.instance_on = instance_on
         self.panoptic_on = panoptic_on
         self.test_topk_per_image = test_topk_per_image
+        self.inference_precision = inference_precision or InferencePrecision(False)
         self._workspace: dict[tuple[int, str], torch.Tensor] = {}  # see `_buffer`
         self._outputs = OutputPool()  # see `_output`
         if not (semantic_on or instance_on or panoptic_on):
@@ -143,6 +147,7 @@ class MaskFormer(nn.Module):
             "instance_on": mf.TEST.INSTANCE_ON,
             "panoptic_on": mf.TEST.PANOPTIC_ON,
             "test_topk_per_image": cfg.TEST.DETECTIONS_PER_IMAGE,
+            "inference_precision": InferencePrecision.from_config(cfg),
         }
 
     @staticmethod
@@ -208,8 +213,9 @@ class MaskFormer(nn.Module):
             "instances" (detectron2 Instances), as selected by the TEST.*_ON switches.
         """
         images = self.preprocess_image(batched_inputs)
-        features = self.backbone(images.tensor)
-        outputs = self.sem_seg_head(features)
+        with self.inference_precision.network(self.device, self.training):  # TEST.AMP
+            features = self.backbone(images.tensor)
+            outputs = self.sem_seg_head(features)
 
         if self.training:
             if self.criterion is None:
@@ -228,7 +234,9 @@ class MaskFormer(nn.Module):
             weight_dict = self.criterion.weight_dict
             return {k: v * weight_dict[k] for k, v in losses.items() if k in weight_dict}
 
-        return self.postprocess(outputs, batched_inputs, images)
+        with self.inference_precision.fp32(self.device):  # post-processing in float32
+            outputs = {k: outputs[k].float() for k in ("pred_logits", "pred_masks")}
+            return self.postprocess(outputs, batched_inputs, images)
 
     def prepare_targets(self, targets, images: ImageList) -> list[dict]:
         """Zero-pad each image's GT masks to the padded batch size (Hp, Wp)."""

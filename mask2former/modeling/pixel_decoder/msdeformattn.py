@@ -240,9 +240,17 @@ class MSDeformAttnPixelDecoder(nn.Module):
         }
 
     def forward_features(self, features: dict[str, torch.Tensor]):
-        """Runs `_forward_features` with autocast off on the features' device (CUDA or CPU)."""
+        """Runs `_forward_features` in float32 (autocast off, as published), except under
+        bfloat16 autocast: then the projections, encoder layers and convolutions run in bf16 and
+        only the deformable sampling locations and attention weights stay float32 (`MSDeformAttn`;
+        the op samples bf16 values with float32 accumulation). bf16 has float32's exponent range,
+        so the overflow that keeps fp16 out of this region does not apply."""
         device_type = next(iter(features.values())).device.type
-        with torch.autocast(device_type, enabled=False):
+        bf16 = (
+            torch.is_autocast_enabled(device_type)
+            and torch.get_autocast_dtype(device_type) == torch.bfloat16
+        )
+        with torch.autocast(device_type, dtype=torch.bfloat16, enabled=bf16):
             return self._forward_features(features)
 
     def _forward_features(self, features: dict[str, torch.Tensor]):
@@ -250,7 +258,7 @@ class MSDeformAttnPixelDecoder(nn.Module):
 
         Returns mask features (B, mask_dim, H/4, W/4), the encoder output at the coarsest level
         (B, C, H/32, W/32) and the 3 maps for the transformer decoder [1/32, 1/16, 1/8].
-        Runs in float32 (deformable attention is not run in half precision).
+        Runs in float32, or in bf16 autocast (see `forward_features`).
         """
         srcs, pos = [], []
         for idx, f in enumerate(self.transformer_in_features[::-1]):  # low to high resolution

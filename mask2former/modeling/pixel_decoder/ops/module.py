@@ -90,20 +90,26 @@ class MSDeformAttn(nn.Module):
             value = value.masked_fill(input_padding_mask[..., None], 0.0)
         value = value.view(N, S, M, self.d_model // M)
 
-        offsets = self.sampling_offsets(query).view(N, Lq, M, L, P, 2)
-        weights = self.attention_weights(query).view(N, Lq, M, L * P)
-        weights = F.softmax(weights, -1).view(N, Lq, M, L, P)  # softmax over all L*P samples
-        if reference_points.shape[-1] == 2:
-            normalizer = input_spatial_shapes.flip(-1).to(offsets.dtype)  # (L, 2) = (W_l, H_l)
-            locations = reference_points[:, :, None, :, None, :] + offsets / normalizer[:, None, :]
-        elif reference_points.shape[-1] == 4:
-            boxes = reference_points[:, :, None, :, None, :]
-            locations = boxes[..., :2] + offsets / P * boxes[..., 2:] * 0.5
-        else:
-            raise ValueError(
-                "reference_points must end in 2 (x, y) or 4 (cx, cy, w, h) coordinates, got shape "
-                f"{tuple(reference_points.shape)}"
-            )
+        # Locations and weights in float32 even under autocast: a bf16 location in [0, 1] is only
+        # good to 2^-9, over half a pixel on a 152-pixel-wide level.
+        with torch.autocast(query.device.type, enabled=False):
+            query = query.float() if query.dtype in (torch.bfloat16, torch.float16) else query
+            offsets = self.sampling_offsets(query).view(N, Lq, M, L, P, 2)
+            weights = self.attention_weights(query).view(N, Lq, M, L * P)
+            weights = F.softmax(weights, -1).view(N, Lq, M, L, P)  # over all L*P samples
+            if reference_points.shape[-1] == 2:
+                normalizer = input_spatial_shapes.flip(-1).to(offsets.dtype)  # (L, 2) = (W, H)
+                locations = (
+                    reference_points[:, :, None, :, None, :] + offsets / normalizer[:, None, :]
+                )
+            elif reference_points.shape[-1] == 4:
+                boxes = reference_points[:, :, None, :, None, :]
+                locations = boxes[..., :2] + offsets / P * boxes[..., 2:] * 0.5
+            else:
+                raise ValueError(
+                    "reference_points must end in 2 (x, y) or 4 (cx, cy, w, h) coordinates, got "
+                    f"shape {tuple(reference_points.shape)}"
+                )
         out = ms_deform_attn(
             value,
             input_spatial_shapes,
