@@ -260,9 +260,10 @@ class MSDeformAttnPixelDecoder(nn.Module):
         (B, C, H/32, W/32) and the 3 maps for the transformer decoder [1/32, 1/16, 1/8].
         Runs in float32, or in bf16 autocast (see `forward_features`).
         """
+        dtype = self.mask_features.weight.dtype  # float32 (float64 for a float64 reference run)
         srcs, pos = [], []
         for idx, f in enumerate(self.transformer_in_features[::-1]):  # low to high resolution
-            x = features[f].float()
+            x = features[f].to(dtype)
             srcs.append(self.input_proj[idx](x))
             pos.append(self.pe_layer(x))
 
@@ -276,7 +277,7 @@ class MSDeformAttnPixelDecoder(nn.Module):
 
         # Extra FPN levels down to common_stride (lateral 1x1 + bilinear upsampling + 3x3).
         for idx, f in enumerate(self.in_features[: self.num_fpn_levels][::-1]):
-            x = features[f].float()
+            x = features[f].to(dtype)
             cur_fpn = self.lateral_convs[idx](x)
             y = cur_fpn + F.interpolate(
                 out[-1], size=cur_fpn.shape[-2:], mode="bilinear", align_corners=False
