@@ -65,6 +65,24 @@ def parse_args(argv=None):
         "--sharpen", type=float, default=30.0, help="class-head scale for random weights"
     )
     p.add_argument("--no-flops", action="store_true")
+    p.add_argument(
+        "--precisions",
+        default="fp32,bf16",
+        help="comma-separated fp32,bf16,fp16: one column each, same weights and input (network in "
+        "autocast as TEST.AMP; post-processing in fp32). On a CPU without native bf16 the bf16 "
+        "column is 'skipped' (emulated bf16 is many times slower than fp32); fp16 is CUDA only",
+    )
+    p.add_argument(
+        "--channels-last",
+        action="store_true",
+        help="run the backbone in channels-last memory format (measure whether it pays)",
+    )
+    p.add_argument(
+        "--reference",
+        action="store_true",
+        help="also time the unoptimised reference path end to end (benchmarks/inference.py "
+        "reference_path: grid_sample MSDeformAttn, nn.MultiheadAttention), fp32",
+    )
     p.add_argument("--json", default="", help="also write the results to this JSON file")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
     return p.parse_args(argv)
@@ -105,23 +123,30 @@ def sync(device: str) -> None:
 
 @torch.no_grad()
 def time_stages(model, inputs, device: str) -> dict[str, float]:
-    """One inference, split into stages; returns seconds per stage."""
+    """One inference, split into stages; returns seconds per stage. The network runs in the
+    model's TEST.AMP precision, post-processing in fp32 (as `MaskFormer.forward`)."""
     t = {}
+    amp = model.inference_precision
     sync(device)
     t0 = time.perf_counter()
     images = model.preprocess_image(inputs)
     sync(device)
     t1 = time.perf_counter()
-    features = model.backbone(images.tensor)
+    with amp.network(device):
+        features = model.backbone(images.tensor)
     sync(device)
     t2 = time.perf_counter()
-    mask_features, _, ms = model.sem_seg_head.pixel_decoder.forward_features(features)
+    with amp.network(device):
+        mask_features, _, ms = model.sem_seg_head.pixel_decoder.forward_features(features)
     sync(device)
     t3 = time.perf_counter()
-    outputs = model.sem_seg_head.predictor(ms, mask_features)
+    with amp.network(device):
+        outputs = model.sem_seg_head.predictor(ms, mask_features)
     sync(device)
     t4 = time.perf_counter()
-    results = model.postprocess(outputs, inputs, images)
+    with amp.fp32(device):
+        outputs = {k: outputs[k].float() for k in ("pred_logits", "pred_masks")}
+        results = model.postprocess(outputs, inputs, images)
     sync(device)
     t5 = time.perf_counter()
     t["preprocess"], t["backbone"], t["pixel decoder"] = t1 - t0, t2 - t1, t3 - t2
@@ -193,17 +218,14 @@ def run(args, device: str) -> dict:
         inp["height"], inp["width"] = args.output_size
     inputs = [inp]
 
-    for _ in range(args.warmup):
-        time_stages(model, inputs, device)
-    runs = []
-    for _ in range(args.runs):
-        if runs:  # keep only the last run's outputs (about 1 GB at COCO sizes)
-            del runs[-1]["_results"]
-        runs.append(time_stages(model, inputs, device))
-    stages = ["preprocess", "backbone", "pixel decoder", "transformer decoder", "post-processing"]
-    per_stage = {s: statistics.median(r[s] for r in runs) for s in stages}
-    totals = [sum(r[s] for s in stages) for r in runs]
-    e2e = [time_end_to_end(model, inputs, device) for _ in range(args.runs)]
+    if args.channels_last:
+        model.backbone.to(memory_format=torch.channels_last)
+    columns = {}
+    for name in [p.strip() for p in args.precisions.split(",") if p.strip()]:
+        columns[name] = time_precision(model, inputs, device, name, args)
+    reference_s = None
+    if args.reference:
+        reference_s = time_reference(model, inputs, device, args.runs)
 
     params = sum(p.numel() for p in model.parameters())
     flops = None
@@ -212,6 +234,7 @@ def run(args, device: str) -> dict:
             flops = count_flops(model, model.preprocess_image(inputs).tensor)
     from mask2former.modeling.pixel_decoder.ops import select_backend
 
+    first = next((c for c in columns.values() if "stages_s" in c), {})
     return {
         "config": args.config_file,
         "device": device,
@@ -220,33 +243,120 @@ def run(args, device: str) -> dict:
         else f"CPU x{torch.get_num_threads()} threads",
         "msdeformattn_backend": select_backend("cuda" if device.startswith("cuda") else "cpu").name,
         "input": [h, w],
-        "outputs": describe(runs[-1]["_results"]),
-        "stages_s": per_stage,
-        "total_s_runs": totals,
-        "end_to_end_s_runs": e2e,
+        "cpu": cpu_model(),
+        "channels_last": args.channels_last,
+        "outputs": first.get("outputs", ""),
+        "stages_s": first.get("stages_s", {}),
+        "total_s_runs": first.get("total_s_runs", []),
+        "end_to_end_s_runs": first.get("end_to_end_s_runs", []),
+        "precisions": columns,
+        "reference_end_to_end_s_runs": reference_s,
         "params": params,
         "gflops": None if flops is None else flops / 1e9,
     }
 
 
+STAGES = ["preprocess", "backbone", "pixel decoder", "transformer decoder", "post-processing"]
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown CPU"
+
+
+def time_precision(model, inputs, device: str, name: str, args) -> dict:
+    """Stage medians and end-to-end times with the network in precision `name` (fp32/bf16/fp16);
+    {"skipped": why} where that precision would be emulated (bf16 on a CPU without it natively,
+    fp16 on any CPU)."""
+    from mask2former.modeling.inference_precision import InferencePrecision
+    from mask2former.utils.precision import cpu_has_native_bf16
+
+    if name not in ("fp32", "bf16", "fp16"):
+        raise SystemExit(f"--precisions: {name!r} is not one of fp32, bf16, fp16")
+    on_cpu = not device.startswith("cuda")
+    if on_cpu and name == "bf16" and not cpu_has_native_bf16():
+        cap = torch.backends.cpu.get_cpu_capability()
+        return {"skipped": f"skipped: no native bf16 on this CPU ({cap})"}
+    if on_cpu and name == "fp16":
+        return {"skipped": "skipped: fp16 is emulated on CPUs"}
+    model.inference_precision = InferencePrecision(
+        name != "fp32", {"fp16": "float16"}.get(name, "bfloat16")
+    )
+    for _ in range(args.warmup):
+        time_stages(model, inputs, device)
+    runs = []
+    for _ in range(args.runs):
+        if runs:  # keep only the last run's outputs (about 1 GB at COCO sizes)
+            del runs[-1]["_results"]
+        runs.append(time_stages(model, inputs, device))
+    e2e = [time_end_to_end(model, inputs, device) for _ in range(args.runs)]
+    return {
+        "outputs": describe(runs[-1]["_results"]),
+        "stages_s": {s: statistics.median(r[s] for r in runs) for s in STAGES},
+        "total_s_runs": [sum(r[s] for s in STAGES) for r in runs],
+        "end_to_end_s_runs": e2e,
+    }
+
+
+def time_reference(model, inputs, device: str, runs: int) -> list[float]:
+    """End-to-end fp32 times on the reference (unoptimised) path of benchmarks/inference.py."""
+    from benchmarks.inference import reference_path
+    from mask2former.modeling.inference_precision import InferencePrecision
+
+    model.inference_precision = InferencePrecision(False)
+    with reference_path(model):
+        time_end_to_end(model, inputs, device)  # warm-up
+        return [time_end_to_end(model, inputs, device) for _ in range(runs)]
+
+
 def print_report(r: dict) -> None:
-    total = sum(r["stages_s"].values())
     print(
-        f"\n{r['config']} on {r['device']} ({r['device_name']}), input {r['input'][0]}x{r['input'][1]}, "
-        f"MSDeformAttn backend: {r['msdeformattn_backend']}"
+        f"\n{r['config']} on {r['device']} ({r['device_name']}, {r['cpu']}), input "
+        f"{r['input'][0]}x{r['input'][1]}, MSDeformAttn backend: {r['msdeformattn_backend']}, "
+        f"backbone channels-last: {r['channels_last']}"
     )
-    print(f"outputs: {r['outputs']}")
-    print("| stage | seconds | share |\n|---|---:|---:|")
-    for k, v in r["stages_s"].items():
-        print(f"| {k} | {v:.3f} | {100 * v / total:.1f}% |")
-    print(f"| **total** (sum of stage medians) | **{total:.3f}** | 100% |")
-    print(
-        "total per run: "
-        + ", ".join(f"{t:.3f}" for t in r["total_s_runs"])
-        + " s; end-to-end forward: "
-        + ", ".join(f"{t:.3f}" for t in r["end_to_end_s_runs"])
-        + " s"
-    )
+    cols = r["precisions"]
+    names = list(cols)
+    print("| stage | " + " | ".join(f"{n} s (share)" for n in names) + " |")
+    print("|---|" + "---:|" * len(names))
+
+    def cell(c, stage):
+        if "skipped" in c:
+            return c["skipped"]
+        total = sum(c["stages_s"].values())
+        return f"{c['stages_s'][stage]:.3f} ({100 * c['stages_s'][stage] / total:.1f}%)"
+
+    for stage in STAGES:
+        print(f"| {stage} | " + " | ".join(cell(cols[n], stage) for n in names) + " |")
+
+    def total(c):
+        return c["skipped"] if "skipped" in c else f"**{sum(c['stages_s'].values()):.3f}**"
+
+    def e2e(c):
+        if "skipped" in c:
+            return c["skipped"]
+        return f"{statistics.median(c['end_to_end_s_runs']):.3f}"
+
+    print("| **sum of stage medians** | " + " | ".join(total(cols[n]) for n in names) + " |")
+    print("| end-to-end forward (median) | " + " | ".join(e2e(cols[n]) for n in names) + " |")
+    ref = r.get("reference_end_to_end_s_runs")
+    if ref:
+        med = statistics.median(ref)
+        ratios = ", ".join(
+            f"{n} {statistics.median(cols[n]['end_to_end_s_runs']) / med:.2f}x"
+            for n in names
+            if "skipped" not in cols[n]
+        )
+        print(f"reference path end to end (fp32, median): {med:.3f} s; ratio {ratios}")
+    for n in names:
+        if "outputs" in cols[n]:
+            print(f"outputs ({n}): {cols[n]['outputs']}")
     flops = "n/a" if r["gflops"] is None else f"{r['gflops']:.1f} GFLOPs (fvcore, network only)"
     print(f"params: {r['params']:,} ({r['params'] / 1e6:.1f}M); {flops}")
 

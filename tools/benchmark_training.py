@@ -41,7 +41,14 @@ def parse_args(argv=None):
     p.add_argument("--iters", type=int, default=3, help="timed iterations (default 3)")
     p.add_argument("--warmup", type=int, default=1, help="untimed iterations first (default 1)")
     p.add_argument("--modes", nargs="+", default=["point", "full"], choices=["point", "full"])
-    p.add_argument("--precision", default="fp32", choices=["fp32", "float16", "bfloat16"])
+    p.add_argument(
+        "--precision",
+        nargs="+",
+        default=["fp32"],
+        choices=["fp32", "float16", "bfloat16"],
+        help="one or more (e.g. fp32 bfloat16: s/iteration side by side); on a CPU without native "
+        "bf16 the bfloat16 rows are skipped (emulated, many times slower than fp32)",
+    )
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
     p.add_argument("--json-out", default="", help="write the results here as JSON")
@@ -170,14 +177,28 @@ def run_mode(args, mode: str) -> dict:
     }
 
 
+def _bf16_ok(device: str) -> bool:
+    """bf16 on the CPU only where it is native (mask2former.utils.precision)."""
+    if device == "auto" and torch.cuda.is_available():
+        return True
+    from mask2former.utils.precision import cpu_has_native_bf16
+
+    return cpu_has_native_bf16()
+
+
 def main(argv=None):
     args = parse_args(argv)
     if args._child:  # one mode in this process; print its JSON on the last line
+        args.precision = args.precision[0]
         print(json.dumps(run_mode(args, args._child)))
         return None
 
     results = []
-    for mode in args.modes:
+    for precision, mode in [(p, m) for p in args.precision for m in args.modes]:
+        if precision == "bfloat16" and args.device != "cuda" and not _bf16_ok(args.device):
+            cap = torch.backends.cpu.get_cpu_capability()
+            print(f"{mode:>5} {precision}: skipped: no native bf16 on this CPU ({cap})", flush=True)
+            continue
         cmd = [sys.executable, os.path.abspath(__file__), "--_child", mode]
         for k in (
             "config_file",
@@ -186,12 +207,11 @@ def main(argv=None):
             "masks_per_image",
             "iters",
             "warmup",
-            "precision",
             "device",
             "threads",
         ):
             cmd += [f"--{k.replace('_', '-')}", str(getattr(args, k))]
-        cmd += list(args.opts)
+        cmd += ["--precision", precision] + list(args.opts)
         with tempfile.TemporaryFile("w+") as log:
             proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=log, text=True)
             if proc.returncode != 0:
@@ -201,12 +221,12 @@ def main(argv=None):
         res = json.loads(proc.stdout.strip().splitlines()[-1])
         results.append(res)
         print(
-            f"{mode:>5}: {res['sec_per_iter']:.2f} s/iter, {res['memory_kind']} "
+            f"{mode:>5} {precision}: {res['sec_per_iter']:.2f} s/iter, {res['memory_kind']} "
             f"{res['peak_mb']:.0f} MiB (step growth {res['step_growth_mb']:.0f} MiB), "
             f"loss {res['final_loss']:.2f}",
             flush=True,
         )
-    by_mode = {r["mode"]: r for r in results}
+    by_mode = {r["mode"]: r for r in results if r["precision"] == args.precision[0]}
     summary = {"results": results}
     if "point" in by_mode and "full" in by_mode:
         p, f = by_mode["point"], by_mode["full"]
