@@ -8,7 +8,7 @@ CONSTRAINTS := requirements/constraints.txt
 TESTS ?= tests
 PYTEST_ARGS ?=
 
-.PHONY: setup lint test demo lock clean-venv
+.PHONY: setup lint test demo lock clean-venv mutation
 
 setup: $(VENV)/.stamp-project
 
@@ -38,8 +38,21 @@ lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-test: lint
+# Developer tools (mutmut), pinned like the rest.
+$(VENV)/.stamp-dev: $(VENV)/.stamp-deps requirements/dev.txt
+	$(PIP) install -q -c $(CONSTRAINTS) -r requirements/dev.txt
+	touch $@
+
+test: lint $(VENV)/.stamp-dev
 	$(PY) -m pytest $(TESTS) $(PYTEST_ARGS)
+
+# Mutation testing of the core modules (slow, not part of `make test`/CI; see docs/testing.md):
+#   make mutation                                          every core module
+#   make mutation MODULE=mask2former/modeling/matcher.py   one module
+#   make mutation MODULE=--report                          scores from the last runs
+MODULE ?=
+mutation: setup $(VENV)/.stamp-dev
+	$(PY) tools/mutation.py $(MODULE)
 
 demo: setup
 	$(PY) tools/run_demo.py

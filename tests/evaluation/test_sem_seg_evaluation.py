@@ -3,6 +3,7 @@ ground truth from panoptic PNGs, and the semantic-PQ tool."""
 
 import importlib.util
 import json
+import math
 import os
 import shutil
 
@@ -17,6 +18,7 @@ from PIL import Image
 from mask2former.config import add_maskformer2_config
 from mask2former.data.datasets.custom import register_panoptic_dataset, register_semantic_dataset
 from mask2former.evaluation import SemSegEvaluator, build_evaluator
+from mask2former.evaluation.sem_seg_evaluation import semseg_metrics
 from tests.evaluation.world import run_evaluator
 
 from . import crosscheck_data as X
@@ -283,3 +285,65 @@ def test_config_key_selects_the_convention(data, tmp_path):
     with pytest.raises(ValueError, match="TEST.MIOU_CONVENTION"):
         build_evaluator(cfg, name)
     assert MetadataCatalog.get(name).evaluator_type == "sem_seg"
+
+
+# ----------------------------------------------------------------------------------------------
+# Semantic metrics at their conventions' edges, hand-worked (evaluation/sem_seg_evaluation.py).
+#
+# mIoU averages over classes present in the ground truth OR the prediction: a class that is only
+# predicted counts with IoU 0 (detectron2's convention); prediction pixels on VOID (ignore_label)
+# are not scored.
+
+
+CLASS_NAMES3 = ["a", "b", "c"]
+
+
+def test_metrics_with_a_class_that_is_only_predicted():
+    # conf[pred, gt]: gt a = 4 px (3 -> a, 1 -> c), gt b = 4 px (2 -> b, 2 -> a); c never in gt.
+    conf = np.array([[3, 2, 0], [0, 2, 0], [1, 0, 0]])
+    res = semseg_metrics(conf, CLASS_NAMES3)
+    # IoU a = 3 / (4 + 5 - 3) = 0.5, IoU b = 2 / (4 + 2 - 2) = 0.5, c: NaN but counted as 0.
+    assert res["IoU-a"] == pytest.approx(50) and res["IoU-b"] == pytest.approx(50)
+    assert math.isnan(res["IoU-c"]) and math.isnan(res["ACC-c"])
+    assert res["mIoU"] == pytest.approx(100 * (0.5 + 0.5) / 3)
+    assert res["fwIoU"] == pytest.approx(100 * (0.5 * 4 / 8 + 0.5 * 4 / 8))
+    assert res["ACC-a"] == pytest.approx(75) and res["ACC-b"] == pytest.approx(50)
+    assert res["mACC"] == pytest.approx(100 * (0.75 + 0.5) / 2)  # only classes in the gt
+    assert res["pACC"] == pytest.approx(100 * 5 / 8)
+    assert list(res)[:2] == ["mIoU", "fwIoU"]
+
+
+def test_metrics_of_a_class_absent_from_both_do_not_count():
+    conf = np.array([[3, 0, 0], [1, 4, 0], [0, 0, 0]])
+    res = semseg_metrics(conf, CLASS_NAMES3)
+    iou_a, iou_b = 3 / (3 + 4 - 3), 4 / (4 + 5 - 4)
+    assert res["mIoU"] == pytest.approx(100 * (iou_a + iou_b) / 2)
+    assert math.isnan(res["IoU-c"])
+
+
+def test_empty_confusion_matrix_gives_nan():
+    res = semseg_metrics(np.zeros((3, 3), dtype=np.int64), CLASS_NAMES3)
+    for key in ("mIoU", "fwIoU", "mACC", "pACC"):
+        assert math.isnan(res[key]), key
+
+
+def test_evaluator_skips_void_pixels_and_counts_a_predicted_only_class(tmp_path):
+    """gt (1 x 8): a a a a VOID VOID b b; prediction: a a a a c c b a. The two c pixels lie on
+    VOID (not scored), the last pixel is b predicted as a."""
+    gt = np.array([[0, 0, 0, 0, 255, 255, 1, 1]], dtype=np.uint8)
+    Image.fromarray(gt).save(tmp_path / "gt.png")
+    name = "_test_semseg_void_predicted_only"
+    MetadataCatalog.get(name).set(stuff_classes=CLASS_NAMES3, ignore_label=255)
+    records = [{"file_name": "im.jpg", "sem_seg_file_name": str(tmp_path / "gt.png")}]
+    ev = SemSegEvaluator(name, distributed=False, dataset_records=records)
+    ev.reset()
+    pred = torch.tensor([0, 0, 0, 0, 2, 2, 1, 0])
+    scores = torch.nn.functional.one_hot(pred, 3).T.float().view(3, 1, 8)
+    ev.process([{"file_name": "im.jpg"}], [{"sem_seg": scores}])
+    res = ev.evaluate()["sem_seg"]
+    iou_a, iou_b = 4 / (4 + 5 - 4), 1 / (2 + 1 - 1)
+    assert res["IoU-a"] == pytest.approx(100 * iou_a) and res["IoU-b"] == pytest.approx(50)
+    assert math.isnan(res["IoU-c"])  # c only on VOID: neither in gt nor scored
+    assert res["mIoU"] == pytest.approx(100 * (iou_a + iou_b) / 2)
+    assert res["pACC"] == pytest.approx(100 * 5 / 6)
+    assert ev._conf_matrix.sum() == 6

@@ -12,8 +12,15 @@ from detectron2.projects.point_rend.point_features import (
 from torch import nn
 
 from mask2former.modeling import criterion as criterion_module
-from mask2former.modeling.criterion import SetCriterion, calculate_uncertainty
+from mask2former.modeling.criterion import (
+    SetCriterion,
+    calculate_uncertainty,
+    dice_loss,
+    sigmoid_ce_loss,
+)
 from mask2former.modeling.matcher import HungarianMatcher
+
+from ._float64 import bilinear64
 
 NUM_CLASSES = 3
 
@@ -272,3 +279,246 @@ def test_importance_ratio_mixes_uniform_points():
     )
     assert coords.shape == (4, 40, 2)
     assert coords.min() >= 0 and coords.max() <= 1
+
+
+# ----------------------------------------------------------------------------------------------
+# SetCriterion normalisation with several masks and num_masks != 1 (modeling/criterion.py).
+#
+# References in float64 from the definitions (Sec. 3.3): per matched pair, BCE averaged over its
+# P points and dice with +1 smoothing; both summed over the M pairs and divided by num_masks, the
+# number of target masks averaged over workers (at least 1).
+
+
+def _bce64(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Per-mask BCE averaged over points, (M, P) -> (M,) float64."""
+    x, t = x.double(), t.double()
+    s = x.sigmoid()
+    return (-(t * s.log() + (1 - t) * (1 - s).log())).mean(1)
+
+
+def _dice64(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Per-mask smoothed dice loss, (M, P) -> (M,) float64."""
+    s, t = x.double().sigmoid(), t.double()
+    return 1 - (2 * (s * t).sum(1) + 1) / (s.sum(1) + t.sum(1) + 1)
+
+
+@pytest.mark.parametrize("num_masks", [1.0, 2.5, 7.0])
+def test_loss_functions_sum_per_mask_means_and_divide_by_num_masks(num_masks):
+    torch.manual_seed(0)
+    x = torch.randn(4, 13) * 3  # M = 4 masks of P = 13 points
+    t = (torch.rand(4, 13) < torch.tensor([[0.1], [0.5], [0.9], [0.3]])).float()
+    t[1, 5] = 0.5  # soft targets (bilinearly sampled labels) are legal too
+    bce = sigmoid_ce_loss(x, t, num_masks)
+    dice = dice_loss(x, t, num_masks)
+    assert bce.item() == pytest.approx(_bce64(x, t).sum().item() / num_masks, rel=1e-5)
+    assert dice.item() == pytest.approx(_dice64(x, t).sum().item() / num_masks, rel=1e-5)
+
+
+def test_masks_with_different_point_counts_are_not_pooled():
+    """A plain mean over every point would weight masks equally only by accident: check that
+    one confident-wrong mask among easy ones counts as 1/num_masks of its own BCE."""
+    x = torch.tensor([[-8.0] * 6, [8.0] * 6])  # mask 0 confidently wrong, mask 1 right
+    t = torch.ones(2, 6)
+    per_mask = _bce64(x, t)
+    assert sigmoid_ce_loss(x, t, 4.0).item() == pytest.approx(per_mask.sum().item() / 4, rel=1e-5)
+
+
+class CountingMatcher(nn.Module):
+    """Returns the given (pred_idx, tgt_idx) per image; records how often it was called."""
+
+    def __init__(self, indices):
+        super().__init__()
+        self.indices = indices
+        self.calls = 0
+
+    def forward(self, outputs, targets):
+        self.calls += 1
+        return self.indices
+
+
+def _make(point_sampled: bool, indices, num_points: int = 5) -> SetCriterion:
+    return SetCriterion(
+        num_classes=NUM_CLASSES,
+        matcher=CountingMatcher(indices),
+        weight_dict={"loss_ce": 2.0, "loss_mask": 5.0, "loss_dice": 5.0},
+        eos_coef=0.2,
+        losses=["labels", "masks"],
+        num_points=num_points,
+        oversample_ratio=3.0,
+        importance_sample_ratio=0.75,
+        point_sampled=point_sampled,
+    )
+
+
+def _batch():
+    """Two images, 3 and 2 targets of different sizes, 8 x 6 and 5 x 4 (the second is padded to
+    8 x 6: the padded height and width differ); 4 queries each."""
+    g = torch.Generator().manual_seed(3)
+    pred_logits = torch.randn(2, 4, NUM_CLASSES + 1, generator=g)
+    pred_masks = torch.randn(2, 4, 4, 3, generator=g) * 2  # (B, Q, h, w) at 1/2 here
+    t0 = (torch.rand(3, 8, 6, generator=g) > 0.5).float()
+    t1 = (torch.rand(2, 5, 4, generator=g) > 0.3).float()  # smaller: zero-padded to 8 x 6
+    targets = [
+        {"labels": torch.tensor([2, 0, 1]), "masks": t0},
+        {"labels": torch.tensor([1, 1]), "masks": t1},
+    ]
+    # Out-of-order indices: query q of image b supervised by target j.
+    indices = [
+        (torch.tensor([3, 0, 2]), torch.tensor([1, 2, 0])),
+        (torch.tensor([1, 2]), torch.tensor([1, 0])),
+    ]
+    return {"pred_logits": pred_logits, "pred_masks": pred_masks}, targets, indices
+
+
+def _pairs(outputs, targets, indices):
+    """The M matched (prediction logits (h, w), padded target (8, 6)) pairs, image by image."""
+    pairs = []
+    for b, (qs, js) in enumerate(indices):
+        for q, j in zip(qs.tolist(), js.tolist()):
+            tgt = torch.zeros(8, 6)
+            m = targets[b]["masks"][j]
+            tgt[: m.shape[0], : m.shape[1]] = m
+            pairs.append((outputs["pred_masks"][b, q], tgt))
+    return pairs
+
+
+def _ce64(outputs, targets, indices, eos_coef=0.2) -> float:
+    """Class-weighted cross-entropy over all B*Q queries; unmatched -> "no object"."""
+    logits = outputs["pred_logits"].double()
+    num, den = 0.0, 0.0
+    for b in range(logits.shape[0]):
+        target = [NUM_CLASSES] * logits.shape[1]
+        for q, j in zip(*[x.tolist() for x in indices[b]]):
+            target[q] = int(targets[b]["labels"][j])
+        for q, c in enumerate(target):
+            w = eos_coef if c == NUM_CLASSES else 1.0
+            num += -w * logits[b, q].log_softmax(-1)[c].item()
+            den += w
+    return num / den
+
+
+def test_full_mask_losses_over_two_images_and_five_masks():
+    outputs, targets, indices = _batch()
+    losses = _make(False, indices)(outputs, targets)
+    pairs = _pairs(outputs, targets, indices)
+    up = [
+        nn.functional.interpolate(
+            p[None, None].double(), size=(8, 6), mode="bilinear", align_corners=False
+        ).flatten()
+        for p, _ in pairs
+    ]
+    x = torch.stack(up)
+    t = torch.stack([tgt.flatten() for _, tgt in pairs])
+    assert losses["loss_mask"].item() == pytest.approx(_bce64(x, t).sum().item() / 5, rel=1e-5)
+    assert losses["loss_dice"].item() == pytest.approx(_dice64(x, t).sum().item() / 5, rel=1e-5)
+    assert losses["loss_ce"].item() == pytest.approx(_ce64(outputs, targets, indices), rel=1e-5)
+
+
+def test_point_sampled_losses_over_two_images_and_five_masks(monkeypatch):
+    """Fixed per-pair points (inside the padding too): BCE/dice at those points, / num_masks."""
+    outputs, targets, indices = _batch()
+    g = torch.Generator().manual_seed(9)
+    coords = torch.rand(5, 7, 2, generator=g)  # (M, P, 2): a different point set per pair
+    seen = {}
+
+    def fixed_points(
+        mask_logits, uncertainty_func, num_points, oversample_ratio, importance_sample_ratio
+    ):
+        seen.update(shape=tuple(mask_logits.shape), args=(num_points, oversample_ratio))
+        seen["importance"] = importance_sample_ratio
+        return coords
+
+    monkeypatch.setattr(
+        criterion_module, "get_uncertain_point_coords_with_randomness", fixed_points
+    )
+    losses = _make(True, indices, num_points=7)(outputs, targets)
+    assert seen == {"shape": (5, 1, 4, 3), "args": (7, 3.0), "importance": 0.75}
+
+    pairs = _pairs(outputs, targets, indices)
+    x = torch.cat([bilinear64(p[None], coords[k]) for k, (p, _) in enumerate(pairs)])
+    t = torch.cat([bilinear64(tgt[None], coords[k]) for k, (_, tgt) in enumerate(pairs)])
+    assert losses["loss_mask"].item() == pytest.approx(_bce64(x, t).sum().item() / 5, rel=1e-5)
+    assert losses["loss_dice"].item() == pytest.approx(_dice64(x, t).sum().item() / 5, rel=1e-5)
+
+
+def test_num_masks_is_averaged_over_workers(monkeypatch):
+    """Two workers with 5 and 3 masks: every worker divides by (5 + 3) / 2 = 4."""
+    outputs, targets, indices = _batch()
+    monkeypatch.setattr(criterion_module, "_world_size", lambda: 2)
+
+    def all_reduce(tensor):
+        tensor += 3.0  # the other worker's count
+
+    monkeypatch.setattr(torch.distributed, "all_reduce", all_reduce)
+    crit = _make(False, indices)
+    assert crit.num_masks_across_workers(targets, torch.device("cpu")) == 4.0
+    single = _make(False, indices)
+    monkeypatch.setattr(criterion_module, "_world_size", lambda: 1)
+    ref = single(outputs, targets)
+    monkeypatch.setattr(criterion_module, "_world_size", lambda: 2)
+    got = crit(outputs, targets)
+    for key in ("loss_mask", "loss_dice"):
+        assert got[key].item() == pytest.approx(ref[key].item() * 5 / 4, rel=1e-6)
+    assert got["loss_ce"].item() == pytest.approx(ref["loss_ce"].item(), rel=1e-6)
+
+
+def test_world_size_is_one_without_a_process_group():
+    assert criterion_module._world_size() == 1
+
+
+def test_aux_outputs_get_their_own_matching_and_suffixed_losses():
+    outputs, targets, indices = _batch()
+    aux = [
+        {"pred_logits": outputs["pred_logits"] * 0.5, "pred_masks": outputs["pred_masks"] + 1},
+        {"pred_logits": outputs["pred_logits"], "pred_masks": outputs["pred_masks"]},
+    ]
+    crit = _make(False, indices)
+    losses = crit(dict(outputs, aux_outputs=aux), targets)
+    assert crit.matcher.calls == 3  # last layer + two auxiliary predictions
+    assert sorted(losses) == sorted(
+        f"{k}{s}" for k in ("loss_ce", "loss_mask", "loss_dice") for s in ("", "_0", "_1")
+    )
+    for key in ("loss_ce", "loss_mask", "loss_dice"):
+        assert losses[f"{key}_1"].item() == pytest.approx(losses[key].item(), rel=1e-6)
+        assert not math.isclose(losses[f"{key}_0"].item(), losses[key].item(), rel_tol=1e-4)
+    plain = _make(False, indices)(aux[0], targets)
+    for key in ("loss_ce", "loss_mask", "loss_dice"):
+        assert losses[f"{key}_0"].item() == pytest.approx(plain[key].item(), rel=1e-6)
+
+
+def test_only_the_requested_losses_are_computed():
+    outputs, targets, indices = _batch()
+    crit = _make(False, indices)
+    crit.losses = ["labels"]
+    assert sorted(crit(outputs, targets)) == ["loss_ce"]
+
+
+def test_no_target_in_the_batch_gives_zero_mask_losses_with_gradients():
+    outputs, _, _ = _batch()
+    outputs = {k: v.clone().requires_grad_() for k, v in outputs.items()}
+    empty = [{"labels": torch.zeros(0, dtype=torch.int64), "masks": torch.zeros(0, 8, 6)}] * 2
+    crit = _make(True, [(torch.zeros(0, dtype=torch.int64),) * 2] * 2)
+    losses = crit(outputs, empty)
+    assert losses["loss_mask"].item() == 0 and losses["loss_dice"].item() == 0
+    # Every query is "no object": the cross-entropy is the plain mean over queries.
+    ce = -outputs["pred_logits"].double().log_softmax(-1)[..., NUM_CLASSES].mean()
+    assert losses["loss_ce"].item() == pytest.approx(ce.item(), rel=1e-5)
+    sum(losses.values()).backward()
+    assert outputs["pred_masks"].grad is not None
+
+
+def test_empty_weight_and_repr():
+    crit = _make(True, [])
+    assert crit.empty_weight.tolist() == pytest.approx([1.0, 1.0, 1.0, 0.2])
+    text = repr(crit)
+    for part in ("num_classes=3", "eos_coef=0.2", "num_points=5", "oversample_ratio=3.0"):
+        assert part in text
+    assert "importance_sample_ratio=0.75" in text and "point_sampled=True" in text
+
+
+def test_invalid_arguments_name_the_fix():
+    with pytest.raises(ValueError, match="unknown losses \\['boxes'\\]"):
+        SetCriterion(3, HungarianMatcher(), {}, 0.1, ["labels", "boxes"], 10, 3.0, 0.75)
+    with pytest.raises(ValueError, match="POINT_SAMPLED_LOSS"):
+        SetCriterion(3, HungarianMatcher(), {}, 0.1, ["masks"], 0, 3.0, 0.75)
+    SetCriterion(3, HungarianMatcher(), {}, 0.1, ["masks"], 0, 3.0, 0.75, point_sampled=False)

@@ -14,6 +14,7 @@ from mask2former.solver import (
     build_optimizer,
     maybe_add_full_model_gradient_clipping,
 )
+from mask2former.solver.build import get_param_groups
 
 
 class FakeSwinBlock(nn.Module):
@@ -223,3 +224,179 @@ def test_poly_lr_resume_follows_the_config(caplog):
     assert sched.last_epoch == 150
     assert lrs[-1] == pytest.approx((1 - 150 / 200) ** 0.9)
     assert all(math.isfinite(x) and x > 0 for x in lrs)
+
+
+# ----------------------------------------------------------------------------------------------
+# Solver settings that must each decide something (mask2former/solver/build.py): every value
+# below differs from the published default, so a setting read from the wrong key, or hard-coded,
+# fails.
+
+
+def _cfg(**solver):
+    cfg = get_cfg()
+    add_deeplab_config(cfg)
+    add_maskformer2_config(cfg)
+    cfg.SOLVER.BACKBONE_MULTIPLIER = 1.0
+    for k, v in solver.items():
+        node, key = cfg.SOLVER, k
+        if "." in k:
+            sub, key = k.split(".")
+            node = getattr(cfg.SOLVER, sub)
+        setattr(node, key, v)
+    return cfg
+
+
+def _lrs(cfg, iters):
+    model = nn.Linear(2, 2)
+    opt = build_optimizer(cfg, model)
+    sched = build_lr_scheduler(cfg, opt)
+    lrs = []
+    for _ in range(iters):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    return lrs
+
+
+@pytest.mark.parametrize("power", [0.5, 2.0])
+def test_poly_power_warmup_and_constant_ending(power):
+    """lr(it) = base * warmup(it) * max((1 - it / MAX_ITER) ** power, constant_ending), with a
+    linear warm-up from WARMUP_FACTOR to 1 over WARMUP_ITERS."""
+    base, max_iter, warm, factor, ending = 2.0, 50, 10, 0.2, 0.05
+    cfg = _cfg(
+        LR_SCHEDULER_NAME="WarmupPolyLR",
+        BASE_LR=base,
+        MAX_ITER=max_iter,
+        WARMUP_ITERS=warm,
+        WARMUP_FACTOR=factor,
+        WARMUP_METHOD="linear",
+        POLY_LR_POWER=power,
+        POLY_LR_CONSTANT_ENDING=ending,
+    )
+    lrs = _lrs(cfg, max_iter)
+    for it in range(max_iter):
+        alpha = it / warm
+        w = factor * (1 - alpha) + alpha if it < warm else 1.0
+        poly = (1 - it / max_iter) ** power
+        expected = base * w * (ending if poly < ending else poly)
+        assert lrs[it] == pytest.approx(expected, rel=1e-9), it
+    if power == 2.0:  # (1 / 50) ** 2 < 0.05: the constant ending is reached
+        assert lrs[-1] == pytest.approx(base * ending)
+
+
+def test_constant_warmup_method():
+    cfg = _cfg(
+        LR_SCHEDULER_NAME="WarmupPolyLR",
+        BASE_LR=1.0,
+        MAX_ITER=20,
+        WARMUP_ITERS=5,
+        WARMUP_FACTOR=0.3,
+        WARMUP_METHOD="constant",
+        POLY_LR_POWER=1.0,
+        POLY_LR_CONSTANT_ENDING=0.0,
+    )
+    lrs = _lrs(cfg, 20)
+    assert lrs[:5] == pytest.approx([0.3 * (1 - it / 20) for it in range(5)])
+    assert lrs[5:] == pytest.approx([1 - it / 20 for it in range(5, 20)])
+
+
+def test_multistep_schedule_uses_its_gamma_and_steps():
+    cfg = _cfg(
+        LR_SCHEDULER_NAME="WarmupMultiStepLR",
+        BASE_LR=1.0,
+        MAX_ITER=12,
+        STEPS=(4, 8),
+        GAMMA=0.5,
+        WARMUP_ITERS=0,
+    )
+    assert _lrs(cfg, 12) == pytest.approx([1.0] * 4 + [0.5] * 4 + [0.25] * 4)
+
+
+class _Model(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.backbone = nn.Sequential(nn.Linear(2, 2), nn.LayerNorm(2))
+        self.backbone.relative_position_bias_table = nn.Parameter(torch.zeros(3))
+        self.head = nn.Linear(2, 2)
+        self.norm = nn.GroupNorm(1, 2)
+        self.embed = nn.Embedding(3, 2)
+
+
+def test_param_groups_with_distinct_values_for_every_rule():
+    m = _Model()
+    groups = get_param_groups(
+        m,
+        base_lr=1.0,
+        weight_decay=0.3,
+        weight_decay_norm=0.2,
+        weight_decay_embed=0.1,
+        backbone_multiplier=0.5,
+    )
+    of = {id(p): (g["lr"], g["weight_decay"]) for g in groups for p in g["params"]}
+    assert of[id(m.backbone[0].weight)] == (0.5, 0.3)
+    assert of[id(m.backbone[1].weight)] == (0.5, 0.2)  # backbone norm
+    assert of[id(m.backbone.relative_position_bias_table)] == (0.5, 0.0)
+    assert of[id(m.head.weight)] == (1.0, 0.3) and of[id(m.head.bias)] == (1.0, 0.3)
+    assert of[id(m.norm.weight)] == (1.0, 0.2) and of[id(m.norm.bias)] == (1.0, 0.2)
+    assert of[id(m.embed.weight)] == (1.0, 0.1)
+    assert len(of) == sum(1 for _ in m.parameters())
+    assert len(groups) == 6  # one group per distinct (lr, weight decay)
+
+
+def test_optimizer_reads_every_solver_key():
+    m = _Model()
+    cfg = _cfg(
+        OPTIMIZER="SGD",
+        BASE_LR=0.7,
+        MOMENTUM=0.8,
+        WEIGHT_DECAY=0.3,
+        WEIGHT_DECAY_NORM=0.2,
+        WEIGHT_DECAY_EMBED=0.1,
+        BACKBONE_MULTIPLIER=0.5,
+    )
+    cfg.SOLVER.CLIP_GRADIENTS.ENABLED = False
+    opt = build_optimizer(cfg, m)
+    assert isinstance(opt, torch.optim.SGD) and type(opt) is torch.optim.SGD
+    assert {g["momentum"] for g in opt.param_groups} == {0.8}
+    assert {(g["lr"], g["weight_decay"]) for g in opt.param_groups} == {
+        (0.35, 0.3),
+        (0.35, 0.2),
+        (0.35, 0.0),
+        (0.7, 0.3),
+        (0.7, 0.2),
+        (0.7, 0.1),
+    }
+    cfg.SOLVER.OPTIMIZER = "adamw"  # case-insensitive
+    assert isinstance(build_optimizer(cfg, m), torch.optim.AdamW)
+
+
+@pytest.mark.parametrize("norm_type,clip", [(1.0, 0.5), (2.0, 0.25)])
+def test_full_model_clipping_uses_the_norm_type_and_value(norm_type, clip):
+    m = nn.Linear(3, 1, bias=False)
+    cfg = _cfg(OPTIMIZER="SGD", BASE_LR=1.0, MOMENTUM=0.0, WEIGHT_DECAY=0.0)
+    cfg.SOLVER.CLIP_GRADIENTS.ENABLED = True
+    cfg.SOLVER.CLIP_GRADIENTS.CLIP_TYPE = "full_model"
+    cfg.SOLVER.CLIP_GRADIENTS.CLIP_VALUE = clip
+    cfg.SOLVER.CLIP_GRADIENTS.NORM_TYPE = norm_type
+    opt = build_optimizer(cfg, m)
+    with torch.no_grad():
+        m.weight.zero_()
+    m.weight.grad = torch.tensor([[3.0, -4.0, 0.0]])  # L1 norm 7, L2 norm 5
+    opt.step()
+    total = 7.0 if norm_type == 1.0 else 5.0
+    expected = -torch.tensor([[3.0, -4.0, 0.0]]) * clip / total
+    torch.testing.assert_close(m.weight.detach(), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_per_parameter_value_clipping_when_not_full_model():
+    m = nn.Linear(2, 1, bias=False)
+    cfg = _cfg(OPTIMIZER="SGD", BASE_LR=1.0, MOMENTUM=0.0, WEIGHT_DECAY=0.0)
+    cfg.SOLVER.CLIP_GRADIENTS.ENABLED = True
+    cfg.SOLVER.CLIP_GRADIENTS.CLIP_TYPE = "value"
+    cfg.SOLVER.CLIP_GRADIENTS.CLIP_VALUE = 0.5
+    opt = build_optimizer(cfg, m)
+    with torch.no_grad():
+        m.weight.zero_()
+    m.weight.grad = torch.tensor([[3.0, -0.2]])
+    opt.step()
+    torch.testing.assert_close(m.weight.detach(), torch.tensor([[-0.5, 0.2]]))

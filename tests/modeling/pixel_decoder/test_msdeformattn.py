@@ -1,0 +1,259 @@
+"""The deformable encoder and pixel decoder against a slow float64 re-implementation
+(modeling/pixel_decoder/msdeformattn.py; Deformable DETR Eq. 2-3, Mask2Former Sec. 4.1).
+
+The reference reads only the module's parameters and recomputes, token by token: query = x + pos
+(sine + level embedding); for head m, level l, point k a location = the token's reference point
+(the centre of its own pixel, normalised by its level's size) + offset / (W_l, H_l); the value map
+of level l (its rows start after all tokens of the finer-indexed levels before it) sampled
+bilinearly there (zero outside); the softmax-over-(l, k) weighted sum; output projection, then
+post-norm residual blocks (attention, FFN with ReLU).
+"""
+
+import math
+import shutil
+
+import pytest
+import torch
+import torch.nn.functional as F
+from detectron2.layers import ShapeSpec
+
+from mask2former.modeling.pixel_decoder.msdeformattn import (
+    MSDeformAttnPixelDecoder,
+    MSDeformAttnTransformerEncoder,
+    MSDeformAttnTransformerEncoderOnly,
+)
+from mask2former.modeling.pixel_decoder.ops import backends
+
+HAS_CXX = shutil.which("c++") is not None or shutil.which("g++") is not None
+BACKENDS = [
+    "pytorch",
+    pytest.param("cpp", marks=pytest.mark.skipif(not HAS_CXX, reason="no C++ compiler")),
+]
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request, monkeypatch):
+    """Forces one CPU backend (the compiled kernel is the one that reads level_start_index)."""
+    backends._select.cache_clear()
+    monkeypatch.setenv(backends.ENV_VAR, request.param)
+    assert backends.select_backend("cpu").name == request.param
+    yield request.param
+    backends._select.cache_clear()
+
+
+def test_get_reference_points_are_pixel_centres_of_each_level():
+    ref = MSDeformAttnTransformerEncoder.get_reference_points([(2, 3), (1, 2)], 2, "cpu")
+    assert ref.shape == (2, 8, 2, 2)  # (B, S, L, 2)
+    expected = torch.tensor(
+        [[1 / 6, 1 / 4], [3 / 6, 1 / 4], [5 / 6, 1 / 4], [1 / 6, 3 / 4], [3 / 6, 3 / 4]]
+        + [[5 / 6, 3 / 4], [1 / 4, 1 / 2], [3 / 4, 1 / 2]]
+    )  # (x, y): row-major over level 0 (2 x 3), then level 1 (1 x 2)
+    for b in range(2):
+        for lvl in range(2):  # the same normalised point is used on every level
+            torch.testing.assert_close(ref[b, :, lvl], expected)
+
+
+def _encoder(levels: int = 3) -> MSDeformAttnTransformerEncoderOnly:
+    torch.manual_seed(0)
+    enc = MSDeformAttnTransformerEncoderOnly(
+        d_model=8,
+        nhead=2,
+        num_encoder_layers=2,
+        dim_feedforward=16,
+        dropout=0.0,
+        num_feature_levels=levels,
+        enc_n_points=2,
+    )
+    with torch.no_grad():  # query-dependent offsets and weights, non-zero biases
+        for name, p in enc.named_parameters():
+            if "sampling_offsets.weight" in name or "attention_weights" in name:
+                p.normal_(0, 0.5)
+            elif name.endswith("bias"):
+                p.normal_(0, 0.1)
+    return enc.double().eval()
+
+
+def _bilinear(value_map: torch.Tensor, x: float, y: float) -> torch.Tensor:
+    """value_map (H, W, D); (x, y) normalised, pixel centres at (j + 0.5) / W; zero outside."""
+    h, w, _ = value_map.shape
+    u, v = x * w - 0.5, y * h - 0.5
+    u0, v0 = math.floor(u), math.floor(v)
+    out = torch.zeros(value_map.shape[-1], dtype=torch.float64)
+    for uu in (u0, u0 + 1):
+        for vv in (v0, v0 + 1):
+            if 0 <= uu < w and 0 <= vv < h:
+                out += (1 - abs(u - uu)) * (1 - abs(v - vv)) * value_map[vv, uu]
+    return out
+
+
+def _linear(x, sd, name):
+    return x @ sd[name + ".weight"].T + sd[name + ".bias"]
+
+
+def _layer_norm(x, sd, name, eps=1e-5):
+    mu = x.mean(-1, keepdim=True)
+    var = ((x - mu) ** 2).mean(-1, keepdim=True)
+    return (x - mu) / torch.sqrt(var + eps) * sd[name + ".weight"] + sd[name + ".bias"]
+
+
+def _reference_encoder(enc, srcs, poses, num_layers=2, heads=2, points=2):
+    sd = {k: v.double() for k, v in enc.state_dict().items()}
+    shapes = [tuple(s.shape[-2:]) for s in srcs]
+    num_levels = len(shapes)
+    starts = [sum(h * w for h, w in shapes[:lvl]) for lvl in range(num_levels)]
+    x = torch.cat([s.double().flatten(2).transpose(1, 2) for s in srcs], 1)  # (B, S, C)
+    pos = torch.cat(
+        [p.double().flatten(2).transpose(1, 2) + sd["level_embed"][i] for i, p in enumerate(poses)],
+        1,
+    )
+    ref = [((j + 0.5) / w, (i + 0.5) / h) for h, w in shapes for i in range(h) for j in range(w)]
+    B, S, C = x.shape
+    D = C // heads
+    for k in range(num_layers):
+        pre = f"encoder.layers.{k}."
+        q = x + pos
+        value = _linear(x, sd, pre + "self_attn.value_proj").view(B, S, heads, D)
+        off = _linear(q, sd, pre + "self_attn.sampling_offsets")
+        off = off.view(B, S, heads, num_levels, points, 2)
+        aw = _linear(q, sd, pre + "self_attn.attention_weights")
+        aw = aw.view(B, S, heads, num_levels * points).softmax(-1)
+        aw = aw.view(B, S, heads, num_levels, points)
+        attn = torch.zeros(B, S, heads, D, dtype=torch.float64)
+        for b in range(B):
+            for s in range(S):
+                for m in range(heads):
+                    for lvl, (h, w) in enumerate(shapes):
+                        level_map = value[b, starts[lvl] : starts[lvl] + h * w, m].view(h, w, D)
+                        for p in range(points):
+                            lx = ref[s][0] + float(off[b, s, m, lvl, p, 0]) / w
+                            ly = ref[s][1] + float(off[b, s, m, lvl, p, 1]) / h
+                            attn[b, s, m] += aw[b, s, m, lvl, p] * _bilinear(level_map, lx, ly)
+        attn = _linear(attn.view(B, S, C), sd, pre + "self_attn.output_proj")
+        x = _layer_norm(x + attn, sd, pre + "norm1")
+        ffn = _linear(torch.relu(_linear(x, sd, pre + "linear1")), sd, pre + "linear2")
+        x = _layer_norm(x + ffn, sd, pre + "norm2")
+    return x
+
+
+def _levels(batch=2, shapes=((4, 3), (2, 2), (1, 2)), channels=8):
+    g = torch.Generator().manual_seed(1)
+    srcs = [torch.randn(batch, channels, h, w, generator=g, dtype=torch.float64) for h, w in shapes]
+    poses = [
+        torch.randn(batch, channels, h, w, generator=g, dtype=torch.float64) for h, w in shapes
+    ]
+    return srcs, poses
+
+
+def test_spatial_shapes_and_cumulative_level_start_index():
+    enc = _encoder()
+    srcs, poses = _levels(shapes=((4, 3), (2, 2), (1, 2)))
+    with torch.no_grad():
+        memory, shapes, starts = enc(srcs, poses)
+    assert memory.shape == (2, 12 + 4 + 2, 8)
+    assert shapes.tolist() == [[4, 3], [2, 2], [1, 2]] and shapes.dtype == torch.int64
+    assert starts.tolist() == [0, 12, 16] and starts.dtype == torch.int64
+
+
+def test_encoder_matches_float64_reimplementation(backend):
+    enc = _encoder()
+    srcs, poses = _levels()
+    with torch.no_grad():
+        memory, _, _ = enc(srcs, poses)
+    expected = _reference_encoder(enc, srcs, poses)
+    # The module builds its reference points in float32 (as the published code): ~1e-8 apart.
+    torch.testing.assert_close(memory, expected, atol=1e-6, rtol=1e-6)
+
+
+def test_encoder_levels_are_not_interchangeable(backend):
+    """Reordering the levels (another level first) changes the result: level embeddings and
+    level-specific offsets follow the level index (guards against an encoder ignoring levels)."""
+    enc = _encoder()
+    srcs, poses = _levels()
+    with torch.no_grad():
+        memory, _, _ = enc(srcs, poses)
+        swapped, _, _ = enc([srcs[1], srcs[0], srcs[2]], [poses[1], poses[0], poses[2]])
+    # The tokens of level 2 are at the end in both orders; their outputs must differ.
+    assert not torch.allclose(memory[:, -2:], swapped[:, -2:])
+
+
+# ---- the pixel decoder's wiring ---------------------------------------------------------------
+
+_INPUT_SHAPE = {
+    "res2": ShapeSpec(channels=6, stride=4),
+    "res3": ShapeSpec(channels=10, stride=8),
+    "res4": ShapeSpec(channels=12, stride=16),
+    "res5": ShapeSpec(channels=14, stride=32),
+}
+
+
+def _decoder() -> MSDeformAttnPixelDecoder:
+    torch.manual_seed(0)
+    return MSDeformAttnPixelDecoder(
+        _INPUT_SHAPE,
+        transformer_dropout=0.0,
+        transformer_nheads=4,
+        transformer_dim_feedforward=64,
+        transformer_enc_layers=1,
+        conv_dim=32,
+        mask_dim=16,
+        norm="GN",
+        transformer_in_features=["res3", "res4", "res5"],
+        common_stride=4,
+    ).eval()
+
+
+def _features():
+    g = torch.Generator().manual_seed(2)
+    sizes = {"res2": (16, 12), "res3": (8, 6), "res4": (4, 3), "res5": (2, 2)}
+    return {
+        k: torch.randn(1, _INPUT_SHAPE[k].channels, *hw, generator=g) for k, hw in sizes.items()
+    }
+
+
+def test_pixel_decoder_structure():
+    dec = _decoder()
+    assert dec.in_features == ["res2", "res3", "res4", "res5"]
+    assert dec.transformer_in_features == ["res3", "res4", "res5"]
+    assert dec.transformer_feature_strides == [8, 16, 32]
+    assert dec.num_fpn_levels == 1 and dec.maskformer_num_feature_levels == 3
+    # input_proj[0] reads res5 (coarsest first), input_proj[2] reads res3.
+    assert [p[0].in_channels for p in dec.input_proj] == [14, 12, 10]
+    assert all(p[0].bias.abs().max() == 0 for p in dec.input_proj)
+    assert dec.transformer.encoder.num_layers == 1
+    assert dec.transformer.encoder.layers[0].linear1.out_features == 64
+    assert dec.transformer.encoder.layers[0].self_attn.n_heads == 4
+    assert dec.transformer.encoder.layers[0].self_attn.n_levels == 3
+    assert dec.lateral_convs[0].in_channels == 6
+    assert dec.mask_features.out_channels == 16 and dec.mask_dim == 16
+
+
+def test_pixel_decoder_outputs_recomposed_from_its_parts():
+    dec = _decoder()
+    feats = _features()
+    with torch.no_grad():
+        mask_features, coarsest, multi_scale = dec.forward_features(feats)
+        # The encoder sees res5, res4, res3 (low to high resolution), each projected by its own
+        # input_proj, with the sine encoding of its own size.
+        order = ["res5", "res4", "res3"]
+        srcs = [dec.input_proj[i](feats[f]) for i, f in enumerate(order)]
+        pos = [dec.pe_layer(feats[f]) for f in order]
+        memory, shapes, _ = dec.transformer(srcs, pos)
+        maps, start = [], 0
+        for h, w in shapes.tolist():
+            maps.append(memory[:, start : start + h * w].transpose(1, 2).reshape(1, -1, h, w))
+            start += h * w
+        lateral = dec.lateral_convs[0](feats["res2"])
+        up = F.interpolate(maps[-1], size=lateral.shape[-2:], mode="bilinear", align_corners=False)
+        finest = dec.output_convs[0](lateral + up)
+        expected_mask = dec.mask_features(finest)
+    assert [tuple(m.shape[-2:]) for m in multi_scale] == [(2, 2), (4, 3), (8, 6)]
+    for got, expected in zip(multi_scale, maps, strict=True):
+        torch.testing.assert_close(got, expected)
+    torch.testing.assert_close(coarsest, maps[0])
+    assert mask_features.shape == (1, 16, 16, 12)
+    torch.testing.assert_close(mask_features, expected_mask)
+
+
+def test_pixel_decoder_forward_points_to_forward_features():
+    with pytest.raises(NotImplementedError, match="forward_features"):
+        _decoder()(_features())
