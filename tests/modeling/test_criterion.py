@@ -517,8 +517,14 @@ def test_empty_weight_and_repr():
 
 
 def test_invalid_arguments_name_the_fix():
-    with pytest.raises(ValueError, match="unknown losses \\['boxes'\\]"):
+    with pytest.raises(ValueError) as err:
         SetCriterion(3, HungarianMatcher(), {}, 0.1, ["labels", "boxes"], 10, 3.0, 0.75)
-    with pytest.raises(ValueError, match="POINT_SAMPLED_LOSS"):
+    assert str(err.value) == "SetCriterion: unknown losses ['boxes']; valid: 'labels', 'masks'"
+    with pytest.raises(ValueError) as err:
         SetCriterion(3, HungarianMatcher(), {}, 0.1, ["masks"], 0, 3.0, 0.75)
+    assert str(err.value) == (
+        "SetCriterion: point_sampled=True needs num_points > 0, got 0; set "
+        "MODEL.MASK_FORMER.TRAIN_NUM_POINTS or MODEL.MASK_FORMER.POINT_SAMPLED_LOSS False"
+    )
     SetCriterion(3, HungarianMatcher(), {}, 0.1, ["masks"], 0, 3.0, 0.75, point_sampled=False)
+    SetCriterion(3, HungarianMatcher(), {}, 0.1, ["masks"], 1, 3.0, 0.75)  # one point is enough
