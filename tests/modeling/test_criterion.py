@@ -510,10 +510,11 @@ def test_no_target_in_the_batch_gives_zero_mask_losses_with_gradients():
 def test_empty_weight_and_repr():
     crit = _make(True, [])
     assert crit.empty_weight.tolist() == pytest.approx([1.0, 1.0, 1.0, 0.2])
-    text = repr(crit)
-    for part in ("num_classes=3", "eos_coef=0.2", "num_points=5", "oversample_ratio=3.0"):
-        assert part in text
-    assert "importance_sample_ratio=0.75" in text and "point_sampled=True" in text
+    assert crit.extra_repr() == (
+        "num_classes=3, eos_coef=0.2, losses=['labels', 'masks'], "
+        "weight_dict={'loss_ce': 2.0, 'loss_mask': 5.0, 'loss_dice': 5.0}, num_points=5, "
+        "oversample_ratio=3.0, importance_sample_ratio=0.75, point_sampled=True"
+    )
 
 
 def test_invalid_arguments_name_the_fix():
