@@ -90,6 +90,8 @@ PROJECT = {
     "TEST.BOUNDARY_AP_DILATION_RATIO": (0.02, "evaluation.md"),
     "TEST.MIOU_CONVENTION": ("v0.6", "evaluation.md"),
     "SOLVER.LOG_PERIOD": (20, "training.md"),
+    "TEST.AMP.ENABLED": (False, "model.md"),
+    "TEST.AMP.PRECISION": ("bfloat16", "model.md"),
     # The timm backbone, documented as a `MODEL: TIMM:` YAML block in docs/model.md.
     "MODEL.TIMM.NAME": ("", "model.md"),
     "MODEL.TIMM.PRETRAINED": (False, "model.md"),
