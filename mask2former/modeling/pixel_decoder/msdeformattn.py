@@ -44,11 +44,26 @@ class MSDeformAttnTransformerEncoderLayer(nn.Module):
         self.norm2 = nn.LayerNorm(d_model)
 
     def forward(
-        self, src, pos, reference_points, spatial_shapes, level_start_index, padding_mask=None
+        self,
+        src,
+        pos,
+        reference_points,
+        spatial_shapes,
+        level_start_index,
+        padding_mask=None,
+        *,
+        shapes: list[tuple[int, int]] | None = None,
     ):
-        """src, pos: (B, S, C); reference_points: (B, S, L, 2) -> (B, S, C)."""
+        """src, pos: (B, S, C); reference_points: (B, S, L, 2) -> (B, S, C). `shapes`: the
+        (H_l, W_l) of `spatial_shapes` as Python ints, if known."""
         src2 = self.self_attn(
-            src + pos, reference_points, src, spatial_shapes, level_start_index, padding_mask
+            src + pos,
+            reference_points,
+            src,
+            spatial_shapes,
+            level_start_index,
+            padding_mask,
+            input_shapes=shapes,
         )
         src = self.norm1(src + self.dropout1(src2))
         src2 = self.linear2(self.dropout2(F.relu(self.linear1(src))))
@@ -69,9 +84,11 @@ class MSDeformAttnTransformerEncoder(nn.Module):
         (no padding: valid ratios are 1). Returns (B, S, L, 2)."""
         reference_points_list = []
         for H_, W_ in spatial_shapes:
+            # arange + 0.5 is exactly linspace(0.5, H_ - 0.5, H_) (whole numbers + 0.5 are exact
+            # in float32) and keeps H_ symbolic under torch.export, where linspace fixes it.
             ref_y, ref_x = torch.meshgrid(
-                torch.linspace(0.5, H_ - 0.5, H_, dtype=torch.float32, device=device),
-                torch.linspace(0.5, W_ - 0.5, W_, dtype=torch.float32, device=device),
+                torch.arange(H_, dtype=torch.float32, device=device) + 0.5,
+                torch.arange(W_, dtype=torch.float32, device=device) + 0.5,
                 indexing="ij",
             )
             ref = torch.stack((ref_x.reshape(-1) / W_, ref_y.reshape(-1) / H_), -1)  # (H_*W_, 2)
@@ -80,13 +97,32 @@ class MSDeformAttnTransformerEncoder(nn.Module):
         L = len(spatial_shapes)
         return reference_points[None, :, None, :].expand(batch, -1, L, -1)
 
-    def forward(self, src, spatial_shapes, level_start_index, pos, padding_mask=None):
-        shapes = [(int(h), int(w)) for h, w in spatial_shapes.tolist()]
+    def forward(
+        self,
+        src,
+        spatial_shapes,
+        level_start_index,
+        pos,
+        padding_mask=None,
+        *,
+        shapes: list[tuple[int, int]] | None = None,
+    ):
+        """src, pos: (B, S, C) -> (B, S, C). `shapes`: the (H_l, W_l) of `spatial_shapes` as
+        Python ints, if known (they are symbolic under `torch.export`, which cannot read a
+        tensor back)."""
+        if shapes is None:
+            shapes = [(int(h), int(w)) for h, w in spatial_shapes.tolist()]
         reference_points = self.get_reference_points(shapes, src.shape[0], src.device)
         output = src
         for layer in self.layers:
             output = layer(
-                output, pos, reference_points, spatial_shapes, level_start_index, padding_mask
+                output,
+                pos,
+                reference_points,
+                spatial_shapes,
+                level_start_index,
+                padding_mask,
+                shapes=shapes,
             )
         return output
 
@@ -140,13 +176,15 @@ class MSDeformAttnTransformerEncoderOnly(nn.Module):
             lvl_pos_embed_flatten.append(lvl_pos_embed)
         src_flatten = torch.cat(src_flatten, 1)
         lvl_pos_embed_flatten = torch.cat(lvl_pos_embed_flatten, 1)
-        spatial_shapes = torch.as_tensor(
-            spatial_shapes, dtype=torch.long, device=src_flatten.device
-        )
+        shapes = spatial_shapes
+        # torch.tensor, not torch.as_tensor: the latter fixes symbolic sizes under torch.export.
+        spatial_shapes = torch.tensor(shapes, dtype=torch.long, device=src_flatten.device)
         level_start_index = torch.cat(
             (spatial_shapes.new_zeros((1,)), spatial_shapes.prod(1).cumsum(0)[:-1])
         )
-        memory = self.encoder(src_flatten, spatial_shapes, level_start_index, lvl_pos_embed_flatten)
+        memory = self.encoder(
+            src_flatten, spatial_shapes, level_start_index, lvl_pos_embed_flatten, shapes=shapes
+        )
         return memory, spatial_shapes, level_start_index
 
 
@@ -267,12 +305,12 @@ class MSDeformAttnPixelDecoder(nn.Module):
             srcs.append(self.input_proj[idx](x))
             pos.append(self.pe_layer(x))
 
-        y, spatial_shapes, level_start_index = self.transformer(srcs, pos)  # (B, S, C)
+        y, _, _ = self.transformer(srcs, pos)  # (B, S, C)
         bs = y.shape[0]
-        sizes = [int(h) * int(w) for h, w in spatial_shapes.tolist()]
+        shapes = [src.shape[-2:] for src in srcs]  # (H_l, W_l), not read back from a tensor
         out = [
             z.transpose(1, 2).reshape(bs, -1, h, w)  # (B, C, H_l, W_l)
-            for z, (h, w) in zip(torch.split(y, sizes, dim=1), spatial_shapes.tolist())
+            for z, (h, w) in zip(torch.split(y, [h * w for h, w in shapes], dim=1), shapes)
         ]
 
         # Extra FPN levels down to common_stride (lateral 1x1 + bilinear upsampling + 3x3).

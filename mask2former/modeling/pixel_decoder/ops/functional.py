@@ -28,8 +28,13 @@ def ms_deform_attn(
     sampling_locations: Tensor,
     attention_weights: Tensor,
     im2col_step: int = 64,
+    *,
+    shapes: list[tuple[int, int]] | None = None,
 ) -> Tensor:
     """Multi-scale deformable attention with the automatically chosen (or forced) backend.
+
+    Under `torch.export` (and so the ONNX exporter) the `grid_sample` formulation always runs:
+    the compiled kernels are opaque to the exporter, `grid_sample` is a standard op.
 
     Args:
         value: (N, S, M, D) values of all levels, flattened level by level.
@@ -39,28 +44,47 @@ def ms_deform_attn(
         attention_weights: (N, Lq, M, L, P), normally a softmax over L * P.
         im2col_step: accepted for compatibility with the published op; the compiled kernels
             process the whole batch in one launch, so it has no effect.
+        shapes: the same (H_l, W_l) as Python ints, when the caller has them: the `grid_sample`
+            path then does not read `spatial_shapes` back (a host sync on CUDA; impossible
+            under `torch.export`, where sizes are symbolic).
 
     Returns:
         (N, Lq, M * D) in value's dtype.
     """
     del im2col_step  # see docstring
-    _check_shapes(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
-    backend = select_backend(value.device.type)
-    if backend.ext is None:
-        return ms_deform_attn_pytorch(value, spatial_shapes, sampling_locations, attention_weights)
+    _check_shapes(
+        value, spatial_shapes, level_start_index, sampling_locations, attention_weights, shapes
+    )
+    backend = None if torch.compiler.is_exporting() else select_backend(value.device.type)
+    if backend is None or backend.ext is None:
+        return ms_deform_attn_pytorch(
+            value,
+            spatial_shapes if shapes is None else shapes,
+            sampling_locations,
+            attention_weights,
+        )
     return MSDeformAttnFunction.apply(
         value, spatial_shapes, level_start_index, sampling_locations, attention_weights, backend.ext
     )
 
 
 def ms_deform_attn_pytorch(
-    value: Tensor, spatial_shapes: Tensor, sampling_locations: Tensor, attention_weights: Tensor
+    value: Tensor,
+    spatial_shapes: Tensor | list[tuple[int, int]],
+    sampling_locations: Tensor,
+    attention_weights: Tensor,
 ) -> Tensor:
-    """The `grid_sample` formulation; runs anywhere autograd does. Shapes as in `ms_deform_attn`."""
+    """The `grid_sample` formulation; runs anywhere autograd does (and exports to standard ops).
+
+    Shapes as in `ms_deform_attn`; `spatial_shapes` may also be the (H_l, W_l) as Python ints.
+    """
     N, _, M, D = value.shape
     _, Lq, _, L, P, _ = sampling_locations.shape
     dtype = torch.promote_types(value.dtype, sampling_locations.dtype)
-    shapes = [(int(h), int(w)) for h, w in spatial_shapes.tolist()]
+    if isinstance(spatial_shapes, Tensor):
+        shapes = [(int(h), int(w)) for h, w in spatial_shapes.tolist()]
+    else:
+        shapes = list(spatial_shapes)
     value_list = value.to(dtype).split([h * w for h, w in shapes], dim=1)
     grids = 2 * sampling_locations.to(dtype) - 1  # grid_sample wants [-1, 1]
     samples = []
@@ -108,7 +132,9 @@ class MSDeformAttnFunction(torch.autograd.Function):
         return grad_value, None, None, grad_loc.to(loc_dtype), grad_attn.to(attn_dtype), None
 
 
-def _check_shapes(value, spatial_shapes, level_start_index, sampling_locations, attention_weights):
+def _check_shapes(
+    value, spatial_shapes, level_start_index, sampling_locations, attention_weights, shapes=None
+):
     if value.dim() != 4:
         raise ValueError(f"value must be (N, S, M, D), got {tuple(value.shape)}")
     N, S, M, _ = value.shape
@@ -127,7 +153,13 @@ def _check_shapes(value, spatial_shapes, level_start_index, sampling_locations, 
         )
     if tuple(level_start_index.shape) != (L,):
         raise ValueError(f"level_start_index must be ({L},), got {tuple(level_start_index.shape)}")
-    if not torch.compiler.is_compiling() and int(spatial_shapes.prod(1).sum()) != S:
+    if shapes is not None:
+        if len(shapes) != L:
+            raise ValueError(f"shapes has {len(shapes)} levels, spatial_shapes {L}")
+        total = sum(h * w for h, w in shapes)
+        if isinstance(total, int) and total != S:  # symbolic under torch.export: not checked
+            raise ValueError(f"value has S={S} positions but shapes {shapes} sum to {total}")
+    elif not torch.compiler.is_compiling() and int(spatial_shapes.prod(1).sum()) != S:
         raise ValueError(
             f"value has S={S} positions but spatial_shapes {spatial_shapes.tolist()} sum to "
             f"{int(spatial_shapes.prod(1).sum())}"

@@ -66,6 +66,8 @@ class MSDeformAttn(nn.Module):
         input_spatial_shapes: Tensor,
         input_level_start_index: Tensor,
         input_padding_mask: Tensor | None = None,
+        *,
+        input_shapes: list[tuple[int, int]] | None = None,
     ) -> Tensor:
         """
         Args:
@@ -77,6 +79,7 @@ class MSDeformAttn(nn.Module):
             input_spatial_shapes: (L, 2) int64 (H_l, W_l).
             input_level_start_index: (L,) int64.
             input_padding_mask: (N, S) bool, True at padding (read as zero), or None.
+            input_shapes: `input_spatial_shapes` as Python ints, if known (see `ms_deform_attn`).
 
         Returns:
             (N, Lq, C).
@@ -117,5 +120,6 @@ class MSDeformAttn(nn.Module):
             locations,
             weights,
             self.im2col_step,
+            shapes=input_shapes,
         )  # (N, Lq, C)
         return self.output_proj(out)

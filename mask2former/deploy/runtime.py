@@ -1,0 +1,149 @@
+"""Run an exported Mask2Former (ONNX Runtime or a torch.export `.pt2`) with the model's own
+post-processing, returning detectron2's output format.
+
+`ExportedModel(cfg, path)(batched_inputs)` takes what `MaskFormer` takes in inference (per image
+a dict with "image" (3, H, W) uint8 and optional "height"/"width") and returns what it returns
+(per image "sem_seg", "panoptic_seg", "instances" as the config's TEST.*_ON select). Images run
+one at a time (the exported graph has batch 1), each padded to a multiple of the size divisibility
+(or to the exported size for a static export) with the pixel mean, which normalises to the zeros
+the model pads with. Post-processing is `MaskFormer.postprocess` itself, on a `MaskFormer` whose
+backbone and head are built on the meta device (no memory, never run): one code path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from detectron2.structures import ImageList
+
+from .export import INPUT_NAME
+
+
+def postprocessor(cfg):
+    """A `MaskFormer` for `postprocess` only: thresholds, metadata, TEST.*_ON and normalisation
+    from `cfg` (through `MaskFormer.from_config`, the one builder); backbone and head on meta."""
+    from ..maskformer_model import MaskFormer  # noqa: PLC0415
+
+    if cfg.MODEL.META_ARCHITECTURE != "MaskFormer":
+        raise ValueError(
+            f"MODEL.META_ARCHITECTURE={cfg.MODEL.META_ARCHITECTURE!r}: exported models run with "
+            "the MaskFormer post-processing only; use a Mask2Former config"
+        )
+    with torch.device("meta"):
+        kwargs = MaskFormer.from_config(cfg)
+    kwargs["criterion"] = None
+    return MaskFormer(**kwargs).eval()
+
+
+def onnx_runner(path: str | Path, providers: list[str] | None = None) -> Callable:
+    """(1, 3, H, W) float32 -> (pred_logits, pred_masks) with ONNX Runtime; the CUDA provider
+    first when onnxruntime has it, then the CPU provider."""
+    try:
+        import onnxruntime as ort  # noqa: PLC0415
+    except ImportError as e:
+        raise RuntimeError(
+            "running an .onnx file needs onnxruntime: pip install -c "
+            "requirements/constraints.txt onnxruntime"
+        ) from e
+    if providers is None:
+        available = ort.get_available_providers()
+        providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+    session = ort.InferenceSession(str(path), providers=providers)
+
+    def run(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits, masks = session.run(None, {INPUT_NAME: images.cpu().numpy()})
+        return torch.from_numpy(logits), torch.from_numpy(masks)
+
+    run.session = session
+    return run
+
+
+def program_runner(path: str | Path) -> Callable:
+    """(1, 3, H, W) float32 -> (pred_logits, pred_masks) with a saved torch.export program."""
+    module = torch.export.load(str(path)).module()
+
+    def run(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.no_grad():
+            return module(images)
+
+    return run
+
+
+def load_runner(path: str | Path) -> Callable:
+    """The runner for an `.onnx` or `.pt2` file."""
+    suffix = Path(path).suffix
+    if suffix == ".onnx":
+        return onnx_runner(path)
+    if suffix == ".pt2":
+        return program_runner(path)
+    raise ValueError(f"{path}: unknown exported-model suffix {suffix!r}; expected .onnx or .pt2")
+
+
+def input_size(path: str | Path) -> tuple[int, int] | None:
+    """The (H, W) an ONNX file was exported for, or None when H and W are dynamic (or a .pt2)."""
+    if Path(path).suffix != ".onnx":
+        return None
+    import onnx  # noqa: PLC0415
+
+    model = onnx.load(str(path), load_external_data=False)
+    dims = model.graph.input[0].type.tensor_type.shape.dim[2:]
+    if all(d.HasField("dim_value") for d in dims):
+        return int(dims[0].dim_value), int(dims[1].dim_value)
+    return None
+
+
+class ExportedModel:
+    """An exported network + the model's post-processing: a drop-in for `MaskFormer` inference.
+
+    Args:
+        cfg: the config the file was exported with (classes, thresholds, TEST.*_ON, pixel mean).
+        path: `model.onnx` or `model.pt2` from tools/deploy/export_model.py.
+        fixed_size: (H, W) of a static export: every image is padded to it (larger images are an
+            error). None: read from an ONNX file; a `.pt2` checks its shapes itself.
+    """
+
+    def __init__(self, cfg, path: str | Path, fixed_size: tuple[int, int] | None = None):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"exported model {self.path} does not exist")
+        self.model = postprocessor(cfg)
+        self.run = load_runner(self.path)
+        self.fixed_size = fixed_size if fixed_size is not None else input_size(self.path)
+
+    def pad(self, image: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        """(3, H, W) uint8 -> (1, 3, Hp, Wp) float32 padded with the pixel mean, and (H, W)."""
+        h, w = image.shape[-2:]
+        div = max(self.model.size_divisibility, 1)
+        if self.fixed_size is not None:
+            hp, wp = self.fixed_size
+            if h > hp or w > wp:
+                raise ValueError(
+                    f"image of size {h}x{w} is larger than the static export's {hp}x{wp}; "
+                    "export with --dynamic or at a larger --height/--width"
+                )
+        else:
+            hp, wp = -(-h // div) * div, -(-w // div) * div
+        x = self.model.pixel_mean.to(torch.float32).expand(-1, hp, wp).clone()  # (3, Hp, Wp)
+        x[:, :h, :w] = image
+        return x[None], (h, w)
+
+    def network(self, image: torch.Tensor):
+        """(3, H, W) uint8 -> pred_logits (1, Q, K+1), pred_masks (1, Q, Hp/4, Wp/4), and the
+        padded input (1, 3, Hp, Wp)."""
+        x, _ = self.pad(image)
+        logits, masks = self.run(x)
+        return logits, masks, x
+
+    def __call__(self, batched_inputs: list[dict]) -> list[dict]:
+        results = []
+        for inputs in batched_inputs:
+            image = torch.as_tensor(np.asarray(inputs["image"]))  # (3, H, W)
+            logits, masks, x = self.network(image)
+            images = ImageList(x, [tuple(image.shape[-2:])])
+            outputs = {"pred_logits": logits, "pred_masks": masks}
+            with torch.no_grad():
+                results.extend(self.model.postprocess(outputs, [inputs], images))
+        return results
