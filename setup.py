@@ -47,7 +47,10 @@ setup(
         "matplotlib",
         "tqdm",
     ],
-    extras_require={"test": ["pytest", "pytest-timeout", "transformers>=5"]},
+    extras_require={
+        "test": ["pytest", "pytest-timeout", "transformers>=5"],
+        "export": ["onnx", "onnxscript", "onnxruntime"],
+    },
     ext_modules=ext_modules,
     cmdclass=cmdclass,
 )
