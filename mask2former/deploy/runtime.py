@@ -101,15 +101,29 @@ class ExportedModel:
     Args:
         cfg: the config the file was exported with (classes, thresholds, TEST.*_ON, pixel mean).
         path: `model.onnx` or `model.pt2` from tools/deploy/export_model.py.
+        runner: instead of `path`, a callable (1, 3, H, W) float32 -> (pred_logits, pred_masks).
         fixed_size: (H, W) of a static export: every image is padded to it (larger images are an
             error). None: read from an ONNX file; a `.pt2` checks its shapes itself.
     """
 
-    def __init__(self, cfg, path: str | Path, fixed_size: tuple[int, int] | None = None):
+    def __init__(
+        self,
+        cfg,
+        path: str | Path | None,
+        fixed_size: tuple[int, int] | None = None,
+        *,
+        runner: Callable | None = None,
+    ):
+        self.model = postprocessor(cfg)
+        if runner is not None:  # any (1, 3, H, W) -> (logits, masks) callable, e.g. the eager net
+            self.path, self.run, self.fixed_size = None, runner, fixed_size
+            return
         self.path = Path(path)
         if not self.path.is_file():
-            raise FileNotFoundError(f"exported model {self.path} does not exist")
-        self.model = postprocessor(cfg)
+            raise FileNotFoundError(
+                f"exported model {self.path} does not exist; write it with "
+                "tools/deploy/export_model.py"
+            )
         self.run = load_runner(self.path)
         self.fixed_size = fixed_size if fixed_size is not None else input_size(self.path)
 
