@@ -1,0 +1,42 @@
+"""tools/deploy/export_model.py: the command line."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+
+TOOL = Path(__file__).resolve().parents[3] / "tools" / "deploy" / "export_model.py"
+DEMO = str(Path(__file__).resolve().parents[3] / "configs" / "demo" / "panoptic.yaml")
+
+
+def load_tool():
+    spec = importlib.util.spec_from_file_location("export_model", TOOL)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_size_not_a_multiple_is_a_clear_error(tmp_path):
+    tool = load_tool()
+    with pytest.raises(ValueError, match="size divisibility 32"):
+        tool.main(["--config-file", DEMO, "--format", "onnx", "--output", str(tmp_path),
+                   "--height", "70", "--width", "64"])  # fmt: skip
+    assert not any(tmp_path.iterdir())
+
+
+def test_unknown_format_exits(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        load_tool().main(["--config-file", DEMO, "--format", "tflite", "--output", str(tmp_path)])
+    assert "invalid choice" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # one torch.export trace of the demo model: 30-70 s on a 2-core CPU
+def test_exports_a_loadable_program(tmp_path):
+    path = load_tool().main(
+        ["--config-file", DEMO, "--format", "torch_export", "--output", str(tmp_path),
+         "--height", "64", "--width", "64", "--opts", "MODEL.MASK_FORMER.NUM_OBJECT_QUERIES", "5"]
+    )  # fmt: skip
+    assert path == str(tmp_path / "model.pt2")
+    logits, masks = torch.export.load(path).module()(torch.zeros(1, 3, 64, 64))
+    assert logits.shape == (1, 5, 8) and masks.shape == (1, 5, 16, 16)
