@@ -58,18 +58,31 @@ def onnx_runner(path: str | Path, providers: list[str] | None = None) -> Callabl
         return torch.from_numpy(logits), torch.from_numpy(masks)
 
     run.session = session
+    run.fixed_size = _static(session.get_inputs()[0].shape[2:])  # ints, or names when dynamic
     return run
 
 
 def program_runner(path: str | Path) -> Callable:
     """(1, 3, H, W) float32 -> (pred_logits, pred_masks) with a saved torch.export program."""
-    module = torch.export.load(str(path)).module()
+    program = torch.export.load(str(path))
+    module = program.module()
 
     def run(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.no_grad():
             return module(images)
 
+    placeholder = next(
+        n
+        for n in program.graph.nodes
+        if n.op == "placeholder" and n.name == (program.graph_signature.user_inputs[0])
+    )
+    run.fixed_size = _static(placeholder.meta["val"].shape[2:])  # ints, or SymInts when dynamic
     return run
+
+
+def _static(dims) -> tuple[int, int] | None:
+    """(H, W) when both are plain ints, else None (dynamic)."""
+    return (dims[0], dims[1]) if all(type(d) is int for d in dims) else None
 
 
 def load_runner(path: str | Path) -> Callable:
@@ -82,19 +95,6 @@ def load_runner(path: str | Path) -> Callable:
     raise ValueError(f"{path}: unknown exported-model suffix {suffix!r}; expected .onnx or .pt2")
 
 
-def input_size(path: str | Path) -> tuple[int, int] | None:
-    """The (H, W) an ONNX file was exported for, or None when H and W are dynamic (or a .pt2)."""
-    if Path(path).suffix != ".onnx":
-        return None
-    import onnx  # noqa: PLC0415
-
-    model = onnx.load(str(path), load_external_data=False)
-    dims = model.graph.input[0].type.tensor_type.shape.dim[2:]
-    if all(d.HasField("dim_value") for d in dims):
-        return int(dims[0].dim_value), int(dims[1].dim_value)
-    return None
-
-
 class ExportedModel:
     """An exported network + the model's post-processing: a drop-in for `MaskFormer` inference.
 
@@ -103,7 +103,7 @@ class ExportedModel:
         path: `model.onnx` or `model.pt2` from tools/deploy/export_model.py.
         runner: instead of `path`, a callable (1, 3, H, W) float32 -> (pred_logits, pred_masks).
         fixed_size: (H, W) of a static export: every image is padded to it (larger images are an
-            error). None: read from an ONNX file; a `.pt2` checks its shapes itself.
+            error). None: read from the file (None again for a dynamic export).
     """
 
     def __init__(
@@ -125,7 +125,7 @@ class ExportedModel:
                 "tools/deploy/export_model.py"
             )
         self.run = load_runner(self.path)
-        self.fixed_size = fixed_size if fixed_size is not None else input_size(self.path)
+        self.fixed_size = fixed_size if fixed_size is not None else self.run.fixed_size
 
     def pad(self, image: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         """(3, H, W) uint8 -> (1, 3, Hp, Wp) float32 padded with the pixel mean, and (H, W)."""

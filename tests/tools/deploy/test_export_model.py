@@ -6,6 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from mask2former.deploy.runtime import load_runner
+
 TOOL = Path(__file__).resolve().parents[3] / "tools" / "deploy" / "export_model.py"
 DEMO = str(Path(__file__).resolve().parents[3] / "configs" / "demo" / "panoptic.yaml")
 
@@ -40,3 +42,4 @@ def test_exports_a_loadable_program(tmp_path):
     assert path == str(tmp_path / "model.pt2")
     logits, masks = torch.export.load(path).module()(torch.zeros(1, 3, 64, 64))
     assert logits.shape == (1, 5, 8) and masks.shape == (1, 5, 16, 16)
+    assert load_runner(path).fixed_size == (64, 64)  # a static export pads images to its size
