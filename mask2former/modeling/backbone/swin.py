@@ -103,10 +103,19 @@ class WindowAttention(nn.Module):
         q, k, v = qkv[0], qkv[1], qkv[2]
         bias = bias.to(q.dtype)
         dropout_p = self.attn_drop if self.training else 0.0
+        if mask is not None and torch.compiler.is_exporting():
+            # ONNX's attention takes 4-D inputs: the windows of all images as one batch.
+            q, k, v = (t.reshape(B_, h, N, C // h) for t in (q, k, v))
+            bias = bias.expand(B_ // bias.shape[0], -1, -1, -1, -1).reshape(B_, h, N, N)
         x = F.scaled_dot_product_attention(
             q, k, v, attn_mask=bias, dropout_p=dropout_p, scale=self.scale
         )
-        x = x.reshape(B_, self.num_heads, N, -1).transpose(1, 2).reshape(B_, N, C)
+        x = x.reshape(B_, self.num_heads, N, -1).transpose(1, 2)  # (B_, N, h, C/h)
+        if torch.compiler.is_exporting():
+            # The traced reshape becomes a view valid for the fused kernel's output layout only;
+            # the ONNX exporter decomposes SDPA into ops with another layout. A copy keeps it valid.
+            x = x.clone(memory_format=torch.contiguous_format)
+        x = x.reshape(B_, N, C)
         return self.proj_drop(self.proj(x))
 
 
