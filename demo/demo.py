@@ -84,6 +84,13 @@ def get_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--weights", help="checkpoint (.pkl, .pth, .safetensors); = MODEL.WEIGHTS")
     p.add_argument(
+        "--onnx",
+        metavar="FILE",
+        help="run an exported network (model.onnx with ONNX Runtime, or model.pt2) from "
+        "tools/deploy/export_model.py instead of the PyTorch model; --config-file is the config "
+        "it was exported with (classes, thresholds); --weights is then not used",
+    )
+    p.add_argument(
         "--device", help="cpu, cuda, cuda:1, ... (default: MODEL.DEVICE; the CPU without CUDA)"
     )
     p.add_argument(
@@ -204,7 +211,13 @@ def check_display(args: argparse.Namespace) -> None:
 
 
 def build_predictor(cfg, args: argparse.Namespace, threshold: float) -> VisualizationDemo:
-    """The inference backend of the demo (the PyTorch `Predictor`, with drawing)."""
+    """The inference backend of the demo (the PyTorch `Predictor`, with drawing); with --onnx
+    the exported network (mask2former.deploy) runs in the Predictor instead of the model."""
+    model = None
+    if getattr(args, "onnx", None):
+        from mask2former.deploy.runtime import ExportedModel
+
+        model = ExportedModel(cfg, args.onnx)
     return VisualizationDemo(
         cfg,
         confidence_threshold=threshold,
@@ -212,6 +225,7 @@ def build_predictor(cfg, args: argparse.Namespace, threshold: float) -> Visualiz
         precision=args.precision,
         allow_partial_weights=args.allow_partial_weights,
         max_size=args.max_size,
+        model=model,
     )
 
 

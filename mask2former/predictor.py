@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import os
 import pickle
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -151,6 +151,9 @@ class Predictor:
         allow_partial_weights: run even when the checkpoint loads under half of the model.
         max_size: when given, images whose longer side exceeds it are scaled down to it first
             (outputs then come at the scaled size).
+        model: instead of building the config's model and loading `weights`, run this callable
+            (list of model input dicts -> list of output dicts), e.g. an exported network
+            (`mask2former.deploy.runtime.ExportedModel`).
     """
 
     def __init__(
@@ -162,6 +165,7 @@ class Predictor:
         precision: str = "auto",
         allow_partial_weights: bool = False,
         max_size: int | None = None,
+        model: Callable[[list[dict]], list[dict]] | None = None,
     ):
         cfg = cfg.clone()
         cfg.defrost()
@@ -177,13 +181,18 @@ class Predictor:
             cfg.MODEL.WEIGHTS = weights
         cfg.freeze()
         self.cfg = cfg
-        self.model = build_model(cfg)  # on cfg.MODEL.DEVICE
-        self.model.eval()
-        self.weights = cfg.MODEL.WEIGHTS
-        if self.weights:
-            load_weights(self.model, self.weights, allow_partial=allow_partial_weights)
+        if model is not None:  # e.g. an exported network: it holds its own weights
+            self.model = model
+            self.weights = str(model.path) if getattr(model, "path", None) else None
+            logger.info("Running %r instead of the config's PyTorch model.", model)
         else:
-            logger.warning("No weights given (MODEL.WEIGHTS is empty): the model is random.")
+            self.model = build_model(cfg)  # on cfg.MODEL.DEVICE
+            self.model.eval()
+            self.weights = cfg.MODEL.WEIGHTS
+            if self.weights:
+                load_weights(self.model, self.weights, allow_partial=allow_partial_weights)
+            else:
+                logger.warning("No weights given (MODEL.WEIGHTS is empty): the model is random.")
         self.device = torch.device(device)
         self.autocast_dtype = resolve_precision(
             self.device,
@@ -265,7 +274,9 @@ class Predictor:
 
     def check_fits(self, height: int, width: int, name: str = "input") -> None:
         """Raise `InputTooLargeError` when inference at (height, width) would not fit."""
-        need = int(PEAK_FACTOR * estimate_output_bytes(self.model, height, width))
+        # An ExportedModel keeps the MaskFormer whose post-processing it runs in `.model`.
+        net = getattr(self.model, "model", self.model)
+        need = int(PEAK_FACTOR * estimate_output_bytes(net, height, width))
         free = available_bytes(self.device)
         if free is not None and need > free:
             side = int(max(height, width) * (free / need) ** 0.5 * 0.8)

@@ -194,3 +194,19 @@ def test_cuda_matches_cpu(weights, image, precision):
     assert out["sem_seg"].is_cuda
     agree = (out["sem_seg"].argmax(0).cpu() == ref).float().mean().item()
     assert agree > (0.99 if precision == "fp32" else 0.9)
+
+
+def test_exported_network_runs_in_the_predictor(weights, image):
+    """`model=` (demo.py --onnx): an ExportedModel in place of the PyTorch model gives the same
+    outputs; here its runner is the eager network (exported files: tests/deploy/)."""
+    from mask2former.deploy.export import ExportableMaskFormer
+    from mask2former.deploy.runtime import ExportedModel
+
+    rgb, path = image
+    cfg = load_config(CONFIG, TINY)
+    eager = Predictor(cfg, weights=weights["pth"], device="cpu")
+    runtime = ExportedModel(cfg, None, runner=ExportableMaskFormer(eager.model))
+    exported = Predictor(cfg, device="cpu", model=runtime)
+    assert exported.model is runtime and exported.weights is None
+    with torch.no_grad():
+        _same(exported(path), eager(path))

@@ -127,6 +127,9 @@ class ExportedModel:
         self.run = load_runner(self.path)
         self.fixed_size = fixed_size if fixed_size is not None else self.run.fixed_size
 
+    def __repr__(self) -> str:
+        return f"ExportedModel({str(self.path) if self.path else 'runner'})"
+
     def pad(self, image: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         """(3, H, W) uint8 -> (1, 3, Hp, Wp) float32 padded with the pixel mean, and (H, W)."""
         h, w = image.shape[-2:]

@@ -225,3 +225,31 @@ def _run_on(folder: str, weights: str, out: str) -> int:
         ["--config-file", CONFIG, "--input", folder, "--output", out, "--weights", weights,
          "--confidence-threshold", "0", "--opts", *TINY]
     )  # fmt: skip
+
+
+@pytest.mark.slow  # one torch.export of the tiny model (~15 s) + two demo runs
+def test_onnx_option_runs_the_exported_network(setup, tmp_path):
+    """demo.py --onnx FILE (here a .pt2 of the same weights): the same semantic maps as the
+    PyTorch model on every pixel but a rare near-tie (the graph uses grid_sample)."""
+    from mask2former.deploy.export import ExportableMaskFormer, export_model
+
+    cfg = load_config(CONFIG, [*TINY, "MODEL.WEIGHTS", str(setup / "model.pth")])
+    p = Predictor(cfg, device="cpu")
+    with torch.no_grad():
+        exported = export_model(
+            ExportableMaskFormer(p.model), "torch_export", tmp_path / "x", 64, 96
+        )
+    folder = setup / "images" / "a"
+    runs = {}
+    for name, extra in (("eager", ["--weights", str(setup / "model.pth")]), ("pt2", [])):
+        out = tmp_path / name
+        args = ["--config-file", CONFIG, "--input", str(folder), "--output", str(out),
+                "--device", "cpu", "--confidence-threshold", "0", *extra]  # fmt: skip
+        if name == "pt2":
+            args += ["--onnx", str(exported)]
+        assert demo.main([*args, "--opts", *TINY]) == 0
+        runs[name] = np.asarray(Image.open(out / "semantic" / "x.png"))
+    assert runs["pt2"].shape == runs["eager"].shape == (48, 64)
+    assert (runs["pt2"] == runs["eager"]).mean() >= 0.999
+    index = json.loads((tmp_path / "pt2" / "predictions.json").read_text())
+    assert index["weights"] == str(exported)
