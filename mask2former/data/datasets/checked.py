@@ -64,10 +64,8 @@ def _outside(poly: Sequence[float], width: float, height: float) -> bool:
     return max(xs) < 0 or min(xs) > width or max(ys) < 0 or min(ys) > height
 
 
-def check_coco_instance_json(data: dict, json_file: str) -> Counter:
-    """Check a parsed COCO instance JSON; raise on what would train wrong, return the counts
-    (``polygons_dropped``, ``instances_dropped``, ``instances_outside``) and log one warning."""
-    images = data.get("images") or []
+def _check_unique_image_ids(images: list[dict], json_file: str) -> None:
+    """Two entries of 'images' with one id: each would train with the other's annotations."""
     dup = _duplicates(img.get("id") for img in images)
     if dup:
         names = [img.get("file_name") for img in images if img.get("id") == dup[0]]
@@ -77,6 +75,13 @@ def check_coco_instance_json(data: dict, json_file: str) -> Counter:
             "give every entry of 'images' its own 'id' (and point each annotation's 'image_id' "
             "at its image)."
         )
+
+
+def check_coco_instance_json(data: dict, json_file: str) -> Counter:
+    """Check a parsed COCO instance JSON; raise on what would train wrong, return the counts
+    (``polygons_dropped``, ``instances_dropped``, ``instances_outside``) and log one warning."""
+    images = data.get("images") or []
+    _check_unique_image_ids(images, json_file)
     sizes = {
         img.get("id"): (img.get("width"), img.get("height"), img.get("file_name")) for img in images
     }
@@ -147,12 +152,7 @@ def check_panoptic_json(data: dict, json_file: str) -> None:
     """Check a parsed COCO panoptic JSON: one annotation per image, naming its own image, each
     segment id once; images without an annotation entry are logged (they are not trained)."""
     images = data.get("images") or []
-    dup = _duplicates(img.get("id") for img in images)
-    if dup:
-        raise InvalidInputError(
-            f"{json_file}: image id {dup[0]!r} is used by more than one entry of 'images'. Fix: "
-            "give every image its own 'id'."
-        )
+    _check_unique_image_ids(images, json_file)
     by_id = {img.get("id"): img for img in images}
     annotations = data.get("annotations") or []
     dup = _duplicates(a.get("image_id") for a in annotations)
