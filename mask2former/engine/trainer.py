@@ -178,7 +178,7 @@ class Trainer(TrainerStateMixin, DefaultTrainer):
         # same random numbers as an uninterrupted one (mask2former.utils.resume).
         ret = [IterationSeedHook(self.cfg.SEED)] + super().build_hooks()
         # The metrics printer every SOLVER.LOG_PERIOD iterations (detectron2: always 20).
-        period = self.cfg.SOLVER.get("LOG_PERIOD", 20)
+        period = self.cfg.SOLVER.LOG_PERIOD
         return [
             hooks.PeriodicWriter(h._writers, period=period)
             if isinstance(h, hooks.PeriodicWriter)

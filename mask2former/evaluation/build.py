@@ -48,16 +48,6 @@ EVALUATOR_TYPES = (
 )
 
 
-def _cfg_get(cfg, dotted: str, default):
-    """cfg[dotted] if the key exists (CfgNode is a dict), else `default`."""
-    node = cfg
-    for part in dotted.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return default
-        node = node[part]
-    return node
-
-
 def _single_machine(evaluator_type: str) -> None:
     if comm.get_world_size() != comm.get_local_size():
         raise RuntimeError(
@@ -83,13 +73,8 @@ def build_evaluator(cfg, dataset_name: str, output_folder: str | None = None) ->
         )
     if output_folder is None:
         output_folder = os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
-    semantic_on = bool(_cfg_get(cfg, "MODEL.MASK_FORMER.TEST.SEMANTIC_ON", True))
-    instance_on = bool(_cfg_get(cfg, "MODEL.MASK_FORMER.TEST.INSTANCE_ON", False))
-    panoptic_on = bool(_cfg_get(cfg, "MODEL.MASK_FORMER.TEST.PANOPTIC_ON", False))
-    boundary_ap = bool(_cfg_get(cfg, "TEST.BOUNDARY_AP", False))
-    dilation_ratio = float(_cfg_get(cfg, "TEST.BOUNDARY_AP_DILATION_RATIO", 0.02))
-    max_dets = int(_cfg_get(cfg, "TEST.DETECTIONS_PER_IMAGE", 100))
-    miou_convention = str(_cfg_get(cfg, "TEST.MIOU_CONVENTION", "v0.6"))
+    test = cfg.MODEL.MASK_FORMER.TEST
+    semantic_on, instance_on, panoptic_on = test.SEMANTIC_ON, test.INSTANCE_ON, test.PANOPTIC_ON
 
     records = DatasetCatalog.get(dataset_name)
 
@@ -99,16 +84,16 @@ def build_evaluator(cfg, dataset_name: str, output_folder: str | None = None) ->
             distributed=True,
             output_dir=output_folder,
             dataset_records=records,
-            miou_convention=miou_convention,
+            miou_convention=cfg.TEST.MIOU_CONVENTION,
         )
 
     def instance():
         return InstanceSegEvaluator(
             dataset_name,
             output_dir=output_folder,
-            max_dets_per_image=max_dets,
-            boundary_ap=boundary_ap,
-            dilation_ratio=dilation_ratio,
+            max_dets_per_image=cfg.TEST.DETECTIONS_PER_IMAGE,
+            boundary_ap=cfg.TEST.BOUNDARY_AP,
+            dilation_ratio=cfg.TEST.BOUNDARY_AP_DILATION_RATIO,
         )
 
     def panoptic():

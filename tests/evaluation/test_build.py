@@ -6,8 +6,9 @@ import math
 
 import pytest
 import torch.multiprocessing as mp
-from detectron2.config import CfgNode
+from detectron2.config import get_cfg
 
+from mask2former.config import add_maskformer2_config
 from mask2former.evaluation import (
     COCOPanopticEvaluator,
     InstanceSegEvaluator,
@@ -18,21 +19,15 @@ from tests.evaluation import world as T
 
 
 def make_cfg(out, panoptic=True, instance=True, semantic=True, boundary=False):
-    return CfgNode(
-        {
-            "OUTPUT_DIR": str(out),
-            "MODEL": {
-                "MASK_FORMER": {
-                    "TEST": {
-                        "PANOPTIC_ON": panoptic,
-                        "INSTANCE_ON": instance,
-                        "SEMANTIC_ON": semantic,
-                    }
-                }
-            },
-            "TEST": {"DETECTIONS_PER_IMAGE": 100, "BOUNDARY_AP": boundary},
-        }
-    )
+    """The full config (every key at its default) with the outputs and Boundary AP chosen."""
+    cfg = get_cfg()
+    add_maskformer2_config(cfg)
+    cfg.OUTPUT_DIR = str(out)
+    cfg.MODEL.MASK_FORMER.TEST.PANOPTIC_ON = panoptic
+    cfg.MODEL.MASK_FORMER.TEST.INSTANCE_ON = instance
+    cfg.MODEL.MASK_FORMER.TEST.SEMANTIC_ON = semantic
+    cfg.TEST.BOUNDARY_AP = boundary
+    return cfg
 
 
 @pytest.fixture(scope="module")
@@ -178,15 +173,6 @@ def test_no_stuff_category_gives_nan_not_a_crash(tmp_path):
     assert outputs[1]["panoptic_seg"][1] == before  # the model's segments_info is not mutated
 
 
-CFG = {
-    "OUTPUT_DIR": "",
-    "MODEL": {
-        "MASK_FORMER": {"TEST": {"PANOPTIC_ON": True, "INSTANCE_ON": True, "SEMANTIC_ON": True}}
-    },
-    "TEST": {"DETECTIONS_PER_IMAGE": 100, "BOUNDARY_AP": True},
-}
-
-
 def _same(a, b):
     assert a.keys() == b.keys()
     for task in a:
@@ -205,7 +191,7 @@ def test_two_gloo_processes_match_one(tmp_path):
     world = T.make_panoptic_world(str(tmp_path / "data"))
     records = T.register_panoptic_world("_eval_dist_world", world)
     single = T.run_evaluator(
-        build_evaluator(CfgNode(CFG), "_eval_dist_world", str(tmp_path / "single")),
+        build_evaluator(make_cfg("", boundary=True), "_eval_dist_world", str(tmp_path / "single")),
         records,
         T.partial_outputs(),
     )
@@ -216,7 +202,7 @@ def test_two_gloo_processes_match_one(tmp_path):
         T.distributed_worker,
         nprocs=2,
         join=True,
-        args=(2, str(tmp_path / "init"), world, CFG, str(out)),
+        args=(2, str(tmp_path / "init"), world, make_cfg("", boundary=True), str(out)),
     )
     dist = json.loads((out / "results.json").read_text())
     single = json.loads(json.dumps(single))  # same NaN/float handling as the worker's file

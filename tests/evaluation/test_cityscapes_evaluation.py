@@ -4,11 +4,12 @@ one 64 x 128 image of frankfurt with road, one car and one person, and a void st
 import numpy as np
 import pytest
 import torch
-from detectron2.config import CfgNode
+from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import BitMasks, Instances
 from PIL import Image
 
+from mask2former.config import add_maskformer2_config
 from mask2former.evaluation import (
     CityscapesInstanceEvaluator,
     CityscapesSemSegEvaluator,
@@ -69,16 +70,12 @@ def _register(name, split, evaluator_type, **extra):
 
 
 def _cfg(tmp_path):
-    return CfgNode(
-        {
-            "OUTPUT_DIR": str(tmp_path),
-            "MODEL": {
-                "MASK_FORMER": {
-                    "TEST": {"PANOPTIC_ON": True, "INSTANCE_ON": True, "SEMANTIC_ON": True}
-                }
-            },
-        }
-    )
+    cfg = get_cfg()
+    add_maskformer2_config(cfg)
+    cfg.OUTPUT_DIR = str(tmp_path)
+    test = cfg.MODEL.MASK_FORMER.TEST
+    test.PANOPTIC_ON = test.INSTANCE_ON = test.SEMANTIC_ON = True
+    return cfg
 
 
 def _sem(train_ids):
