@@ -1,4 +1,5 @@
-"""Shared pieces of the harness: timing, peak memory, OOM handling, autocast, result tables.
+"""What every benchmark shares: device names, dtypes, the timer, peak memory, a child process per
+measurement, OOM handling, result tables. No benchmark times or measures memory any other way.
 
 Every measurement produces a row (a dict). Each row names its device, dtype and shape; a row
 that could not be measured keeps its columns and says why in `status` ("OOM", "skipped: ...",
@@ -13,6 +14,8 @@ import json
 import os
 import platform
 import statistics
+import subprocess
+import sys
 import threading
 import time
 import traceback
@@ -29,23 +32,37 @@ DTYPES = {
     "tf32": torch.float32,
     "bf16": torch.bfloat16,
     "fp16": torch.float16,
+    "fp64": torch.float64,
 }
+# torch's names for the same dtypes, as some command lines spell them.
+ALIASES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16", "float64": "fp64"}
 
 
-def device_name(device: str) -> str:
-    """A short human name: 'NVIDIA H100 80GB HBM3' or 'cpu: <model>, N threads'."""
-    if device.startswith("cuda"):
-        return torch.cuda.get_device_name(torch.device(device))
-    model = platform.processor() or "cpu"
+def short_dtype(name: str) -> str:
+    """'bfloat16' -> 'bf16' (and so on); the short names pass through. ValueError otherwise."""
+    short = ALIASES.get(name, name)
+    if short not in DTYPES:
+        raise ValueError(f"unknown dtype {name!r}; valid: {sorted(DTYPES) + sorted(ALIASES)}")
+    return short
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (platform.processor() where there is none)."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
                 if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
+                    return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return f"cpu ({model}, {torch.get_num_threads()} threads)"
+    return platform.processor() or "unknown CPU"
+
+
+def device_name(device: str) -> str:
+    """A short human name: 'NVIDIA H100 80GB HBM3' or 'cpu (<model>, N threads)'."""
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name(torch.device(device))
+    return f"cpu ({cpu_model()}, {torch.get_num_threads()} threads)"
 
 
 def dtype_label(device: str, dtype: str) -> str:
@@ -79,10 +96,15 @@ def synchronize(device: str) -> None:
 @dataclass
 class Timing:
     times_ms: list[float]
+    cpu_ms: list[float] = field(default_factory=list)  # process CPU time (all threads), CPU only
 
     @property
     def median(self) -> float:
         return statistics.median(self.times_ms) if self.times_ms else float("nan")
+
+    @property
+    def cpu_median(self) -> float:
+        return statistics.median(self.cpu_ms) if self.cpu_ms else float("nan")
 
     def percentile(self, q: float) -> float:
         if not self.times_ms:
@@ -101,15 +123,16 @@ def time_fn(fn: Callable[[int], Any], device: str, warmup: int, iters: int) -> T
 
     Each iteration is synchronous, as inference with outputs on the host is: synchronize, then
     CUDA events around the call (their elapsed time is the device timeline from the first launch
-    to the last kernel, host gaps included), then synchronize again. On the CPU, perf_counter.
-    `warmup` iterations run first and are discarded (module load, cuDNN autotuning, allocator
-    growth, extension compilation stay out of the numbers).
+    to the last kernel, host gaps included), then synchronize again. On the CPU, perf_counter, and
+    the process CPU time as well (all threads: steadier than the wall clock when other work
+    shares the CPU). `warmup` iterations run first and are discarded (module load, cuDNN
+    autotuning, allocator growth, extension compilation stay out of the numbers).
     """
     cuda = device.startswith("cuda")
     for i in range(warmup):
         fn(i)
     synchronize(device)
-    times = []
+    times, cpu = [], []
     for i in range(iters):
         if cuda:
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
@@ -120,10 +143,29 @@ def time_fn(fn: Callable[[int], Any], device: str, warmup: int, iters: int) -> T
             end.synchronize()
             times.append(start.elapsed_time(end))
         else:
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             fn(warmup + i)
             times.append((time.perf_counter() - t0) * 1e3)
-    return Timing(times)
+            cpu.append((time.process_time() - c0) * 1e3)
+    return Timing(times, cpu)
+
+
+class Laps:
+    """Split times of one synchronous run, in seconds: `lap = Laps(device)`, run a stage,
+    `lap("backbone")`, run the next, ... `lap.times` maps each stage to its time. Each lap
+    synchronizes the device first, so a stage's time includes its queued kernels."""
+
+    def __init__(self, device: str):
+        self.device = device
+        self.times: dict[str, float] = {}
+        synchronize(device)
+        self._t = time.perf_counter()
+
+    def __call__(self, stage: str) -> None:
+        synchronize(self.device)
+        now = time.perf_counter()
+        self.times[stage] = now - self._t
+        self._t = now
 
 
 class SectionTimer:
@@ -196,14 +238,33 @@ class SectionTimer:
 # ---- memory ----------------------------------------------------------------------------------
 
 
+def _proc_status_bytes(key: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) * 1024
+    raise KeyError(key)
+
+
 def _rss_bytes() -> int:
     try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError):
+        return _proc_status_bytes("VmRSS")
+    except (OSError, KeyError, ValueError):
         import resource
 
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _reset_peak_rss() -> bool:
+    """Reset the kernel's peak-RSS mark (VmHWM) to the current RSS; False where Linux does not
+    offer it (then the peak is sampled)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        _proc_status_bytes("VmHWM")
+        return True
+    except (OSError, KeyError, ValueError):
+        return False
 
 
 class PeakMemory:
@@ -211,8 +272,11 @@ class PeakMemory:
 
     CUDA: `torch.cuda.max_memory_allocated` after `reset_peak_memory_stats` (absolute: weights,
     optimizer state and activations); `static` is what was allocated when the region began.
-    CPU: resident set size sampled every 2 ms by a thread; peak and start are process RSS, so
-    `peak - static` is the region's growth (an approximation: the allocator may reuse pages).
+    CPU: the process's resident set size; `static` is the RSS when the region began and `peak`
+    the kernel's high-water mark (VmHWM, reset at the start; where Linux does not offer that,
+    RSS sampled every 2 ms), so `peak - static` is the region's growth (an approximation: the
+    allocator may reuse pages it kept from earlier work; a fresh process per measurement,
+    `run_child`, avoids that).
     """
 
     def __init__(self, device: str):
@@ -222,6 +286,7 @@ class PeakMemory:
         self.static = 0
         self._stop = threading.Event()
         self._thread = None
+        self._hwm = False
 
     @property
     def kind(self) -> str:
@@ -234,9 +299,11 @@ class PeakMemory:
             torch.cuda.reset_peak_memory_stats(torch.device(self.device))
             self.static = torch.cuda.memory_allocated(torch.device(self.device))
         else:
+            self._hwm = _reset_peak_rss()
             self.static = self.peak = _rss_bytes()
-            self._thread = threading.Thread(target=self._sample, daemon=True)
-            self._thread.start()
+            if not self._hwm:
+                self._thread = threading.Thread(target=self._sample, daemon=True)
+                self._thread.start()
         return self
 
     def _sample(self):
@@ -248,6 +315,8 @@ class PeakMemory:
         if self.cuda:
             synchronize(self.device)
             self.peak = torch.cuda.max_memory_allocated(torch.device(self.device))
+        elif self._hwm:
+            self.peak = max(self.static, _proc_status_bytes("VmHWM"))
         else:
             self._stop.set()
             self._thread.join()
@@ -297,6 +366,30 @@ def run_row(row: dict, fn: Callable[[dict], None], device: str, log=print) -> di
     finally:
         free_memory(device)
     return row
+
+
+# ---- one measurement per process ----------------------------------------------------------------
+
+
+def run_child(module: str, argv: list[str]) -> dict:
+    """Run `python -m benchmarks.<module> *argv` in a fresh process and return the JSON object it
+    prints on its last line. A fresh process per measurement: memory that one case's allocator
+    kept cannot hide (or inflate) another's peak. Raises RuntimeError with the child's stderr."""
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=repo + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run(
+        [sys.executable, "-m", f"benchmarks.{module}", *argv],
+        capture_output=True,
+        text=True,
+        cwd=repo,
+        env=env,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(
+            f"benchmarks.{module} {' '.join(argv)} failed (exit {proc.returncode}):\n"
+            + proc.stderr[-3000:]
+        )
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 # ---- tables ----------------------------------------------------------------------------------

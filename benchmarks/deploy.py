@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Latency of the exported model: eager PyTorch vs ONNX Runtime vs the torch.export program.
 
-    python benchmarks/deploy.py [--model R50] [--height 800 --width 1216] [--iters 3]
+    python -m benchmarks.deploy [--model R50] [--height 800 --width 1216] [--iters 3]
 
 One synthetic image (benchmarks.models.synthetic_image) at the given padded size, batch 1, fp32,
 on the CPU. Two tables: the network alone (normalised image in, pred_logits / pred_masks out) and
@@ -18,7 +18,8 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if __package__ in (None, ""):  # run as a file: make `benchmarks` importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
 

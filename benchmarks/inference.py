@@ -1,19 +1,54 @@
-"""Inference: throughput (the paper's fps: batch 1, all three outputs, post-processing included),
-time per stage, masked attention's share of the transformer decoder, and the outputs check.
+#!/usr/bin/env python
+"""Inference latency per stage, parameter count and FLOPs of a Mask2Former config.
 
-Per-stage latency for one config and size is also what `tools/benchmark_inference.py` (the model
-issue's tool) prints; this module measures the same stages with module hooks so that the numbers
-land in the harness's tables next to throughput, in the same run, for both dtypes.
+    python -m benchmarks.inference \
+        --config-file configs/coco/panoptic-segmentation/maskformer2_R50_bs16_50ep.yaml \
+        --size 800 1216 --device cpu --runs 3
+
+Stages: preprocess (normalise + pad), backbone, pixel decoder, transformer decoder and
+post-processing (mask upsampling + the outputs enabled by TEST.{SEMANTIC,PANOPTIC,INSTANCE}_ON;
+`--all-outputs` turns all three on), each timed separately (device-synchronised), the median over
+`--runs` after `--warmup` runs, one column per `--precisions` entry. The total is also measured
+end to end with the model's own forward; `--reference` times the unoptimised reference path
+(benchmarks.outputs_check.reference_path) end to end as well.
+
+The input is one synthetic image (benchmarks.models.synthetic_image). Without `--weights` the
+model is randomly initialised and its class logits are sharpened (`--sharpen`, a scale on the
+class head; benchmarks.models.SHARPEN) so that, as with trained weights, some queries are
+confident and panoptic/instance post-processing does real work. FLOPs: benchmarks.flops (fvcore
+on backbone + head, no post-processing, like the paper's Table 1).
+
+The rest of this module is what `benchmarks.run_all` uses for its inference tables: throughput
+(the paper's fps: batch 1, all three outputs, post-processing included), time per stage from
+module hooks and masked attention's share of the transformer decoder.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
+import os
+import statistics
+import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
-from .common import SectionTimer, autocast, synchronize, time_fn
-from .models import decoder_groups, stage_groups
+if __package__ in (None, ""):  # run as a file: make `benchmarks` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import (  # noqa: E402
+    Laps,
+    PeakMemory,
+    SectionTimer,
+    autocast,
+    cpu_model,
+    device_name,
+    synchronize,
+    time_fn,
+)
+from benchmarks.models import decoder_groups, stage_groups  # noqa: E402
 
 
 def _runner(model, inputs: list[dict], device: str, dtype: str) -> Callable[[int], object]:
@@ -34,8 +69,6 @@ def shape_label(inputs: list[dict]) -> str:
 
 def throughput(model, inputs, device: str, dtype: str, warmup: int, iters: int, row: dict) -> None:
     """images/s at batch 1 = 1000 / median latency (ms), cycling over `inputs`."""
-    from .common import PeakMemory
-
     run = _runner(model, inputs, device, dtype)
     with PeakMemory(device) as mem:
         t = time_fn(run, device, warmup, iters)
@@ -71,8 +104,6 @@ def breakdown(
         res = timer.results_ms()
     finally:
         timer.remove()
-    import statistics
-
     per = {k: v.times_ms for k, v in res.items()}
     per["total"] = totals
     med = lambda f: statistics.median(f(i) for i in range(iters))  # noqa: E731  median of per-image values
@@ -107,8 +138,6 @@ def breakdown(
 def profile_table(model, inputs, device: str, dtype: str, path: str, rows: int = 40) -> None:
     """torch.profiler operator table (sorted by device time on CUDA) of `len(inputs)` images, after
     one warm-up image: which kernels the optimisation work should look at first."""
-    import os
-
     from torch.profiler import ProfilerActivity, profile
 
     run = _runner(model, inputs, device, dtype)
@@ -125,257 +154,258 @@ def profile_table(model, inputs, device: str, dtype: str, path: str, rows: int =
         f.write(prof.key_averages().table(sort_by=key, row_limit=rows))
 
 
-# ---- "outputs unchanged" -------------------------------------------------------------------------
+# ---- per-stage latency of one config (the command line) ------------------------------------------
 
-# The unoptimised reference path. Two kinds of switch, both applied by `reference_path(model)`:
-# - attributes that select an implementation, set to the value that selects the reference;
-# - module-level functions replaced by a reference implementation (the model's layers look the
-#   function up at call time, so the replacement takes effect without touching the model's code).
-# Optimisation work registers its switch here; the check then compares the optimised default path
-# against the reference in the same run.
-REFERENCE_SWITCHES: dict[str, object] = {
-    "attn_impl": "mha",  # benchmarks/standin.py
-}
+STAGES = ["preprocess", "backbone", "pixel decoder", "transformer decoder", "post-processing"]
 
 
-def mha_reference(mha, query, key, value, allowed=None):
-    """The published implementation's masked attention: nn.MultiheadAttention (sequence-first) with
-    a boolean `attn_mask` repeated per head. Same signature as the project's SDPA
-    `multi_head_attention` (batch-first; `allowed` True = may attend)."""
-    attn_mask = None
-    if allowed is not None:
-        attn_mask = (~allowed).repeat_interleave(
-            mha.num_heads, dim=0
-        )  # (B*h, Lq, Lk), True = masked
-    out = mha(
-        query.transpose(0, 1),
-        key.transpose(0, 1),
-        value.transpose(0, 1),
-        attn_mask=attn_mask,
-        need_weights=False,
-    )[0]
-    return out.transpose(0, 1)
-
-
-REFERENCE_FUNCTIONS: list[tuple[str, str, object]] = [
-    # SDPA masked attention (the project's default) -> nn.MultiheadAttention (the published code)
-    (
-        "mask2former.modeling.transformer_decoder.mask2former_transformer_decoder",
-        "multi_head_attention",
-        mha_reference,
-    ),
-]
-
-
-# Environment switches: (variable, reference value, a module class name that must be in the model).
-REFERENCE_ENV: list[tuple[str, str, str]] = [
-    # compiled MSDeformAttn kernel (CUDA / C++) -> the grid_sample formulation
-    ("MASK2FORMER_MSDA_BACKEND", "pytorch", "MSDeformAttn"),
-]
-
-
-class reference_path:
-    """Context manager: inside it the model runs its reference (unoptimised) implementation.
-    `found` names what was switched (empty: the model exposes no known switch)."""
-
-    def __init__(self, model):
-        self.model = model
-        self.undo = []
-        self.found: list[str] = []
-
-    def _set(self, obj, attr, value, label):
-        self.undo.append((obj, attr, getattr(obj, attr)))
-        setattr(obj, attr, value)
-        if label not in self.found:
-            self.found.append(label)
-
-    def __enter__(self):
-        import importlib
-
-        for m in self.model.modules():
-            for attr, ref in REFERENCE_SWITCHES.items():
-                if hasattr(m, attr) and not callable(getattr(m, attr)):
-                    self._set(m, attr, ref, f"{type(m).__name__}.{attr}={ref!r}")
-        used = {type(m).__module__ for m in self.model.modules()}
-        for mod_name, attr, ref in REFERENCE_FUNCTIONS:
-            if mod_name in used and hasattr(importlib.import_module(mod_name), attr):
-                mod = importlib.import_module(mod_name)
-                self._set(mod, attr, ref, f"{attr}->{ref.__name__}")
-        import os
-
-        classes = {type(m).__name__ for m in self.model.modules()}
-        for var, ref, cls in REFERENCE_ENV:
-            if cls in classes:
-                self.undo.append((os.environ, var, os.environ.get(var)))
-                os.environ[var] = ref
-                self.found.append(f"{var}={ref}")
-        return self
-
-    def __exit__(self, *exc):
-        import os
-
-        for obj, attr, v in reversed(self.undo):
-            if obj is os.environ:
-                if v is None:
-                    os.environ.pop(attr, None)
-                else:
-                    os.environ[attr] = v
-            else:
-                setattr(obj, attr, v)
-        self.undo = []
-        return False
-
-
-def _capture(model, inputs, device, dtype) -> list[dict]:
-    """Raw predictions (final pred_logits / pred_masks) and post-processed outputs per image."""
-    caught = {}
-    h = model.sem_seg_head.predictor.register_forward_hook(
-        lambda m, a, out: caught.update(
-            logits=out["pred_logits"].float().cpu(), masks=out["pred_masks"].float().cpu()
-        )
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--config-file", required=True)
+    p.add_argument(
+        "--size",
+        type=int,
+        nargs=2,
+        default=[800, 1216],
+        metavar=("H", "W"),
+        help="input image size (after the test-time resize)",
     )
-    res = []
-    try:
-        for x in inputs:
-            with torch.no_grad(), autocast(device, dtype):
-                out = model([x])[0]
-            synchronize(device)
-            res.append({**caught, "out": out})
-    finally:
-        h.remove()
-    return res
+    p.add_argument(
+        "--output-size",
+        type=int,
+        nargs=2,
+        default=None,
+        metavar=("H", "W"),
+        help="requested output height/width (default: the input size)",
+    )
+    p.add_argument("--device", default="cpu", help="cpu, cuda, or 'all' (cpu and cuda if present)")
+    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: leave as is)")
+    p.add_argument("--weights", default="", help="checkpoint to load (.pkl/.pth)")
+    p.add_argument(
+        "--all-outputs", action="store_true", help="turn on semantic, panoptic and instance"
+    )
+    p.add_argument(
+        "--sharpen", type=float, default=30.0, help="class-head scale for random weights"
+    )
+    p.add_argument("--no-flops", action="store_true")
+    p.add_argument(
+        "--precisions",
+        default="fp32,bf16",
+        help="comma-separated fp32,bf16,fp16: one column each, same weights and input (network in "
+        "autocast as TEST.AMP; post-processing in fp32). On a CPU without native bf16 the bf16 "
+        "column is 'skipped' (emulated bf16 is many times slower than fp32); fp16 is CUDA only",
+    )
+    p.add_argument(
+        "--channels-last",
+        action="store_true",
+        help="run the backbone in channels-last memory format (measure whether it pays)",
+    )
+    p.add_argument(
+        "--reference",
+        action="store_true",
+        help="also time the unoptimised reference path end to end (benchmarks.outputs_check."
+        "reference_path: grid_sample MSDeformAttn, nn.MultiheadAttention), fp32",
+    )
+    p.add_argument("--json", default="", help="also write the results to this JSON file")
+    p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
+    return p.parse_args(argv)
 
 
-def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a - b).norm() / b.norm().clamp_min(1e-12))
+@torch.no_grad()
+def time_stages(model, inputs, device: str) -> dict:
+    """One inference, split into stages; returns seconds per stage. The network runs in the
+    model's TEST.AMP precision, post-processing in fp32 (as `MaskFormer.forward`)."""
+    amp = model.inference_precision
+    lap = Laps(device)
+    images = model.preprocess_image(inputs)
+    lap("preprocess")
+    with amp.network(device):
+        features = model.backbone(images.tensor)
+    lap("backbone")
+    with amp.network(device):
+        mask_features, _, ms = model.sem_seg_head.pixel_decoder.forward_features(features)
+    lap("pixel decoder")
+    with amp.network(device):
+        outputs = model.sem_seg_head.predictor(ms, mask_features)
+    lap("transformer decoder")
+    with amp.fp32(device):
+        outputs = {k: outputs[k].float() for k in ("pred_logits", "pred_masks")}
+        results = model.postprocess(outputs, inputs, images)
+    lap("post-processing")
+    return {**lap.times, "_results": results}
 
 
-def _panoptic_categories(pan) -> torch.Tensor:
-    seg, info = pan
-    seg = seg.cpu().long()
-    lut = torch.full((int(seg.max()) + 1 if seg.numel() else 1,), -1, dtype=torch.long)
-    for s in info:
-        lut[int(s["id"])] = int(s["category_id"]) + (1000 if s.get("isthing") else 0)
-    return lut[seg]
+def time_end_to_end(model, inputs, device: str, runs: int, warmup: int = 0) -> list[float]:
+    """Seconds of `runs` whole forwards (the model's own `forward`), after `warmup` more."""
+
+    def forward(_):
+        with torch.no_grad():
+            model(inputs)
+
+    return [ms / 1e3 for ms in time_fn(forward, device, warmup, runs).times_ms]
 
 
-def compare(ref: list[dict], cand: list[dict]) -> dict:
-    """Worst case over images of: relative L2 error of logits and mask logits, the fraction of
-    pixels whose panoptic category (and thing/stuff) and semantic argmax agree, segment counts,
-    the largest instance-score difference."""
-    out = {
-        "logits_rel": 0.0,
-        "masks_rel": 0.0,
-        "pan_agree": 100.0,
-        "sem_agree": 100.0,
-        "segments": "",
-        "inst_dscore": 0.0,
+def describe(results) -> str:
+    r = results[0]
+    parts = []
+    if "sem_seg" in r:
+        parts.append(f"sem_seg {tuple(r['sem_seg'].shape)}")
+    if "panoptic_seg" in r:
+        parts.append(f"{len(r['panoptic_seg'][1])} panoptic segments")
+    if "instances" in r:
+        parts.append(f"{len(r['instances'])} instances")
+    return ", ".join(parts)
+
+
+def time_precision(model, inputs, device: str, name: str, args) -> dict:
+    """Stage medians and end-to-end times with the network in precision `name` (fp32/bf16/fp16);
+    {"skipped": why} where that precision would be emulated (bf16 on a CPU without it natively,
+    fp16 on any CPU)."""
+    from mask2former.modeling.inference_precision import InferencePrecision
+    from mask2former.utils.precision import cpu_has_native_bf16
+
+    if name not in ("fp32", "bf16", "fp16"):
+        raise SystemExit(f"--precisions: {name!r} is not one of fp32, bf16, fp16")
+    on_cpu = not device.startswith("cuda")
+    if on_cpu and name == "bf16" and not cpu_has_native_bf16():
+        cap = torch.backends.cpu.get_cpu_capability()
+        return {"skipped": f"skipped: no native bf16 on this CPU ({cap})"}
+    if on_cpu and name == "fp16":
+        return {"skipped": "skipped: fp16 is emulated on CPUs"}
+    model.inference_precision = InferencePrecision(
+        name != "fp32", {"fp16": "float16"}.get(name, "bfloat16")
+    )
+    for _ in range(args.warmup):
+        time_stages(model, inputs, device)
+    runs = []
+    for _ in range(args.runs):
+        if runs:  # keep only the last run's outputs (about 1 GB at COCO sizes)
+            del runs[-1]["_results"]
+        runs.append(time_stages(model, inputs, device))
+    return {
+        "outputs": describe(runs[-1]["_results"]),
+        "stages_s": {s: statistics.median(r[s] for r in runs) for s in STAGES},
+        "total_s_runs": [sum(r[s] for s in STAGES) for r in runs],
+        "end_to_end_s_runs": time_end_to_end(model, inputs, device, args.runs),
     }
-    segs = []
-    for r, c in zip(ref, cand):
-        out["logits_rel"] = max(out["logits_rel"], _rel(c["logits"], r["logits"]))
-        out["masks_rel"] = max(out["masks_rel"], _rel(c["masks"], r["masks"]))
-        ro, co = r["out"], c["out"]
-        if "panoptic_seg" in ro:
-            a, b = (
-                _panoptic_categories(ro["panoptic_seg"]),
-                _panoptic_categories(co["panoptic_seg"]),
-            )
-            out["pan_agree"] = min(out["pan_agree"], 100.0 * float((a == b).float().mean()))
-            segs.append(f"{len(ro['panoptic_seg'][1])}/{len(co['panoptic_seg'][1])}")
-        if "sem_seg" in ro:
-            a, b = ro["sem_seg"].argmax(0).cpu(), co["sem_seg"].argmax(0).cpu()
-            out["sem_agree"] = min(out["sem_agree"], 100.0 * float((a == b).float().mean()))
-        if "instances" in ro:
-            sa, sb = ro["instances"].scores.float().cpu(), co["instances"].scores.float().cpu()
-            n = min(len(sa), len(sb))
-            if n:
-                out["inst_dscore"] = max(out["inst_dscore"], float((sa[:n] - sb[:n]).abs().max()))
-    out["segments"] = ",".join(segs)
-    return out
 
 
-# name -> (dtype of the candidate run, use reference switches for the candidate?, tolerances, meaning)
-VARIANTS = {
-    "default vs reference path": (
-        "fp32",
-        False,
-        {"logits_rel": 1e-4, "masks_rel": 1e-4, "pan_agree": 99.9},
-        "optimised implementation (model default) against the reference path, fp32",
-    ),
-    "repeat (determinism)": (
-        "fp32",
-        True,
-        {"logits_rel": 1e-5, "masks_rel": 1e-5, "pan_agree": 100.0},
-        "the reference path twice",
-    ),
-    "bf16 autocast": (
-        "bf16",
-        False,
-        {"logits_rel": 3e-2, "masks_rel": 3e-2, "pan_agree": 99.0},
-        "the bf16 throughput path against the fp32 reference",
-    ),
-}
+def time_reference(model, inputs, device: str, runs: int) -> list[float]:
+    """End-to-end fp32 times on the reference (unoptimised) path, after one warm-up."""
+    from benchmarks.outputs_check import reference_path
+    from mask2former.modeling.inference_precision import InferencePrecision
+
+    model.inference_precision = InferencePrecision(False)
+    with reference_path(model):
+        return time_end_to_end(model, inputs, device, runs, warmup=1)
 
 
-# Random masks overlap everywhere, so with random weights the overlap test (OVERLAP_THRESHOLD 0.8)
-# drops every panoptic segment and the comparison would be trivially equal: without --weights the
-# check keeps every non-"no object" query (both thresholds 0), so that every pixel's segment counts.
-RANDOM_WEIGHT_OVERRIDES = {"object_mask_threshold": 0.0, "overlap_threshold": 0.0}
+def run(args, device: str) -> dict:
+    from benchmarks.flops import count_flops
+    from benchmarks.models import ALL_OUTPUTS, build, synthetic_image
+    from mask2former.modeling.pixel_decoder.ops import select_backend
+
+    opts = list(args.opts) + (ALL_OUTPUTS if args.all_outputs else [])
+    model = build(
+        args.config_file, device, opts=opts, weights=args.weights, sharpen=args.sharpen
+    ).model.eval()
+    h, w = args.size
+    inp = {"image": synthetic_image(h, w, seed=0)}
+    if args.output_size:
+        inp["height"], inp["width"] = args.output_size
+    inputs = [inp]
+
+    if args.channels_last:
+        model.backbone.to(memory_format=torch.channels_last)
+    columns = {}
+    for name in [p.strip() for p in args.precisions.split(",") if p.strip()]:
+        columns[name] = time_precision(model, inputs, device, name, args)
+    reference_s = time_reference(model, inputs, device, args.runs) if args.reference else None
+    gflops = None if args.no_flops else count_flops(model, (h, w), device)["gflops"]
+    first = next((c for c in columns.values() if "stages_s" in c), {})
+    return {
+        "config": args.config_file,
+        "device": device,
+        "device_name": device_name(device),
+        "msdeformattn_backend": select_backend("cuda" if device.startswith("cuda") else "cpu").name,
+        "input": [h, w],
+        "cpu": cpu_model(),
+        "channels_last": args.channels_last,
+        "outputs": first.get("outputs", ""),
+        "stages_s": first.get("stages_s", {}),
+        "total_s_runs": first.get("total_s_runs", []),
+        "end_to_end_s_runs": first.get("end_to_end_s_runs", []),
+        "precisions": columns,
+        "reference_end_to_end_s_runs": reference_s,
+        "params": sum(p.numel() for p in model.parameters()),
+        "gflops": gflops,
+    }
 
 
-def outputs_check(
-    model, inputs, device: str, rows_out: list[dict], base_row: dict, trained_weights: bool = False
-) -> None:
-    """Reference = strict fp32 (TF32 off) through `reference_path`; each variant is compared.
+def print_report(r: dict) -> None:
+    print(
+        f"\n{r['config']} on {r['device']} ({r['device_name']}, {r['cpu']}), input "
+        f"{r['input'][0]}x{r['input'][1]}, MSDeformAttn backend: {r['msdeformattn_backend']}, "
+        f"backbone channels-last: {r['channels_last']}"
+    )
+    cols = r["precisions"]
+    names = list(cols)
+    print("| stage | " + " | ".join(f"{n} s (share)" for n in names) + " |")
+    print("|---|" + "---:|" * len(names))
 
-    TF32 is off for the whole check so that an implementation difference is not hidden in (or
-    blamed on) TF32 rounding; the bf16 variant is compared against the same strict reference.
-    """
-    from .common import set_tf32
+    def cell(c, stage):
+        if "skipped" in c:
+            return c["skipped"]
+        total = sum(c["stages_s"].values())
+        return f"{c['stages_s'][stage]:.3f} ({100 * c['stages_s'][stage] / total:.1f}%)"
 
-    saved = [(a, getattr(model, a)) for a in RANDOM_WEIGHT_OVERRIDES if hasattr(model, a)]
-    note = ""
-    if not trained_weights and saved:
-        for a, _ in saved:
-            setattr(model, a, RANDOM_WEIGHT_OVERRIDES[a])
-        note = "random weights: " + ", ".join(f"{a}={RANDOM_WEIGHT_OVERRIDES[a]}" for a, _ in saved)
-    set_tf32(device, False)
-    try:
-        _check(model, inputs, device, rows_out, base_row, note)
-    finally:
-        set_tf32(device, True)
-        for a, v in saved:
-            setattr(model, a, v)
+    for stage in STAGES:
+        print(f"| {stage} | " + " | ".join(cell(cols[n], stage) for n in names) + " |")
 
+    def total(c):
+        return c["skipped"] if "skipped" in c else f"**{sum(c['stages_s'].values()):.3f}**"
 
-def _check(model, inputs, device, rows_out, base_row, note) -> None:
-    with reference_path(model) as sw:
-        ref = _capture(model, inputs, device, "fp32")
-        switches = sw.found
-    for name, (dtype, use_ref, tol, _meaning) in VARIANTS.items():
-        row = dict(base_row, variant=name, dtype=dtype)
-        if name.startswith("default") and not switches:
-            row.update(
-                status="n/a: model exposes no reference switch (REFERENCE_SWITCHES/FUNCTIONS)"
-            )
-            rows_out.append(row)
-            continue
-        if use_ref:
-            with reference_path(model):
-                cand = _capture(model, inputs, device, dtype)
-        else:
-            cand = _capture(model, inputs, device, dtype)
-        row.update(compare(ref, cand))
-        ok = (
-            row["logits_rel"] <= tol["logits_rel"]
-            and row["masks_rel"] <= tol["masks_rel"]
-            and row["pan_agree"] >= tol["pan_agree"]
+    def e2e(c):
+        if "skipped" in c:
+            return c["skipped"]
+        return f"{statistics.median(c['end_to_end_s_runs']):.3f}"
+
+    print("| **sum of stage medians** | " + " | ".join(total(cols[n]) for n in names) + " |")
+    print("| end-to-end forward (median) | " + " | ".join(e2e(cols[n]) for n in names) + " |")
+    ref = r.get("reference_end_to_end_s_runs")
+    if ref:
+        med = statistics.median(ref)
+        ratios = ", ".join(
+            f"{n} {statistics.median(cols[n]['end_to_end_s_runs']) / med:.2f}x"
+            for n in names
+            if "skipped" not in cols[n]
         )
-        row["verdict"] = "pass" if ok else "FAIL"
-        row["tolerance"] = f"rel<={tol['logits_rel']:g}, pan>={tol['pan_agree']:g}%"
-        extra = [
-            x for x in ([", ".join(switches)] if name.startswith("default") else []) + [note] if x
-        ]
-        row["status"] = "ok" + (f" ({'; '.join(extra)})" if extra else "")
-        rows_out.append(row)
+        print(f"reference path end to end (fp32, median): {med:.3f} s; ratio {ratios}")
+    for n in names:
+        if "outputs" in cols[n]:
+            print(f"outputs ({n}): {cols[n]['outputs']}")
+    flops = "n/a" if r["gflops"] is None else f"{r['gflops']:.1f} GFLOPs (fvcore, network only)"
+    print(f"params: {r['params']:,} ({r['params'] / 1e6:.1f}M); {flops}")
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    devices = [args.device]
+    if args.device == "all":
+        devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    results = []
+    for d in devices:
+        r = run(args, d)
+        print_report(r)
+        results.append(r)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

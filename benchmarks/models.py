@@ -2,8 +2,9 @@
 
 The real models come from the project's configs (`mask2former.config.load_config`) through
 `detectron2.modeling.build_model`; `--standin` swaps in `benchmarks/standin.py`. Inputs are
-synthetic (no data set is needed on the GPU machine): smooth random images at COCO test sizes, and
-1024x1024 LSJ-sized training images with random object masks. `--images DIR` uses real images.
+synthetic (no data set is needed), and this module is the only place that makes them: smooth
+random images at COCO test sizes, and LSJ-sized training images with random object masks.
+`--images DIR` uses real images.
 """
 
 from __future__ import annotations
@@ -48,9 +49,9 @@ class Built:
 
 
 # Random weights give flat class probabilities: no query passes OBJECT_MASK_THRESHOLD (0.8) and the
-# panoptic/instance post-processing has nothing to do. As tools/benchmark_inference.py does, the
-# class head is scaled so that some queries are confident and post-processing does real work
-# (R50, one 800x1216 image: 14 of 100 queries pass the 0.8 threshold with 30; none with 10).
+# panoptic/instance post-processing has nothing to do. The class head is therefore scaled so that
+# some queries are confident and post-processing does real work (R50, one 800x1216 image: 14 of
+# 100 queries pass the 0.8 threshold with 30; none with 10).
 SHARPEN = 30.0
 
 
@@ -63,9 +64,13 @@ def build(
     weights: str = "",
     train: bool = False,
     point_sampled: bool = True,
+    sharpen: float = SHARPEN,
+    seed: int = 0,
 ) -> Built:
-    """The model `name` ("R50", "Swin-L" or a config path) on `device`, in train or eval mode.
-    In eval mode without `weights` the class head is sharpened (SHARPEN)."""
+    """The model `name` ("R50", "Swin-L" or a config path) on `device`, in train or eval mode,
+    its random weights drawn after `torch.manual_seed(seed)`. In eval mode without `weights` the
+    class head is scaled by `sharpen` (see SHARPEN; 1 leaves it)."""
+    torch.manual_seed(seed)
     if standin:
         from .standin import build_standin
 
@@ -91,9 +96,9 @@ def build(
         except ImportError:
             from detectron2.checkpoint import DetectionCheckpointer as Checkpointer
         Checkpointer(model).load(weights)
-    elif not train:
+    elif not train and sharpen != 1.0:
         with torch.no_grad():
-            model.sem_seg_head.predictor.class_embed.weight.mul_(SHARPEN)
+            model.sem_seg_head.predictor.class_embed.weight.mul_(sharpen)
     model.train(train)
     return Built(name, model, cfg, int(cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES))
 
@@ -102,8 +107,8 @@ def build(
 
 
 def synthetic_image(h: int, w: int, seed: int) -> torch.Tensor:
-    """uint8 (3, h, w): smooth colour blobs plus noise (never all zeros, see METHOD: zeros can
-    run faster than real data and hide indexing errors)."""
+    """uint8 (3, h, w): smooth colour blobs plus noise (never all zeros: zeros can run faster
+    than real data and hide indexing errors)."""
     g = torch.Generator().manual_seed(seed)
     low = torch.rand(1, 3, max(2, h // 64), max(2, w // 64), generator=g)
     img = F.interpolate(low, size=(h, w), mode="bilinear", align_corners=False)[0]

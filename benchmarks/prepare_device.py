@@ -1,15 +1,15 @@
 #!/usr/bin/env python
-"""Pack what the GPU machine lacks into `.devsite/`, so that the harness runs there in one command.
+"""Pack what an offline machine lacks into `.devsite/`, so that the benchmarks run there.
 
-The lent GPU machines (see the device tool's notes) have Python 3.12, PyTorch, numpy, scipy, timm,
-OpenCV... but not detectron2 nor its small dependencies, and cannot reach a package index. This
-script, run here (with the project's .venv set up), copies the pure-Python packages from the local
-environment and downloads a cp312 manylinux wheel for the compiled one (pycocotools), into
-`.devsite/` (git-ignored through .git/info/exclude). Then, on the device:
+For a GPU machine that has Python 3.12, PyTorch, numpy, scipy, timm and OpenCV but neither
+detectron2 nor its small dependencies, and no package index to install them from. Run here (with
+the project's .venv set up): it copies the pure-Python packages from the local environment and
+downloads a cp312 manylinux wheel for the compiled one (pycocotools) into `.devsite/` (git-ignored
+through .git/info/exclude). Copy the repository with `.devsite/` to that machine, then:
 
-    export PYTHONPATH=$PWD/.devsite:$PWD; python3 benchmarks/run_all.py --device cuda
+    export PYTHONPATH=$PWD/.devsite:$PWD; python3 -m benchmarks.run_all --device cuda
 
-with `.devsite` named in the call's `carry`. About 25 MB.
+About 25 MB.
 """
 
 from __future__ import annotations
@@ -117,9 +117,9 @@ def main() -> None:
     ignore_locally()
     size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(DEST) for f in fs)
     print(
-        f"{DEST}: {size / 2**20:.1f} MiB. On the GPU machine (carry=['.devsite']):\n"
+        f"{DEST}: {size / 2**20:.1f} MiB. On the GPU machine (with .devsite/ copied along):\n"
         "  export PYTHONPATH=$PWD/.devsite:$PWD PYTHONUNBUFFERED=1; "
-        "python3 benchmarks/run_all.py --device cuda --json $OUT/bench.json --markdown $OUT/bench.md"
+        "python3 -m benchmarks.run_all --device cuda --json bench.json --markdown bench.md"
     )
 
 

@@ -39,7 +39,7 @@ logger = logging.getLogger(__name__)
 # Fraction of the model's state-dict entries a checkpoint must provide for inference.
 MIN_LOADED_FRACTION = 0.5
 # Peak memory of an image's inference / `estimate_output_bytes`: 1.9 measured on the CPU
-# (tools/benchmark_predictor_memory.py, demo model, 4000x4000: 5.3 GiB above the built model for
+# (benchmarks/predictor_memory.py, demo model, 4000x4000: 5.3 GiB above the built model for
 # a 2.8 GiB estimate; the input, resized copies and the output pool's slack make the rest).
 PEAK_FACTOR = 2.0
 

@@ -5,7 +5,7 @@ import tempfile
 import pytest
 import torch
 
-# Tests run on the CPU with few threads: the CI machine has 2 cores.
+# Tests run on the CPU with at most two threads (their sizes and `slow` marks assume that).
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 

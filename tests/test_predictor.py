@@ -80,7 +80,7 @@ def _same(a: dict, b: dict) -> None:
     assert torch.equal(a["instances"].scores, b["instances"].scores)
 
 
-@pytest.mark.slow  # five models built, three formats (~10 s of CPU; ~30 s on a loaded 2-core VM)
+@pytest.mark.slow  # five models built, three formats (~10 s of CPU time)
 def test_pkl_pth_safetensors_give_identical_predictions(weights, image, caplog):
     rgb, path = image
     cfg = load_config(CONFIG, TINY)

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """`make mutation`: mutation testing (mutmut 2) of the core modules, one narrow test set each.
 
-    python tools/mutation.py                      # every core module (hours on a 2-core CPU)
+    python tools/mutation.py                      # every core module (hours on a CPU)
     python tools/mutation.py mask2former/modeling/matcher.py [more modules ...]
     python tools/mutation.py --list               # the modules and the tests that judge them
     python tools/mutation.py --report             # scores from the cache, nothing run

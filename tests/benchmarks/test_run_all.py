@@ -1,13 +1,12 @@
-"""Smoke tests of the benchmark harness (benchmarks/): it runs on the CPU at tiny sizes and prints
-every table with its columns; OOM becomes a row status; the outputs check sees a change."""
+"""Smoke tests of `python -m benchmarks.run_all`: it runs on the CPU at tiny sizes and prints every
+table with its columns."""
 
 import os
 import time
 
 import pytest
-import torch
 
-from benchmarks import common, inference, run_all
+from benchmarks import run_all
 from benchmarks.models import MODELS, REPO
 
 TINY = [
@@ -120,59 +119,3 @@ def test_run_all_real_r50_cpu_small(capsys, tmp_path):
     flops_row = next(r for t in tables if t.title.startswith("FLOPs") for r in t.rows)
     assert 43.9 < flops_row["params_m"] < 44.1 and flops_row["gflops"] > 0
     assert (tmp_path / "b.json").stat().st_size > 0
-
-
-def test_oom_and_errors_become_row_status():
-    def oom(_):
-        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-
-    def broken(_):
-        raise ValueError("bad shape")
-
-    assert common.run_row({}, oom, "cpu", log=lambda m: None)["status"] == "OOM"
-    assert common.run_row({}, broken, "cpu", log=lambda m: None)["status"].startswith(
-        "error: ValueError"
-    )
-    t = common.Table(
-        "T", [("device", "device"), ("status", "status")], [{"device": "cpu", "status": "OOM"}]
-    )
-    assert "| cpu    | OOM    |" in t.render()
-
-
-def test_outputs_compare_sees_a_change():
-    seg = torch.tensor([[1, 1], [2, 2]], dtype=torch.int32)
-    info = [
-        {"id": 1, "category_id": 3, "isthing": True},
-        {"id": 2, "category_id": 5, "isthing": False},
-    ]
-    ref = [
-        {
-            "logits": torch.ones(2, 3),
-            "masks": torch.ones(2, 4, 4),
-            "out": {"panoptic_seg": (seg, info), "sem_seg": torch.rand(4, 2, 2)},
-        }
-    ]
-    same = inference.compare(ref, ref)
-    assert same["logits_rel"] == 0 and same["pan_agree"] == 100.0
-    seg2 = seg.clone()
-    seg2[0, 0] = 2
-    cand = [
-        {
-            "logits": torch.ones(2, 3) * 1.1,
-            "masks": torch.ones(2, 4, 4),
-            "out": {"panoptic_seg": (seg2, info), "sem_seg": ref[0]["out"]["sem_seg"]},
-        }
-    ]
-    diff = inference.compare(ref, cand)
-    assert diff["logits_rel"] == pytest.approx(0.1) and diff["pan_agree"] == 75.0
-
-
-def test_timing_and_memory_helpers():
-    t = common.time_fn(lambda i: torch.ones(64, 64) @ torch.ones(64, 64), "cpu", warmup=1, iters=5)
-    assert len(t.times_ms) == 5 and t.median > 0
-    with common.PeakMemory("cpu") as mem:
-        x = torch.ones(64, 1024, 1024)  # 256 MiB
-        x += 1
-        time.sleep(0.02)
-    del x
-    assert mem.peak >= mem.static

@@ -76,7 +76,7 @@ def _run(setup, weights: str, out: str) -> int:
     )  # fmt: skip
 
 
-@pytest.mark.slow  # two demo runs over a folder + reference predictions (~30 s on a loaded VM)
+@pytest.mark.slow  # two demo runs over a folder + reference predictions (~30 s)
 def test_pkl_and_pth_give_identical_files_and_bad_image_is_skipped(setup, tmp_path):
     from panopticapi.utils import rgb2id
     from pycocotools.coco import COCO

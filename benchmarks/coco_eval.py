@@ -1,29 +1,33 @@
 #!/usr/bin/env python
 """Time of COCO AP (box, mask, Boundary) with faster-coco-eval vs pycocotools, same numbers.
 
-    python tools/benchmark_coco_eval.py --images 500 --dets 96 [--boundary]
+    python -m benchmarks.coco_eval --images 500 --dets 96 [--boundary]
 
 Generates a synthetic split (`--images` images of `--size` H W, 3-10 ground-truth objects each,
 some crowd; `--dets` detections per image: noisy copies of the objects plus random false
 positives, as RLE masks) and evaluates it through `mask2former.evaluation.coco_backend.
 evaluate_on_coco` with each backend, i.e. the code path `InstanceSegEvaluator` runs. Prints one
-row per (task, backend): wall-clock and CPU seconds (medians of `--runs`; CPU time counts all
-threads of the process, and is the steadier number on a shared machine), AP / AP50 / AP75, and
-the wall-clock speed-up.
+row per (task, backend): wall-clock and CPU seconds (medians of `--runs`, benchmarks.common.time_fn;
+CPU time counts all threads of the process, and is the steadier number where other work shares
+the CPU), AP / AP50 / AP75, and the wall-clock speed-up.
 """
+
+from __future__ import annotations
 
 import argparse
 import contextlib
 import io
 import logging
-import statistics
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if __package__ in (None, ""):  # run as a file: make `benchmarks` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import time_fn  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -132,27 +136,27 @@ def main(argv=None):
     for task in tasks:
         times = {}
         for backend in ("pycocotools", "faster-coco-eval"):
-            runs, cpu = [], []
-            for _ in range(args.runs):
+            done = {}
+
+            def evaluate(_, task=task, backend=backend, done=done):
                 if hasattr(coco, "_mask2former_faster_coco"):  # time the ground-truth copy too
                     del coco._mask2former_faster_coco
-                start, start_cpu = time.perf_counter(), time.process_time()
                 with contextlib.redirect_stdout(io.StringIO()):
-                    ev = evaluate_on_coco(coco, results, task, backend=backend)
-                runs.append(time.perf_counter() - start)
-                cpu.append(time.process_time() - start_cpu)
-            times[backend] = statistics.median(runs)
-            ap = [100 * s for s in ev.stats[:3]]
-            rows.append([task, backend, times[backend], statistics.median(cpu), *ap])
+                    done["ev"] = evaluate_on_coco(coco, results, task, backend=backend)
+
+            t = time_fn(evaluate, "cpu", 0, args.runs)
+            times[backend] = t.median / 1e3
+            ap = [100 * s for s in done["ev"].stats[:3]]
+            rows.append([task, backend, times[backend], t.cpu_median / 1e3, *ap])
         rows[-1].append(times["pycocotools"] / times["faster-coco-eval"])
-    print(
-        tabulate(
-            rows,
-            headers=["task", "backend", "wall s", "CPU s", "AP", "AP50", "AP75", "wall speed-up"],
-            floatfmt=".3f",
-            tablefmt="pipe",
-        )
+    table = tabulate(
+        rows,
+        headers=["task", "backend", "wall s", "CPU s", "AP", "AP50", "AP75", "wall speed-up"],
+        floatfmt=".3f",
+        tablefmt="pipe",
     )
+    print(table)
+    return rows
 
 
 if __name__ == "__main__":

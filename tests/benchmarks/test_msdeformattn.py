@@ -1,4 +1,4 @@
-"""tools/benchmark_msdeformattn.py runs and prints one row per available backend."""
+"""`python -m benchmarks.msdeformattn` runs and prints one row per available backend."""
 
 import subprocess
 import sys
@@ -14,7 +14,8 @@ def test_benchmark_tool_tiny_shape():
     proc = subprocess.run(
         [
             sys.executable,
-            "tools/benchmark_msdeformattn.py",
+            "-m",
+            "benchmarks.msdeformattn",
             "--levels",
             "4",
             "2",
