@@ -60,20 +60,20 @@ def load_weights(model: torch.nn.Module, path: str, *, allow_partial: bool = Fal
     MIN_LOADED_FRACTION of the model's state-dict entries came from the file (missing or of
     another shape), unless `allow_partial`.
     """
-    from .engine.trainer import build_checkpointer
+    from .checkpoint import MaskFormerCheckpointer
     from .model_zoo import local_weights_path
 
     local = local_weights_path(path)
-    checkpointer = build_checkpointer(model)
+    checkpointer = MaskFormerCheckpointer(model)
     # What fvcore's `load` does, keeping the incompatible keys it only logs.
     try:
         checkpoint = checkpointer._load_file(local)
     except (pickle.UnpicklingError, EOFError, ValueError, RuntimeError) as e:
         if os.path.basename(local) in str(e):  # already names the file (our loaders' errors)
             raise
-        from .utils.atomic_io import CorruptCheckpointError, _corrupt_message
+        from .checkpoint.files import CorruptCheckpointError, corrupt_message
 
-        raise CorruptCheckpointError(_corrupt_message(local, e)) from e
+        raise CorruptCheckpointError(corrupt_message(local, e)) from e
     if not isinstance(checkpoint, dict) or "model" not in checkpoint:
         checkpoint = {"model": checkpoint}
     incompatible = checkpointer._load_model(checkpoint)

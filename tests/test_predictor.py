@@ -12,13 +12,13 @@ import torch
 from PIL import Image
 
 from mask2former import load_config
+from mask2former.checkpoint import CorruptCheckpointError
 from mask2former.predictor import (
     InputTooLargeError,
     Predictor,
     WeightsMismatchError,
     estimate_output_bytes,
 )
-from mask2former.utils.atomic_io import CorruptCheckpointError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(REPO, "configs", "demo", "panoptic.yaml")

@@ -23,12 +23,13 @@ from detectron2.utils.logger import setup_logger
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import mask2former  # noqa: E402,F401  (registers datasets, model parts, evaluators)
+from mask2former.checkpoint import MaskFormerCheckpointer  # noqa: E402
+from mask2former.checkpoint.checks import require_loaded_weights  # noqa: E402
 from mask2former.config import load_config  # noqa: E402
 from mask2former.data.dataset_checks import check_num_classes  # noqa: E402
 from mask2former.data.datasets import register_user_datasets  # noqa: E402
-from mask2former.engine import Trainer, build_checkpointer, launch  # noqa: E402
+from mask2former.engine import Trainer, launch  # noqa: E402
 from mask2former.model_zoo import local_weights_path  # noqa: E402
-from mask2former.utils.checkpoint_checks import require_loaded_weights  # noqa: E402
 
 # shapely's deprecation warnings flood the log of the LSJ mappers (as upstream silences them).
 warnings.filterwarnings("ignore", category=DeprecationWarning, module="shapely")
@@ -72,7 +73,7 @@ def main(args):
     check_num_classes(cfg, cfg.DATASETS.TEST, "DATASETS.TEST")
     if args.eval_only:
         model = Trainer.build_model(cfg)
-        checkpointer = build_checkpointer(model, save_dir=cfg.OUTPUT_DIR)
+        checkpointer = MaskFormerCheckpointer(model, save_dir=cfg.OUTPUT_DIR)
         if cfg.MODEL.WEIGHTS and not (args.resume and checkpointer.has_checkpoint()):
             local_weights_path(cfg.MODEL.WEIGHTS)  # a URL offline: a clear DownloadError
         checkpointer.resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)

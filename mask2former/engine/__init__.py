@@ -2,6 +2,6 @@
 
 from .compat import launch
 from .train_loop import MixedPrecisionTrainer
-from .trainer import Trainer, build_checkpointer
+from .trainer import Trainer
 
-__all__ = ["MixedPrecisionTrainer", "Trainer", "build_checkpointer", "launch"]
+__all__ = ["MixedPrecisionTrainer", "Trainer", "launch"]

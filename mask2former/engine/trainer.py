@@ -6,15 +6,15 @@ import weakref
 from collections import OrderedDict
 
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.engine import DefaultTrainer, TrainerBase, hooks
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 from torch.nn.parallel import DistributedDataParallel
 
+from ..checkpoint import MaskFormerCheckpointer
+from ..checkpoint.checks import retag_after_nonfinite_forward
 from ..data.dataset_mappers import MAPPERS
 from ..solver import build_lr_scheduler, build_optimizer
-from ..utils.atomic_io import atomic_checkpointer_class
 from ..utils.resume import (
     IterationSeedHook,
     build_resumable_train_loader,
@@ -31,34 +31,9 @@ logger = logging.getLogger(__name__)
 DETECTRON2_MAPPER_NAMES = ("detectron2", "detectron2_default")
 
 
-def build_checkpointer(model, save_dir: str = "", **kwargs) -> DetectionCheckpointer:
-    """The project's checkpointer (mask2former/checkpoint.py) if present, else detectron2's.
-
-    Either way with atomic saves and safe loading (mask2former.utils.atomic_io).
-    """
-    try:
-        from .. import checkpoint as project_checkpoint
-    except ImportError:
-        return atomic_checkpointer_class(DetectionCheckpointer)(model, save_dir, **kwargs)
-    for name in ("MaskFormerCheckpointer", "Mask2FormerCheckpointer"):
-        cls = getattr(project_checkpoint, name, None)
-        if cls is not None:
-            return atomic_checkpointer_class(cls)(model, save_dir, **kwargs)
-    # Fall back to any DetectionCheckpointer subclass the module defines.
-    for value in vars(project_checkpoint).values():
-        if (
-            isinstance(value, type)
-            and issubclass(value, DetectionCheckpointer)
-            and value is not DetectionCheckpointer
-        ):
-            return atomic_checkpointer_class(value)(model, save_dir, **kwargs)
-    return atomic_checkpointer_class(DetectionCheckpointer)(model, save_dir, **kwargs)
-
-
 def _after_nonfinite_forward(trainer, err: Exception) -> None:
     """A non-finite loss (or NaN/Inf predictions reaching the matcher) right after a checkpoint:
     that checkpoint cannot restart the run; move 'last_checkpoint' back and say so."""
-    from ..utils.checkpoint_checks import retag_after_nonfinite_forward
     from .weights_guard import NonFiniteWeightsError
 
     text = str(err)
@@ -131,8 +106,12 @@ class Trainer(TrainerStateMixin, DefaultTrainer):
             model, data_loader, optimizer, precision=amp_precision(cfg), device_type=device_type
         )
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
-        self.checkpointer = build_checkpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
-        self.checkpointer.save_format = cfg.SOLVER.CHECKPOINT_FORMAT
+        self.checkpointer = MaskFormerCheckpointer(
+            model,
+            cfg.OUTPUT_DIR,
+            save_format=cfg.SOLVER.CHECKPOINT_FORMAT,
+            trainer=weakref.proxy(self),
+        )
         # Stop at a NaN/Inf loss on every rank, before the optimizer step (docs/reliability.md).
         install_nonfinite_check(self, self.checkpointer)
         self._trainer.weights_guard = WeightsGuard(model, self._last_checkpoint_name)

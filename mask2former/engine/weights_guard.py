@@ -13,7 +13,7 @@ and the last good checkpoint. (:meth:`WeightsGuard.check_gradients` checks the g
 the step, for callers that must keep the weights untouched; the trainer does not call it: a
 NaN/Inf gradient reaches the weights through the step and is caught there, at half the cost.) The exception leaves the loop before any `after_step` hook, so the
 periodic checkpointer never sees the bad weights. The checkpointer checks again before every save
-(:func:`nonfinite_entries` via `mask2former.utils.checkpoint_checks`).
+(:func:`nonfinite_entries` via `mask2former.checkpoint.checks`).
 
 The check is one fused reduction (the 2-norm of all tensors: NaN/Inf propagate) and one
 device-to-host sync per iteration, the same work as the gradient-norm clipping of the published

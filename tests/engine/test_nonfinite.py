@@ -5,21 +5,17 @@ import os
 
 import pytest
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.engine import SimpleTrainer, hooks
 from torch import nn
 
+from mask2former.checkpoint import MaskFormerCheckpointer as Ckpt
+from mask2former.checkpoint import load_checkpoint_file
 from mask2former.engine.nonfinite import (
     NonFiniteLossError,
     check_losses_finite,
     install_nonfinite_check,
     nonfinite_terms,
 )
-from mask2former.utils.atomic_io import AtomicCheckpointerMixin, load_checkpoint_file
-
-
-class Ckpt(AtomicCheckpointerMixin, DetectionCheckpointer):
-    pass
 
 
 def test_nonfinite_terms():

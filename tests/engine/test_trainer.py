@@ -12,8 +12,8 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the driver
 import reliability_driver as drv  # noqa: E402
 
+from mask2former.checkpoint import MaskFormerCheckpointer, load_checkpoint_file  # noqa: E402
 from mask2former.engine.nonfinite import NonFiniteLossError  # noqa: E402
-from mask2former.utils.atomic_io import AtomicCheckpointerMixin, load_checkpoint_file  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -55,7 +55,7 @@ class _NaNAt(nn.Module):
 
 def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path):
     trainer = _trainer(tmp_path, **{"SOLVER.MAX_ITER": 10})
-    assert isinstance(trainer.checkpointer, AtomicCheckpointerMixin)
+    assert isinstance(trainer.checkpointer, MaskFormerCheckpointer)
     trainer.resume_or_load(resume=False)
     trainer._trainer.model = _NaNAt(trainer._trainer.model, bad=3)
     with pytest.raises(NonFiniteLossError) as e:

@@ -8,10 +8,9 @@ import torch
 from detectron2.engine import hooks
 from torch import nn
 
-from mask2former.checkpoint import MaskFormerCheckpointer
+from mask2former.checkpoint import MaskFormerCheckpointer, load_checkpoint_file
 from mask2former.engine.train_loop import MixedPrecisionTrainer
 from mask2former.engine.weights_guard import NonFiniteWeightsError, WeightsGuard, all_finite
-from mask2former.utils.atomic_io import atomic_checkpointer_class, load_checkpoint_file
 
 
 class Saturating(nn.Module):
@@ -35,7 +34,7 @@ def _run(tmp_path, model, lr, xs=(0.0, 0.0, 1.0, 1.0)):
     data = iter([[{"x": x, "file_name": f"img{i}.png"}] for i, x in enumerate(xs)])
     opt = torch.optim.SGD(model.parameters(), lr=lr)
     trainer = MixedPrecisionTrainer(model, data, opt, precision=None, device_type="cpu")
-    ckpt = atomic_checkpointer_class(MaskFormerCheckpointer)(model, str(tmp_path))
+    ckpt = MaskFormerCheckpointer(model, str(tmp_path))
     trainer.weights_guard = WeightsGuard(
         model, lambda: ckpt.get_checkpoint_file() if ckpt.has_checkpoint() else None
     )
@@ -95,7 +94,7 @@ def test_finite_training_is_untouched(tmp_path):
 
 def test_checkpointer_refuses_to_save_nonfinite_weights(tmp_path):
     model = nn.Linear(2, 2)
-    ckpt = atomic_checkpointer_class(MaskFormerCheckpointer)(model, str(tmp_path))
+    ckpt = MaskFormerCheckpointer(model, str(tmp_path))
     ckpt.save("model_0000000")
     with torch.no_grad():
         model.bias[1] = math.nan

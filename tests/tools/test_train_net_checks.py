@@ -8,7 +8,7 @@ import pytest
 import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
-from mask2former.utils.checkpoint_checks import CheckpointMismatchError
+from mask2former.checkpoint.checks import CheckpointMismatchError
 
 ROOT = Path(__file__).resolve().parents[2]
 NAME = "_train_net_checks_val"

@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 from mask2former.checkpoint import MaskFormerCheckpointer
-from mask2former.utils.atomic_io import load_checkpoint_file
-from mask2former.utils.safe_pickle import UnsafeCheckpointError, load_pickle_weights
+from mask2former.checkpoint.files import load_checkpoint_file
+from mask2former.checkpoint.safe_pickle import UnsafeCheckpointError, load_pickle_weights
 
 
 class _RunsCode:
@@ -80,13 +80,15 @@ def test_caffe2_blobs_still_load_through_the_checkpointer(tmp_path):
     assert data["matching_heuristics"] and list(data["model"]) == ["weight"]
 
 
-def test_detectron2_checkpointer_with_the_atomic_mixin_unpickles_restricted(tmp_path):
-    from detectron2.checkpoint import DetectionCheckpointer
-
-    from mask2former.utils.atomic_io import atomic_checkpointer_class
+def test_the_predictor_and_the_trainer_checkpointer_unpickle_restricted(tmp_path):
+    """Every entry point reads a .pkl through the one checkpointer (before: also a detectron2
+    checkpointer with the atomic mixin)."""
+    from mask2former.predictor import load_weights
 
     p = tmp_path / "evil.pkl"
     _zoo(p, evil=_RunsCode())
-    ckpt = atomic_checkpointer_class(DetectionCheckpointer)(nn.Linear(3, 2))
     with pytest.raises(UnsafeCheckpointError, match="posix.system"):
-        ckpt.load(str(p))
+        load_weights(nn.Linear(3, 2), str(p))
+    ckpt = MaskFormerCheckpointer(nn.Linear(3, 2), str(tmp_path))
+    with pytest.raises(UnsafeCheckpointError, match="posix.system"):
+        ckpt.resume_or_load(str(p), resume=True)  # no last_checkpoint: MODEL.WEIGHTS

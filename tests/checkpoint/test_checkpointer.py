@@ -1,21 +1,37 @@
-"""Checkpoint compatibility: exact published state-dict layouts, and loading zoo-style files."""
+"""MaskFormerCheckpointer (mask2former/checkpoint/checkpointer.py): exact published state-dict
+layouts, loading zoo-style files, atomic saves, resume never unpickling, safetensors, and
+checkpoints written before the one-class checkpointer."""
 
 import logging
+import os
 import pickle
+import random
+import signal
+import time
 from pathlib import Path
 
 import pytest
 import torch
+from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
+from torch import nn
 
 import mask2former  # noqa: F401
 from mask2former.checkpoint import MaskFormerCheckpointer
+from mask2former.checkpoint.files import (
+    CorruptCheckpointError,
+    UnsafeCheckpointError,
+    load_checkpoint_file,
+)
 from mask2former.config import load_config
+from mask2former.utils.atomic_file import remove_stale_temp_files
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = ROOT / "configs"
 # Names and shapes of the six official checkpoints (copied from the team's reference facts).
-KEYS = Path(__file__).parent / "data" / "checkpoint_keys"
+KEYS = ROOT / "tests" / "data" / "checkpoint_keys"
+# Checkpoints written by the checkpointer of main at ecf177d (before the one-class checkpointer).
+OLD_FORMAT = Path(__file__).parent / "fixtures" / "before_one_class"
 
 KEY_LISTS = {
     "coco_panoptic_R50": "coco/panoptic-segmentation/maskformer2_R50_bs16_50ep.yaml",
@@ -207,3 +223,154 @@ def test_convert_tools_write_d2_pickles(tmp_path):
         "backbone.res2.0.shortcut.norm.bias",
         "backbone.stem.conv1.weight",
     ]
+
+
+# ---- saving and resuming ---------------------------------------------------------------------------
+def _model(seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+
+
+def _save_forever(save_dir, atomic, model):
+    """Child process: save a 4 MB checkpoint over and over (model_final + a numbered one)."""
+    torch.set_num_threads(1)  # no OpenMP region in a forked child
+    ck = (MaskFormerCheckpointer if atomic else DetectionCheckpointer)(model, save_dir=save_dir)
+    i = 0
+    while True:
+        with torch.no_grad():
+            model.bias.fill_(i)
+        ck.save("model_final")
+        ck.save(f"model_{i:07d}")
+        i += 1
+
+
+def _kill_while_saving(out, atomic, delay):
+    """Fork (no re-import: fast), let the child save for `delay` s, then SIGKILL it."""
+    out.mkdir(parents=True)
+    model = nn.Linear(1024, 1024)  # built before the fork
+    pid = os.fork()
+    if pid == 0:  # child
+        try:
+            _save_forever(str(out), atomic, model)
+        finally:
+            os._exit(1)
+    time.sleep(delay)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+
+
+def _loadable(path):
+    try:
+        load_checkpoint_file(path)
+        return True
+    except (CorruptCheckpointError, FileNotFoundError):
+        return False
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_sigkill_while_saving_never_leaves_a_truncated_checkpoint(tmp_path):
+    rng = random.Random(1234)
+    for k in range(6):
+        out = tmp_path / f"run{k}"
+        _kill_while_saving(out, atomic=True, delay=rng.uniform(0.3, 1.0))
+        last = (out / "last_checkpoint").read_text().strip()
+        assert _loadable(out / last), f"last_checkpoint names a broken file {last}"
+        assert _loadable(out / "model_final.pth")
+        for name in os.listdir(out):
+            if name.endswith(".pth"):
+                assert _loadable(out / name), name
+        stale = sorted(n for n in os.listdir(out) if n.endswith(".tmp"))
+        assert remove_stale_temp_files(out) == stale  # a kill mid-save may leave a temp file ...
+        assert not [n for n in os.listdir(out) if n.endswith(".tmp")]  # ... cleaned up on resume
+
+
+def test_checkpointer_resume_never_unpickles_but_explicit_pkl_loads(tmp_path):
+    model = _model()
+    zoo = tmp_path / "zoo.pkl"
+    with open(zoo, "wb") as f:
+        pickle.dump(
+            {
+                "model": {k: v.numpy() for k, v in _model(1).state_dict().items()},
+                "__author__": "zoo",
+            },
+            f,
+        )
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "last_checkpoint").write_text("../zoo.pkl")  # something put a pickle in the resume path
+    ck = MaskFormerCheckpointer(model, save_dir=str(out))
+    with pytest.raises(UnsafeCheckpointError, match="never from a file found automatically"):
+        ck.resume_or_load(str(zoo), resume=True)
+    ck.resume_or_load(str(zoo), resume=False)  # named by the user (MODEL.WEIGHTS): allowed
+    assert torch.allclose(model[0].weight, _model(1)[0].weight)
+
+
+def test_safetensors_save_and_resume(tmp_path):
+    from detectron2.solver import build_lr_scheduler  # noqa: F401  (d2 import side effects)
+
+    model = _model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    model(torch.randn(2, 4)).sum().backward()
+    opt.step()
+    ck = MaskFormerCheckpointer(model, save_dir=str(tmp_path), optimizer=opt)
+    ck.save_format = "safetensors"
+    ck.save("model_0000004", iteration=4)
+    assert (tmp_path / "last_checkpoint").read_text() == "model_0000004.safetensors"
+    assert sorted(os.listdir(tmp_path)) == [
+        "last_checkpoint",
+        "model_0000004.safetensors",
+        "model_0000004.state.pth",
+    ]
+    from safetensors.torch import load_file
+
+    assert set(load_file(tmp_path / "model_0000004.safetensors")) == set(model.state_dict())
+
+    model2 = _model(7)
+    opt2 = torch.optim.SGD(model2.parameters(), lr=0.1, momentum=0.9)
+    extra = MaskFormerCheckpointer(model2, save_dir=str(tmp_path), optimizer=opt2).resume_or_load(
+        "", resume=True
+    )
+    assert extra["iteration"] == 4
+    for a, b in zip(model.parameters(), model2.parameters()):
+        assert torch.equal(a, b)
+    assert torch.equal(
+        opt2.state_dict()["state"][0]["momentum_buffer"],
+        opt.state_dict()["state"][0]["momentum_buffer"],
+    )
+    # MODEL.WEIGHTS can name a .safetensors file directly
+    model3 = _model(9)
+    MaskFormerCheckpointer(model3).load(
+        str(tmp_path / "model_0000004.safetensors"), checkpointables=[]
+    )
+    assert torch.equal(model3[2].bias, model[2].bias)
+
+
+@pytest.mark.parametrize("fmt", ["pth", "safetensors"])
+def test_checkpoints_written_before_the_one_class_checkpointer_load_identically(tmp_path, fmt):
+    """The fixtures were saved by main at ecf177d (`build_checkpointer`, AtomicCheckpointerMixin):
+    the model below with entry i of its state dict set to arange(numel) * (i + 1) / 7, one SGD
+    step (lr 0.25, momentum 0.9) on gradients of ones, then `save("model_0000004", iteration=4)`
+    with save_format `fmt`."""
+    out = tmp_path / fmt
+    import shutil
+
+    shutil.copytree(OLD_FORMAT / fmt, out)  # resuming may clean the directory: work on a copy
+    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4))
+    opt = torch.optim.SGD(model.parameters(), lr=0.25, momentum=0.9)
+    extra = MaskFormerCheckpointer(model, str(out), optimizer=opt).resume_or_load("", resume=True)
+    assert extra["iteration"] == 4
+    params = {k for k, _ in model.named_parameters()}
+    expected = {}
+    for i, (k, v) in enumerate(model.state_dict().items()):
+        value = torch.arange(v.numel()).reshape(v.shape) * (i + 1) / 7
+        expected[k] = (value - 0.25 if k in params else value).to(v.dtype)
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, expected[k]), k
+    momentum = [s["momentum_buffer"] for s in opt.state_dict()["state"].values()]
+    assert len(momentum) == 4 and all(torch.equal(m, torch.ones_like(m)) for m in momentum)
+    # The same file named as MODEL.WEIGHTS: the weights alone, every key.
+    fresh = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4))
+    ckpt = MaskFormerCheckpointer(fresh, strict=True)
+    ckpt.load(str(out / f"model_0000004.{fmt}"), checkpointables=[])
+    assert all(torch.equal(v, expected[k]) for k, v in fresh.state_dict().items())
+    assert ckpt.loaded_keys == list(expected)

@@ -9,14 +9,14 @@ import torch
 from torch import nn
 
 from mask2former.checkpoint import MaskFormerCheckpointer
-from mask2former.engine.weights_guard import NonFiniteWeightsError
-from mask2former.utils.atomic_io import atomic_checkpointer_class, atomic_torch_save
-from mask2former.utils.checkpoint_checks import (
+from mask2former.checkpoint.checks import (
     CheckpointMismatchError,
     ResumeError,
     list_checkpoints,
     require_loaded_weights,
 )
+from mask2former.engine.weights_guard import NonFiniteWeightsError
+from mask2former.utils.atomic_file import atomic_torch_save
 
 
 def _model(width=4):
@@ -24,7 +24,7 @@ def _model(width=4):
 
 
 def _ckpt(model, out):
-    return atomic_checkpointer_class(MaskFormerCheckpointer)(model, str(out))
+    return MaskFormerCheckpointer(model, str(out))
 
 
 def _saved(tmp_path, *names):
@@ -119,7 +119,7 @@ def test_require_loaded_weights(tmp_path, caplog):
 
 
 def test_a_checkpoint_right_before_a_nonfinite_forward_is_not_resumed_from(tmp_path):
-    from mask2former.utils.checkpoint_checks import retag_after_nonfinite_forward
+    from mask2former.checkpoint.checks import retag_after_nonfinite_forward
 
     out = _saved(tmp_path, "model_0000001", "model_0000003")  # last_checkpoint: model_0000003
     assert retag_after_nonfinite_forward(str(out), 6) is None  # failure 3 iterations later

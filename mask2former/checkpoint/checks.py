@@ -1,12 +1,13 @@
 """Checks around saving and loading checkpoints, with errors that say what is wrong and which
-checkpoints exist. Called by the checkpointer (one line each):
+checkpoints exist. Called by `MaskFormerCheckpointer` (one line each):
 
 * :func:`check_state_finite` before every save: a checkpoint is never written with NaN/Inf
   weights, so ``last_checkpoint`` only ever names a checkpoint with finite weights;
-* :func:`resolve_resume_checkpoint` on ``--resume``: the file ``last_checkpoint`` names must exist,
-  be non-empty and hold finite weights; the message says which checkpoint is taken;
+* :func:`resolve_resume_checkpoint` on ``--resume``: the file ``last_checkpoint`` names must exist
+  and be non-empty; the message says which checkpoint is taken;
 * :func:`check_resume_compatible` on ``--resume``: the model's parameter names and shapes must be
-  the checkpoint's (a changed config resumed into an old OUTPUT_DIR is an error, not a warning);
+  the checkpoint's (a changed config resumed into an old OUTPUT_DIR is an error, not a warning),
+  and its weights finite;
 * :func:`retag_after_nonfinite_forward` when a forward pass stops non-finite right after a
   checkpoint: ``last_checkpoint`` moves back to the one before (resuming would replay the failure);
 * :func:`require_loaded_weights` for inference (``--eval-only``): a checkpoint that left most of
@@ -22,7 +23,7 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-from ..engine.weights_guard import NonFiniteWeightsError, nonfinite_entries
+from ..utils.atomic_file import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +36,7 @@ __all__ = [
     "require_loaded_weights",
     "resolve_resume_checkpoint",
     "retag_after_nonfinite_forward",
+    "shape_mismatches",
 ]
 
 
@@ -79,6 +81,9 @@ def _existing(save_dir: str) -> str:
 
 def check_state_finite(state_dict: Mapping[str, torch.Tensor], path: str, last: str | None) -> None:
     """Refuse to save `state_dict` to `path` when a floating-point entry is NaN/Inf."""
+    # engine/ imports this package: its guard is imported where it is used.
+    from ..engine.weights_guard import NonFiniteWeightsError, nonfinite_entries
+
     bad = nonfinite_entries(state_dict)
     if not bad:
         return
@@ -120,6 +125,18 @@ def resolve_resume_checkpoint(save_dir: str) -> str:
     return path
 
 
+def shape_mismatches(
+    model_state: Mapping[str, torch.Tensor], checkpoint_state: Mapping[str, object]
+) -> list[tuple[str, tuple, tuple]]:
+    """(name, shape in the checkpoint, shape in the model) of every same-named entry whose shapes
+    differ."""
+    return [
+        (k, tuple(v.shape), tuple(model_state[k].shape))
+        for k, v in checkpoint_state.items()
+        if k in model_state and hasattr(v, "shape") and tuple(v.shape) != model_state[k].shape
+    ]
+
+
 def check_resume_compatible(
     model_state: Mapping[str, torch.Tensor],
     checkpoint_state: Mapping[str, object],
@@ -132,11 +149,12 @@ def check_resume_compatible(
     Raises :class:`CheckpointMismatchError` listing what changed (and which checkpoints exist),
     or NonFiniteWeightsError when the checkpoint itself holds NaN/Inf weights.
     """
+    from ..engine.weights_guard import NonFiniteWeightsError, nonfinite_entries
+
     save_dir = os.path.dirname(path)
     shapes = [
-        f"{k}: checkpoint {tuple(v.shape)}, model {tuple(model_state[k].shape)}"
-        for k, v in checkpoint_state.items()
-        if k in model_state and hasattr(v, "shape") and tuple(v.shape) != model_state[k].shape
+        f"{k}: checkpoint {a}, model {b}"
+        for k, a, b in shape_mismatches(model_state, checkpoint_state)
     ]
     missing = [k for k in model_state if k not in checkpoint_state and k not in optional]
     unexpected = [k for k in checkpoint_state if k not in model_state]
@@ -194,8 +212,6 @@ def retag_after_nonfinite_forward(save_dir: str, iteration: int) -> str | None:
             "was not finite, so --resume from it would fail the same way; there is no earlier "
             "checkpoint: start again without --resume after the fix."
         )
-    from .atomic_io import atomic_write_text
-
     atomic_write_text(tag, earlier[-1])
     return (
         f" Note: {name} was written right after the optimizer step of iteration {iteration - 1}: "
