@@ -6,6 +6,7 @@ import logging
 import os
 import pickle
 import random
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -352,8 +353,6 @@ def test_checkpoints_written_before_the_one_class_checkpointer_load_identically(
     step (lr 0.25, momentum 0.9) on gradients of ones, then `save("model_0000004", iteration=4)`
     with save_format `fmt`."""
     out = tmp_path / fmt
-    import shutil
-
     shutil.copytree(OLD_FORMAT / fmt, out)  # resuming may clean the directory: work on a copy
     model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4))
     opt = torch.optim.SGD(model.parameters(), lr=0.25, momentum=0.9)
