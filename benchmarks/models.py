@@ -91,11 +91,9 @@ def build(
     cfg = load_config(path, full_opts)
     model = build_model(cfg)
     if weights:
-        try:  # the project's checkpointer maps published names and reports missing keys
-            from mask2former.checkpoint import MaskFormerCheckpointer as Checkpointer
-        except ImportError:
-            from detectron2.checkpoint import DetectionCheckpointer as Checkpointer
-        Checkpointer(model).load(weights)
+        from mask2former.checkpoint import MaskFormerCheckpointer  # the one checkpointer
+
+        MaskFormerCheckpointer(model).load(weights)
     elif not train and sharpen != 1.0:
         with torch.no_grad():
             model.sem_seg_head.predictor.class_embed.weight.mul_(sharpen)
