@@ -1,5 +1,7 @@
+import importlib.util
 import os
 import shutil
+import sys
 import tempfile
 
 import pytest
@@ -12,6 +14,20 @@ torch.set_num_threads(min(2, os.cpu_count() or 1))
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def demo_shapes():
+    """tools/generate_demo_shapes.py, the demo_shapes generator: tests that need the dataset
+    generate it with `demo_shapes.prepare_demo_shapes(root, splits=..., workers=1)`."""
+    name = "generate_demo_shapes"
+    if name not in sys.modules:  # by path: detectron2 installs a top-level `tools` package
+        path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tools", name + ".py")
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # the generator's worker processes unpickle by module name
+        spec.loader.exec_module(module)
+    return sys.modules[name]
 
 
 def pytest_configure(config):

@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """`make demo`: train Mask2Former on the built-in demo_shapes dataset, on this CPU, and show results.
 
-1. generates the demo_shapes dataset if it is not cached yet (datasets/demo_shapes/, ~30 s);
+1. generates the demo_shapes dataset if it is not there yet (tools/generate_demo_shapes.py into
+   datasets/demo_shapes/, ~30 s);
 2. runs `tools/train_net.py --config-file configs/demo/panoptic.yaml` with a progress display
    (periodic evaluation on the val split included);
 3. prints PQ, mask AP and mIoU on the val split as a table (also written as metrics.md);
@@ -28,8 +29,10 @@ import time
 from collections import deque
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, "tools"))  # plot_training_curves (detectron2 owns `tools`)
+# plot_training_curves, generate_demo_shapes (detectron2 owns `tools`)
+sys.path.insert(0, os.path.join(REPO, "tools"))
 
+import generate_demo_shapes  # noqa: E402
 import plot_training_curves  # noqa: E402
 
 DEFAULT_CONFIG = "configs/demo/panoptic.yaml"
@@ -284,9 +287,7 @@ def metrics_table(metrics: dict[str, float]) -> tuple[str, str]:
 
 
 def draw_overlays(args, weights: str, out_dir: str, num_images: int) -> list[str]:
-    from mask2former.data.datasets.builtin_demo import prepare_demo_shapes
-
-    val_dir = os.path.join(prepare_demo_shapes(), "val")
+    val_dir = os.path.join(generate_demo_shapes.prepare_demo_shapes(), "val")
     images = [os.path.join(val_dir, f"{i:06d}.jpg") for i in range(num_images)]
     cmd = [
         sys.executable,
@@ -358,10 +359,8 @@ def main() -> None:
     )
 
     # 1. the dataset
-    from mask2former.data.datasets.builtin_demo import prepare_demo_shapes
-
     t = time.time()
-    root = prepare_demo_shapes()
+    root = generate_demo_shapes.prepare_demo_shapes()
     print(f"Dataset demo_shapes ready in {root} ({time.time() - t:.0f} s)", flush=True)
 
     # 2. training, with periodic evaluation

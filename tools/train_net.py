@@ -20,7 +20,8 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 # Running from a checkout without `pip install -e .`: make the package importable.
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TOOLS = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(TOOLS))
 
 import mask2former  # noqa: E402,F401  (registers datasets, model parts, evaluators)
 from mask2former.checkpoint import MaskFormerCheckpointer  # noqa: E402
@@ -28,6 +29,7 @@ from mask2former.checkpoint.checks import require_loaded_weights  # noqa: E402
 from mask2former.config import load_config  # noqa: E402
 from mask2former.data.dataset_checks import check_num_classes  # noqa: E402
 from mask2former.data.datasets import register_user_datasets  # noqa: E402
+from mask2former.data.datasets.register_demo_shapes import demo_shapes_sources  # noqa: E402
 from mask2former.engine import Trainer, launch  # noqa: E402
 from mask2former.model_zoo import local_weights_path  # noqa: E402
 
@@ -63,11 +65,29 @@ def setup(args):
     return cfg
 
 
+def generate_demo_data(dataset_names) -> None:
+    """Generate the built-in demo_shapes datasets among `dataset_names` that are not there yet
+    (tools/generate_demo_shapes.py; a no-op when they are, safe in several processes at once)."""
+    sources = demo_shapes_sources(dataset_names)
+    if not sources:
+        return
+    if TOOLS not in sys.path:
+        sys.path.insert(0, TOOLS)
+    import generate_demo_shapes
+
+    for root, splits in sources:
+        generate_demo_shapes.prepare_demo_shapes(root, splits=splits)
+
+
 def main(args):
     # The user's datasets ($MASK2FORMER_DATASETS, docs/datasets.md), in every process `launch`
     # starts: this runs in each of them.
     register_user_datasets()
     cfg = setup(args)
+    # A config on the built-in demo dataset trains from a fresh checkout (docs/demo.md).
+    generate_demo_data(
+        cfg.DATASETS.TEST if args.eval_only else cfg.DATASETS.TRAIN + cfg.DATASETS.TEST
+    )
     # MODEL.SEM_SEG_HEAD.NUM_CLASSES must be the test datasets' class count (training: also
     # DATASETS.TRAIN, checked when the train loader is built).
     check_num_classes(cfg, cfg.DATASETS.TEST, "DATASETS.TEST")

@@ -10,11 +10,13 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 @pytest.fixture(scope="module")
-def tiny_demo(tmp_path_factory):
-    from mask2former.data.datasets import builtin_demo
+def tiny_demo(tmp_path_factory, demo_shapes):
+    from mask2former.data.datasets.register_demo_shapes import register_demo_shapes
 
     root = str(tmp_path_factory.mktemp("demo_cfg") / "data")
-    names = builtin_demo.register_demo_shapes(root, prefix="_test_cfg", splits={"train": (4, 0)})
+    splits = {"train": (4, 0)}
+    demo_shapes.prepare_demo_shapes(root, splits=splits, workers=1)
+    names = register_demo_shapes(root, prefix="_test_cfg", splits=splits)
     yield
     for name in names:
         DatasetCatalog.remove(name)

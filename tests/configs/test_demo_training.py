@@ -10,14 +10,14 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 @pytest.mark.slow
-def test_demo_config_loss_falls(tmp_path):
+def test_demo_config_loss_falls(tmp_path, demo_shapes):
     from mask2former.config import load_config
-    from mask2former.data.datasets import builtin_demo
+    from mask2former.data.datasets.register_demo_shapes import register_demo_shapes
     from mask2former.engine import Trainer
 
-    names = builtin_demo.register_demo_shapes(
-        str(tmp_path / "data"), prefix="_test_train", splits={"train": (16, 0)}
-    )
+    splits = {"train": (16, 0)}
+    demo_shapes.prepare_demo_shapes(str(tmp_path / "data"), splits=splits, workers=1)
+    names = register_demo_shapes(str(tmp_path / "data"), prefix="_test_train", splits=splits)
     try:
         cfg = load_config(
             os.path.join(REPO, "configs", "demo", "panoptic.yaml"),

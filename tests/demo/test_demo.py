@@ -190,16 +190,16 @@ def test_video_to_a_folder_writes_overlay_video_and_frame_predictions(setup, tmp
     assert len(json.loads((out / "panoptic.json").read_text())["annotations"]) == 3
 
 
-def test_files_evaluate_against_the_ground_truth(setup, tmp_path):
+def test_files_evaluate_against_the_ground_truth(setup, tmp_path, demo_shapes):
     """demo_shapes val images (named by their COCO id) through the demo: panopticapi's
     pq_compute and pycocotools' COCOeval accept the files against the dataset's ground truth."""
     from panopticapi.evaluation import pq_compute
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
-    from mask2former.data.datasets.builtin_demo import prepare_demo_shapes
-
-    root = prepare_demo_shapes(str(tmp_path / "demo_shapes"), splits={"val": (2, 0)}, workers=1)
+    root = demo_shapes.prepare_demo_shapes(
+        str(tmp_path / "demo_shapes"), splits={"val": (2, 0)}, workers=1
+    )
     out = tmp_path / "out"
     assert _run_on(os.path.join(root, "val"), str(setup / "model.pth"), str(out)) == 0
     ann = os.path.join(root, "annotations")

@@ -61,11 +61,9 @@ def test_filter_predictions_by_confidence():
 
 
 @pytest.fixture(scope="module")
-def image_path(tmp_path_factory):
-    from mask2former.data.datasets.builtin_demo import render_scene
-
+def image_path(tmp_path_factory, demo_shapes):
     path = tmp_path_factory.mktemp("img") / "scene.jpg"
-    Image.fromarray(render_scene((7, 7, 7))[0]).save(path)
+    Image.fromarray(demo_shapes.render_scene((7, 7, 7))[0]).save(path)
     return str(path)
 
 
@@ -162,15 +160,13 @@ def test_confidence_threshold_filters_panoptic_segments(image_path):
 
 
 @pytest.mark.slow
-def test_demo_on_a_video(tmp_path):
+def test_demo_on_a_video(tmp_path, demo_shapes):
     import cv2
-
-    from mask2former.data.datasets.builtin_demo import render_scene
 
     video = str(tmp_path / "clip.mp4")
     writer = cv2.VideoWriter(video, cv2.VideoWriter_fourcc(*"mp4v"), 5, (256, 256))
     for i in range(3):
-        writer.write(np.ascontiguousarray(render_scene((5, 0, i))[0][:, :, ::-1]))
+        writer.write(np.ascontiguousarray(demo_shapes.render_scene((5, 0, i))[0][:, :, ::-1]))
     writer.release()
     demo = _load("demo")
     out = str(tmp_path / "out.mp4")

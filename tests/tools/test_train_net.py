@@ -417,3 +417,40 @@ def test_unknown_precision_raises():
         MixedPrecisionTrainer(
             nn.Linear(1, 1), [0], torch.optim.SGD([nn.Parameter(torch.ones(1))], lr=1), "fp8", "cpu"
         )
+
+
+def test_a_demo_shapes_config_generates_the_missing_demo_data(tmp_path):
+    """train_net (a tool, not the package) writes a demo_shapes dataset its config names, when it
+    is not generated yet; other datasets are left alone."""
+    from mask2former.data.datasets.register_demo_shapes import register_demo_shapes
+
+    root = tmp_path / "demo_shapes"
+    names = register_demo_shapes(str(root), prefix="_tn_demo", splits={"val": (2, 1)})
+    try:
+        train_net = load_train_net()
+        train_net.generate_demo_data([DATASET, "coco_2017_val_panoptic"])
+        assert not root.exists()
+        # --eval-only through main: generated before the NUM_CLASSES check (7 classes, not 5)
+        args = train_net.argument_parser().parse_args(
+            [
+                "--config-file",
+                str(ROOT / "configs" / "demo" / "semantic.yaml"),
+                "--eval-only",
+                "DATASETS.TEST",
+                "('_tn_demo_sem_seg_val',)",
+                "MODEL.SEM_SEG_HEAD.NUM_CLASSES",
+                "5",
+                "MODEL.DEVICE",
+                "cpu",
+                "OUTPUT_DIR",
+                str(tmp_path / "out"),
+            ]
+        )
+        with pytest.raises(ValueError, match="NUM_CLASSES is 5"):
+            train_net.main(args)
+        assert sorted(os.listdir(root / "val")) == ["000000.jpg", "000001.jpg"]
+        assert len(DatasetCatalog.get("_tn_demo_panoptic_val")) == 2
+    finally:
+        for name in names:
+            DatasetCatalog.remove(name)
+            MetadataCatalog.remove(name)

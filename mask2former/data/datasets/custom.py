@@ -19,7 +19,6 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from ._utils import register_checked, set_lazy_metadata
 from .checked import load_coco_instances, load_sem_seg_pairs, read_json
 from .panoptic import (
-    instances_json_from_panoptic,
     load_panoptic_json,
     panoptic_metadata,
     read_panoptic_categories,
@@ -135,8 +134,8 @@ def register_panoptic_dataset(
             mapper derives semantic labels from the panoptic PNG (see
             `panoptic.semantic_from_panoptic_record`).
         instances_json: optional COCO instance JSON of the same images, for instance AP (same
-            category ids). Without it, one is written from the panoptic PNGs the first time an
-            evaluator asks for it (`metadata.json_file`; see `instances_json_from_panoptic`).
+            category ids). Without it, the instance evaluator writes one from the panoptic PNGs
+            (`instances_json_from_panoptic`); reading the metadata writes nothing.
         label_divisor: panoptic id = category * label_divisor + instance, in model outputs.
         ignore_label: semantic label of unlabeled pixels.
 
@@ -171,16 +170,9 @@ def register_panoptic_dataset(
         ignore_label=ignore_label,
         label_divisor=label_divisor,
     )
-
-    def instances_json_meta() -> dict:  # instance ground truth, written on first use
-        return {"json_file": instances_json_from_panoptic(panoptic_json, panoptic_root)}
-
-    lazy_keys = []
     if instances_json is not None:
         static["json_file"] = os.fspath(instances_json)
-    else:
-        lazy_keys.append((["json_file"], instances_json_meta))
-    set_lazy_metadata(name, categories_meta, lazy_keys=lazy_keys, **static)
+    set_lazy_metadata(name, categories_meta, **static)
 
 
 def register_semantic_dataset(

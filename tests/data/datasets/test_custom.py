@@ -202,7 +202,12 @@ def test_register_panoptic_dataset(tmp_path, unique_name, monkeypatch, with_sema
     assert meta.stuff_colors[0] == [250, 0, 0] and len(meta.stuff_colors[1]) == 3
     if with_semantic_pngs:
         assert meta.json_file.endswith("given.json")
-    else:  # instance ground truth written from the panoptic PNGs on first use
+    else:  # instance ground truth written from the panoptic PNGs by the instance evaluator
+        assert not hasattr(meta, "json_file")  # reading the metadata writes nothing
+        assert not (tmp_path / "cache").exists()
+        from mask2former.evaluation.instance_evaluation import InstanceSegEvaluator
+
+        InstanceSegEvaluator(name, distributed=False)
         assert meta.json_file.startswith(str(tmp_path / "cache"))
         gt = json.loads(open(meta.json_file).read())
         assert gt["categories"] == [{"id": 3, "name": "ball", "isthing": 1, "color": [250, 0, 0]}]

@@ -1,5 +1,5 @@
-"""The built-in demo_shapes dataset: deterministic, and written in valid COCO / panoptic / semantic
-formats that agree with each other."""
+"""tools/generate_demo_shapes.py: the demo_shapes dataset is deterministic, written in valid COCO /
+panoptic / semantic formats that agree with each other, with a progress bar."""
 
 import json
 import os
@@ -10,14 +10,14 @@ from PIL import Image
 from pycocotools import mask as mask_util
 from pycocotools.coco import COCO
 
-from mask2former.data.datasets import builtin_demo
+from mask2former.data.datasets.register_demo_shapes import DEMO_CATEGORIES, SEED
 
 SMALL = {"train": (6, 0), "val": (4, 1)}
 
 
 @pytest.fixture(scope="module")
-def small_root(tmp_path_factory):
-    return builtin_demo.prepare_demo_shapes(
+def small_root(tmp_path_factory, demo_shapes):
+    return demo_shapes.prepare_demo_shapes(
         str(tmp_path_factory.mktemp("demo") / "demo_shapes"), splits=SMALL, workers=1
     )
 
@@ -27,18 +27,18 @@ def _rgb2id(png):
     return rgb[..., 0] + 256 * rgb[..., 1] + 256**2 * rgb[..., 2]
 
 
-def test_render_is_deterministic():
-    a = builtin_demo.render_scene((1, 2, 3))
-    b = builtin_demo.render_scene((1, 2, 3))
-    c = builtin_demo.render_scene((1, 2, 4))
+def test_render_is_deterministic(demo_shapes):
+    a = demo_shapes.render_scene((1, 2, 3))
+    b = demo_shapes.render_scene((1, 2, 3))
+    c = demo_shapes.render_scene((1, 2, 4))
     np.testing.assert_array_equal(a[0], b[0])
     np.testing.assert_array_equal(a[1], b[1])
     assert a[2] == b[2]
     assert not np.array_equal(a[0], c[0])
 
 
-def test_generation_is_deterministic(small_root, tmp_path):
-    other = builtin_demo.prepare_demo_shapes(str(tmp_path / "again"), splits=SMALL, workers=2)
+def test_generation_is_deterministic(small_root, tmp_path, demo_shapes):
+    other = demo_shapes.prepare_demo_shapes(str(tmp_path / "again"), splits=SMALL, workers=2)
     for rel in ("annotations/panoptic_val.json", "annotations/instances_train.json"):
         with open(os.path.join(small_root, rel)) as f1, open(os.path.join(other, rel)) as f2:
             assert json.load(f1) == json.load(f2)
@@ -48,15 +48,15 @@ def test_generation_is_deterministic(small_root, tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
-def test_stamp_mismatch_regenerates(tmp_path):
-    root = builtin_demo.prepare_demo_shapes(str(tmp_path / "d"), splits={"val": (2, 1)}, workers=1)
+def test_stamp_mismatch_regenerates(tmp_path, demo_shapes):
+    root = demo_shapes.prepare_demo_shapes(str(tmp_path / "d"), splits={"val": (2, 1)}, workers=1)
     marker = os.path.join(root, "val", "stale.txt")
     open(marker, "w").close()
     # Same stamp: left alone.
-    builtin_demo.prepare_demo_shapes(root, splits={"val": (2, 1)}, workers=1)
+    demo_shapes.prepare_demo_shapes(root, splits={"val": (2, 1)}, workers=1)
     assert os.path.exists(marker)
     # Different stamp (here: another split size): regenerated from scratch.
-    builtin_demo.prepare_demo_shapes(root, splits={"val": (3, 1)}, workers=1)
+    demo_shapes.prepare_demo_shapes(root, splits={"val": (3, 1)}, workers=1)
     assert not os.path.exists(marker)
     assert len(os.listdir(os.path.join(root, "val"))) == 3
 
@@ -64,8 +64,8 @@ def test_stamp_mismatch_regenerates(tmp_path):
 @pytest.mark.parametrize("split", ["train", "val"])
 def test_formats_are_valid_and_consistent(small_root, split):
     n = SMALL[split][0]
-    categories = {c["id"]: c for c in builtin_demo.DEMO_CATEGORIES}
-    contiguous = {c["id"]: i for i, c in enumerate(builtin_demo.DEMO_CATEGORIES)}
+    categories = {c["id"]: c for c in DEMO_CATEGORIES}
+    contiguous = {c["id"]: i for i, c in enumerate(DEMO_CATEGORIES)}
 
     coco = COCO(os.path.join(small_root, "annotations", f"instances_{split}.json"))
     assert sorted(coco.getImgIds()) == list(range(n))
@@ -121,58 +121,25 @@ def test_formats_are_valid_and_consistent(small_root, split):
     assert num_things >= n  # every image has at least one shape
 
 
-def test_scenes_cover_all_classes():
+def test_scenes_cover_all_classes(demo_shapes):
     seen = set()
     for i in range(40):
-        _, _, segments, _ = builtin_demo.render_scene((builtin_demo.SEED, 0, i))
+        _, _, segments, _ = demo_shapes.render_scene((SEED, 0, i))
         seen |= {s["category_id"] for s in segments}
-    assert seen == {c["id"] for c in builtin_demo.DEMO_CATEGORIES}
+    assert seen == {c["id"] for c in DEMO_CATEGORIES}
 
 
-def test_root_follows_environment(monkeypatch, tmp_path):
-    monkeypatch.delenv("MASK2FORMER_DEMO_DIR", raising=False)
-    monkeypatch.setenv("DETECTRON2_DATASETS", str(tmp_path))
-    assert builtin_demo.demo_shapes_root() == str(tmp_path / "demo_shapes")
-    monkeypatch.setenv("MASK2FORMER_DEMO_DIR", str(tmp_path / "x"))
-    assert builtin_demo.demo_shapes_root() == str(tmp_path / "x")
+def test_generation_reports_progress(tmp_path, capsys, demo_shapes):
+    for workers in (1, 2):
+        root = tmp_path / f"w{workers}" / "demo_shapes"
+        demo_shapes.prepare_demo_shapes(str(root), splits={"val": (3, 0)}, workers=workers)
+        err = capsys.readouterr().err
+        assert "Generating demo_shapes" in err and "3/3" in err
 
 
-def test_registration_is_lazy_and_uses_the_helpers(tmp_path):
-    from detectron2.data import DatasetCatalog, MetadataCatalog
-
-    root = str(tmp_path / "lazy")
-    names = builtin_demo.register_demo_shapes(root, prefix="_test_lazy", splits={"val": (3, 1)})
-    try:
-        assert sorted(names) == [
-            "_test_lazy_instance_val",
-            "_test_lazy_panoptic_val",
-            "_test_lazy_sem_seg_val",
-        ]
-        assert not os.path.exists(root)  # registering generates nothing
-        meta = MetadataCatalog.get("_test_lazy_panoptic_val")  # class metadata needs no files
-        assert meta.stuff_classes == [c["name"] for c in builtin_demo.DEMO_CATEGORIES]
-        assert meta.evaluator_type == "coco_panoptic_seg"
-        records = DatasetCatalog.get("_test_lazy_panoptic_val")  # first load generates
-        assert len(records) == 3 and os.path.exists(os.path.join(root, "VERSION"))
-        assert os.path.isfile(records[0]["pan_seg_file_name"])
-        assert len(DatasetCatalog.get("_test_lazy_sem_seg_val")) == 3
-        inst = DatasetCatalog.get("_test_lazy_instance_val")
-        assert {a["category_id"] for r in inst for a in r["annotations"]} <= {0, 1, 2, 3}
-        assert MetadataCatalog.get("_test_lazy_instance_val").thing_classes == [
-            "circle",
-            "triangle",
-            "square",
-            "star",
-        ]
-    finally:
-        for name in names:
-            DatasetCatalog.remove(name)
-            MetadataCatalog.remove(name)
-
-
-def test_builtin_names_are_registered():
-    from detectron2.data import DatasetCatalog
-
-    for task in ("panoptic", "instance", "sem_seg"):
-        for split in ("train", "val"):
-            assert f"demo_shapes_{task}_{split}" in DatasetCatalog.list()
+def test_no_lock_file_next_to_the_dataset(tmp_path, demo_shapes):
+    root = demo_shapes.prepare_demo_shapes(
+        str(tmp_path / "data" / "demo_shapes"), splits={"val": (1, 0)}, workers=1
+    )
+    assert sorted(os.listdir(tmp_path / "data")) == ["demo_shapes"]
+    assert os.path.isfile(os.path.join(root, "VERSION"))

@@ -1,36 +1,29 @@
-"""`demo_shapes`: a built-in, procedurally generated dataset for `make demo` and the tests.
+#!/usr/bin/env python
+"""Generate the built-in `demo_shapes` dataset (`make demo` and the tests run this before training).
 
 Natural-looking 256x256 scenes: textured "stuff" regions (sky, water, ground) separated by wavy
 horizons and shorelines, with textured "thing" shapes (circle, triangle, square, star) of varied
 colours, sizes and rotations placed over them, with drop shadows and occlusion between shapes.
+Deterministic (fixed seeds), written in the *real* formats that user datasets come in; the layout,
+the categories and the registration are in `mask2former/data/datasets/register_demo_shapes.py`.
 
-The images are generated deterministically on first use into a cache folder and written in the
-*real* formats that user datasets come in, then registered through the same custom-dataset helpers
-that users call (`register_{instance,panoptic,semantic}_dataset`):
+    python tools/generate_demo_shapes.py [--root DIR] [--force]
 
-    <root>/
-      VERSION                                  generator version + parameters (a stamp)
-      {train,val}/*.jpg                        images
-      annotations/instances_{split}.json       COCO instance JSON (RLE masks of visible parts)
-      annotations/panoptic_{split}.json        COCO panoptic JSON
-      panoptic_{split}/*.png                   COCO panoptic PNGs (segment id = R + 256 G + 256^2 B)
-      panoptic_semseg_{split}/*.png            semantic labels (contiguous class index, 255 = ignore)
-
-Root: $MASK2FORMER_DEMO_DIR, else $DETECTRON2_DATASETS/demo_shapes, else ./datasets/demo_shapes.
-A root whose VERSION stamp does not match is regenerated. Registration never generates anything:
-that happens when a dataset is first loaded, or by `prepare_demo_shapes()`.
-
-Registered names: demo_shapes_{panoptic,instance,sem_seg}_{train,val}.
+Default root: $MASK2FORMER_DEMO_DIR, else $DETECTRON2_DATASETS/demo_shapes, else
+./datasets/demo_shapes. A root whose VERSION stamp does not match is regenerated.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import multiprocessing as mp
 import os
 import shutil
+import sys
+import tempfile
 import time
 from typing import Any
 
@@ -39,35 +32,25 @@ import numpy as np
 import tqdm
 from PIL import Image
 
+# Running from a checkout without `pip install -e .`: make the package importable.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from mask2former.data.datasets.register_demo_shapes import (  # noqa: E402
+    DEMO_CATEGORIES,
+    IMAGE_SIZE,
+    SEED,
+    SPLITS,
+    demo_shapes_root,
+    demo_shapes_stamp,
+    is_generated,
+)
+
 logger = logging.getLogger(__name__)
 
-__all__ = [
-    "DEMO_CATEGORIES",
-    "demo_shapes_root",
-    "prepare_demo_shapes",
-    "register_demo_shapes",
-    "render_scene",
-]
-
-# Bump when the rendered data changes: cached copies with another stamp are regenerated.
-GENERATOR_VERSION = 4
-IMAGE_SIZE = 256
-SPLITS = {"train": (800, 0), "val": (100, 1)}  # split -> (number of images, seed offset)
-SEED = 20220520
-
-# COCO-style categories: dataset ids 1..7; the contiguous class index is the position in this list.
-DEMO_CATEGORIES = [
-    {"id": 1, "name": "circle", "isthing": 1, "color": [220, 20, 60], "supercategory": "shape"},
-    {"id": 2, "name": "triangle", "isthing": 1, "color": [255, 160, 0], "supercategory": "shape"},
-    {"id": 3, "name": "square", "isthing": 1, "color": [0, 140, 255], "supercategory": "shape"},
-    {"id": 4, "name": "star", "isthing": 1, "color": [160, 40, 220], "supercategory": "shape"},
-    {"id": 5, "name": "sky", "isthing": 0, "color": [120, 190, 250], "supercategory": "scene"},
-    {"id": 6, "name": "water", "isthing": 0, "color": [20, 80, 160], "supercategory": "scene"},
-    {"id": 7, "name": "ground", "isthing": 0, "color": [110, 150, 60], "supercategory": "scene"},
-]
 THING_NAMES = [c["name"] for c in DEMO_CATEGORIES if c["isthing"]]
 _CAT_BY_NAME = {c["name"]: c for c in DEMO_CATEGORIES}
 _CONTIGUOUS = {c["id"]: i for i, c in enumerate(DEMO_CATEGORIES)}
+_THING_IDS = {c["id"] for c in DEMO_CATEGORIES if c["isthing"]}
 SKY, WATER, GROUND = 5, 6, 7
 
 # Occlusion limits: every shape keeps at least this fraction of its in-frame area, and this many px.
@@ -383,40 +366,15 @@ def _write_one(job: tuple[str, str, int, int]) -> dict[str, Any]:
     }
 
 
-_THING_IDS = {c["id"] for c in DEMO_CATEGORIES if c["isthing"]}
-
-
-def _stamp(splits: dict[str, tuple[int, int]]) -> dict[str, Any]:
-    return {
-        "generator_version": GENERATOR_VERSION,
-        "image_size": IMAGE_SIZE,
-        "seed": SEED,
-        "splits": {k: list(v) for k, v in splits.items()},
-    }
-
-
-def demo_shapes_root() -> str:
-    """The cache folder: $MASK2FORMER_DEMO_DIR, $DETECTRON2_DATASETS/demo_shapes or ./datasets/..."""
-    if os.environ.get("MASK2FORMER_DEMO_DIR"):
-        return os.path.expanduser(os.environ["MASK2FORMER_DEMO_DIR"])
-    return os.path.join(
-        os.path.expanduser(os.environ.get("DETECTRON2_DATASETS", "datasets")), "demo_shapes"
-    )
-
-
-def _is_ready(root: str, splits: dict[str, tuple[int, int]]) -> bool:
-    try:
-        with open(os.path.join(root, "VERSION")) as f:
-            return json.load(f) == _stamp(splits)
-    except (OSError, ValueError):
-        return False
-
-
 @contextlib.contextmanager
-def _lock(path: str):
-    """An exclusive inter-process lock (several data-loader workers or tests may start at once)."""
+def _lock(root: str):
+    """An exclusive inter-process lock for generating into `root` (several processes of a
+    training run or tests may start at once). The lock file lives in the temporary directory,
+    never next to the dataset."""
     import fcntl
 
+    key = hashlib.sha1(os.path.abspath(root).encode()).hexdigest()[:16]
+    path = os.path.join(tempfile.gettempdir(), f"mask2former-demo_shapes-{key}.lock")
     with open(path, "w") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         try:
@@ -483,7 +441,7 @@ def _generate(root: str, splits: dict[str, tuple[int, int]], workers: int) -> No
         with open(os.path.join(annotations, f"instances_{split}.json"), "w") as f:
             json.dump(instances, f)
     with open(os.path.join(root, "VERSION"), "w") as f:
-        json.dump(_stamp(splits), f)
+        json.dump(demo_shapes_stamp(splits), f)
 
 
 def prepare_demo_shapes(
@@ -499,12 +457,12 @@ def prepare_demo_shapes(
     """
     root = os.path.abspath(root or demo_shapes_root())
     splits = dict(splits or SPLITS)
-    if not force and _is_ready(root, splits):
+    if not force and is_generated(root, splits):
         return root
     parent = os.path.dirname(root)
     os.makedirs(parent, exist_ok=True)
-    with _lock(root + ".lock"):
-        if not force and _is_ready(root, splits):  # another process generated it meanwhile
+    with _lock(root):
+        if not force and is_generated(root, splits):  # another process generated it meanwhile
             return root
         start = time.perf_counter()
         logger.info("Generating the demo_shapes dataset into %s ...", root)
@@ -521,103 +479,18 @@ def prepare_demo_shapes(
     return root
 
 
-# ------------------------------------------------------------------------------------------------
-# Registration
-# ------------------------------------------------------------------------------------------------
-def _lazy(name: str, root: str, splits: dict[str, tuple[int, int]]) -> None:
-    """Make loading dataset `name` first generate the files (once) if they are not there."""
-    from detectron2.data import DatasetCatalog
-
-    loader = DatasetCatalog[name]
-    DatasetCatalog.remove(name)
-
-    def load():
-        prepare_demo_shapes(root, splits=splits)
-        return loader()
-
-    DatasetCatalog.register(name, load)
-
-
-def register_demo_shapes(
-    root: str | None = None,
-    prefix: str = "demo_shapes",
-    splits: dict[str, tuple[int, int]] | None = None,
-) -> list[str]:
-    """Register `{prefix}_{panoptic,instance,sem_seg}_{split}` for the dataset at `root` (default
-    `demo_shapes_root()`), through the custom-dataset helpers; returns the names.
-
-    Nothing is generated here: the files are written when a dataset is first loaded. The class
-    metadata is set from `DEMO_CATEGORIES` (as the helpers would read it from the JSONs), so
-    visualising with it needs no files.
-    """
-    from detectron2.data import MetadataCatalog
-
-    from .custom import (
-        register_instance_dataset,
-        register_panoptic_dataset,
-        register_semantic_dataset,
-    )
-    from .panoptic import panoptic_metadata
-
-    root = os.path.abspath(root or demo_shapes_root())
-    splits = dict(splits or SPLITS)
-    things = [c for c in DEMO_CATEGORIES if c["isthing"]]
-    names = []
-    for split in splits:
-        ann = os.path.join(root, "annotations")
-        pan_name = f"{prefix}_panoptic_{split}"
-        register_panoptic_dataset(
-            pan_name,
-            image_root=os.path.join(root, split),
-            panoptic_root=os.path.join(root, f"panoptic_{split}"),
-            panoptic_json=os.path.join(ann, f"panoptic_{split}.json"),
-            sem_seg_root=os.path.join(root, f"panoptic_semseg_{split}"),
-            instances_json=os.path.join(ann, f"instances_{split}.json"),
-        )
-        MetadataCatalog.get(pan_name).set(**panoptic_metadata(DEMO_CATEGORIES))
-
-        inst_name = f"{prefix}_instance_{split}"
-        register_instance_dataset(
-            inst_name,
-            json_file=os.path.join(ann, f"instances_{split}.json"),
-            image_root=os.path.join(root, split),
-        )
-        MetadataCatalog.get(inst_name).set(
-            thing_classes=[c["name"] for c in things],
-            thing_dataset_id_to_contiguous_id={c["id"]: i for i, c in enumerate(things)},
-            thing_colors=[c["color"] for c in things],
-        )
-
-        sem_name = f"{prefix}_sem_seg_{split}"
-        register_semantic_dataset(
-            sem_name,
-            image_root=os.path.join(root, split),
-            sem_seg_root=os.path.join(root, f"panoptic_semseg_{split}"),
-            stuff_classes=[c["name"] for c in DEMO_CATEGORIES],
-            stuff_colors=[c["color"] for c in DEMO_CATEGORIES],
-        )
-        for name in (pan_name, inst_name, sem_name):
-            _lazy(name, root, splits)
-            names.append(name)
-    return names
-
-
-def _register_builtin() -> None:
-    from detectron2.data import DatasetCatalog
-
-    if "demo_shapes_panoptic_train" not in DatasetCatalog.list():
-        register_demo_shapes()
-
-
-_register_builtin()
-
-
-if __name__ == "__main__":
+def main(argv: list[str] | None = None) -> str:
     import argparse
 
     parser = argparse.ArgumentParser(description="Generate the demo_shapes dataset.")
     parser.add_argument("--root", default=None, help="default: " + demo_shapes_root())
     parser.add_argument("--force", action="store_true", help="regenerate even if up to date")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
-    print(prepare_demo_shapes(args.root, force=args.force))
+    root = prepare_demo_shapes(args.root, force=args.force)
+    print(root)
+    return root
+
+
+if __name__ == "__main__":
+    main()
