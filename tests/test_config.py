@@ -135,3 +135,22 @@ def test_load_config_override_typo_and_wrong_type():
         load_config("", ["SOLVER.MAX_ITER"])
     cfg = load_config("", ["SOLVER.MAX_ITER", "7"])
     assert cfg.SOLVER.MAX_ITER == 7 and cfg.is_frozen()
+
+
+# ---- config errors (docs/reliability.md) -----------------------------------------------------
+def test_config_misspelled_key_suggests_closest(tmp_path):
+    from mask2former.config import ConfigKeyError, load_config
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("SOLVER:\n  BASE_LRR: 0.1\n")
+    with pytest.raises(
+        ConfigKeyError, match=r"unknown config key 'SOLVER.BASE_LRR'.*Did you mean 'SOLVER.BASE_LR'"
+    ):
+        load_config(str(cfg))
+
+
+def test_config_wrong_type():
+    from mask2former.config import load_config
+
+    with pytest.raises(ValueError, match=r"wrong type for config key 'SOLVER.MAX_ITER'"):
+        load_config("", ["SOLVER.MAX_ITER", "'many'"])
