@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..modeling.backbone.swin import relative_position_index
+from ..modeling.backbone.swin_blocks import relative_position_index
 
 __all__ = ["Layout", "UnmappedKeysError", "hf_to_ours", "normalize_hf_names", "ours_to_hf"]
 
