@@ -8,25 +8,17 @@ image with any of `sem_seg`, `panoptic_seg`, `instances`.
 Shapes: B images, Q queries, K classes (+1 "no object"), (Hp, Wp) the padded batch size.
 """
 
-import logging
-import threading
-
 import torch
-import torch.nn.functional as F
 from detectron2.config import configurable
 from detectron2.data import MetadataCatalog
 from detectron2.modeling import META_ARCH_REGISTRY, build_backbone, build_sem_seg_head
 from detectron2.modeling.backbone import Backbone
-from detectron2.modeling.postprocessing import sem_seg_postprocess
 from detectron2.structures import ImageList
 from detectron2.utils.memory import retry_if_cuda_oom
 from torch import nn
 
 from .modeling import postprocessing as pp
 from .modeling.inference_precision import InferencePrecision
-from .utils.output_pool import OutputPool
-
-logger = logging.getLogger(__name__)
 
 
 def build_weight_dict(
@@ -109,8 +101,7 @@ class MaskFormer(nn.Module):
         self.panoptic_on = panoptic_on
         self.test_topk_per_image = test_topk_per_image
         self.inference_precision = inference_precision or InferencePrecision(False)
-        self._workspace: dict[tuple[int, str], torch.Tensor] = {}  # see `_buffer`
-        self._outputs = OutputPool()  # see `_output`
+        self.buffers = pp.CpuBuffers()  # CPU memory reused by post-processing
         if not (semantic_on or instance_on or panoptic_on):
             raise ValueError(
                 "MaskFormer: all of MODEL.MASK_FORMER.TEST.{SEMANTIC,INSTANCE,PANOPTIC}_ON are "
@@ -255,185 +246,62 @@ class MaskFormer(nn.Module):
     def postprocess(
         self, outputs: dict, batched_inputs: list[dict], images: ImageList
     ) -> list[dict]:
-        """Final-layer predictions -> per-image outputs at the requested size (Sec. 9 of the
-        reference: masks upsampled to the padded input, cropped to the image, resized)."""
-        mask_cls_results = outputs["pred_logits"]  # (B, Q, K+1)
-        mask_pred_results = outputs["pred_masks"]  # (B, Q, H/4, W/4)
-        self._outputs.begin_round()
-        mask_pred_results = self._upsample_masks(mask_pred_results, images.tensor.shape[-2:])
-        del outputs
-
-        processed_results = []
-        for mask_cls_result, mask_pred_result, input_per_image, image_size in zip(
-            mask_cls_results, mask_pred_results, batched_inputs, images.image_sizes
+        """Final-layer predictions -> per-image outputs at the requested size (`forward`)."""
+        self.buffers.begin_round()
+        padded_size = tuple(images.tensor.shape[-2:])
+        results = []
+        for mask_cls, mask_pred, x, image_size in zip(
+            outputs["pred_logits"], outputs["pred_masks"], batched_inputs, images.image_sizes
         ):
-            height = input_per_image.get("height", image_size[0])
-            width = input_per_image.get("width", image_size[1])
-            processed_results.append({})
+            output_size = (x.get("height", image_size[0]), x.get("width", image_size[1]))
+            results.append(
+                retry_if_cuda_oom(self.postprocess_image)(
+                    mask_cls, mask_pred, padded_size, tuple(image_size), output_size
+                )
+            )
+        return results
 
-            if self.sem_seg_postprocess_before_inference:
-                mask_pred_result = retry_if_cuda_oom(self._masks_at_output_size)(
-                    mask_pred_result, image_size, height, width
-                )
-                mask_cls_result = mask_cls_result.to(mask_pred_result)
-            # Instances need the logits only where they are > 0, for the top-k queries: their
-            # output masks are thresholded first, then the three tasks share one sigmoid, taken
-            # in place (fewer full-size buffers).
-            selection = binary = None
-            if self.instance_on:
-                selection = pp.select_instances(
-                    mask_cls_result,
-                    num_classes=self.sem_seg_head.num_classes,
-                    topk=self.test_topk_per_image,
-                    thing_ids=self.thing_ids if self.panoptic_on else None,
-                )
-                binary = retry_if_cuda_oom(pp.binary_masks)(
-                    mask_pred_result,
-                    selection.queries,
-                    self._output(
-                        mask_pred_result,
-                        (selection.queries.numel(), *mask_pred_result.shape[-2:]),
-                        torch.float32,
-                    ),  # masks are float32 0/1 whatever the model's dtype
-                )
-            mask_prob = retry_if_cuda_oom(_sigmoid_)(mask_pred_result)
-            if mask_prob.device != mask_cls_result.device:  # fell back to the CPU after a CUDA OOM
-                mask_cls_result = mask_cls_result.to(mask_prob.device)
-                if selection is not None:
-                    selection = pp.InstanceSelection(*(t.to(mask_prob.device) for t in selection))
-                    binary = binary.to(mask_prob.device)
+    def postprocess_image(self, mask_cls, mask_pred, padded_size, image_size, output_size) -> dict:
+        """One image's (Q, K+1) class logits and (Q, Hp/4, Wp/4) mask logits -> its outputs.
 
-            if self.semantic_on:
-                sem_seg = self._output(
-                    mask_prob, (mask_cls_result.shape[-1] - 1, *mask_prob.shape[-2:])
-                )
-                r = retry_if_cuda_oom(pp.semantic_inference)(
-                    mask_cls_result, mask_prob, mask_prob, sem_seg
-                )
-                if not self.sem_seg_postprocess_before_inference:
-                    resized = (
-                        None
-                        if tuple(image_size) == (height, width)
-                        else self._output(r, (r.shape[0], height, width))
-                    )
-                    r = retry_if_cuda_oom(self._resize_to_output)(
-                        r, image_size, height, width, resized
-                    )
-                processed_results[-1]["sem_seg"] = r
-            if self.panoptic_on:
-                processed_results[-1]["panoptic_seg"] = retry_if_cuda_oom(self.panoptic_inference)(
-                    mask_cls_result, mask_prob, mask_prob
-                )
-            if self.instance_on:
-                processed_results[-1]["instances"] = retry_if_cuda_oom(self.instance_inference)(
-                    mask_cls_result, mask_prob, mask_prob, selection, binary
-                )
-        return processed_results
+        Masks are upsampled to the padded input (Hp, Wp), cropped to the image and resized to
+        the output size (before the fusion, required for panoptic and instance outputs; after it
+        for semantic-only models, as published). The three tasks share one in-place sigmoid.
+        """
+        buffers = self.buffers
+        masks = pp.upsample_masks(mask_pred, padded_size, buffers)  # (Q, Hp, Wp) logits
+        if self.sem_seg_postprocess_before_inference:
+            masks = pp.masks_at_output_size(masks, image_size, output_size, buffers)
+        if self.instance_on:  # instance masks are `logit > 0`: taken before the sigmoid
+            selection = pp.select_instances(
+                mask_cls,
+                num_classes=self.sem_seg_head.num_classes,
+                topk=self.test_topk_per_image,
+                thing_ids=self.thing_ids if self.panoptic_on else None,
+            )
+            binary = pp.binary_masks(masks, selection.queries, buffers)
+        mask_prob = masks.sigmoid() if masks.requires_grad else masks.sigmoid_()  # (Q, H, W)
 
-    # ---- CPU memory for the full-size intermediates and outputs of post-processing -------------
-    # The upsampled mask logits/probabilities (B, Q, Hp, Wp) float and the outputs (semantic
-    # scores (K, H, W), instance masks (N, H, W)) are several hundred MB each at COCO sizes. A
-    # fresh CPU allocation that large is mapped page by page on first write, which costs about as
-    # much as computing it. Intermediates live in one workspace per thread, reused across images
-    # (nothing returned aliases it); outputs come from an `OutputPool`, which reuses the memory of
-    # outputs the caller has dropped. R50 800x1216, all outputs, random weights: post-processing
-    # 0.78 s -> 0.53 s with the workspace -> 0.37 s with the pool. CUDA has its own caching
-    # allocator: neither is used there.
-    def _buffer(self, name: str, like: torch.Tensor, shape, dtype=None) -> torch.Tensor:
-        key = (threading.get_ident(), name)
-        dtype = dtype or like.dtype
-        buf = self._workspace.get(key)
-        if buf is None or buf.dtype != dtype or buf.device != like.device:
-            buf = self._workspace[key] = torch.empty(0, dtype=dtype, device=like.device)
-        return buf.resize_(shape)  # keeps the storage when it is large enough
-
-    def _output(self, like: torch.Tensor, shape, dtype=None) -> torch.Tensor | None:
-        """Memory for an output returned to the caller; None: let the op allocate it (off the
-        CPU, where allocating inside `retry_if_cuda_oom` matters)."""
-        if not self._use_workspace(like):
-            return None
-        return self._outputs.empty(shape, dtype or like.dtype)
-
-    def _use_workspace(self, x: torch.Tensor) -> bool:
-        return x.device.type == "cpu" and not x.requires_grad and not self.training
+        result = {}
+        if self.semantic_on:
+            sem_seg = pp.semantic_inference(mask_cls, mask_prob, buffers)  # (K, H, W)
+            if not self.sem_seg_postprocess_before_inference:
+                sem_seg = pp.crop_and_resize(sem_seg, image_size, output_size, buffers)
+            result["sem_seg"] = sem_seg
+        if self.panoptic_on:
+            result["panoptic_seg"] = pp.panoptic_inference(
+                mask_cls,
+                mask_prob,
+                num_classes=self.sem_seg_head.num_classes,
+                thing_ids=self.thing_ids,
+                object_mask_threshold=self.object_mask_threshold,
+                overlap_threshold=self.overlap_threshold,
+            )
+        if self.instance_on:
+            result["instances"] = pp.instance_inference(mask_prob, selection, binary)
+        return result
 
     def train(self, mode: bool = True):
         if mode:  # give the inference memory back for training; outputs a caller holds stay valid
-            self._workspace.clear()
-            self._outputs.clear()
+            self.buffers.clear()
         return super().train(mode)
-
-    def _upsample_masks(self, masks: torch.Tensor, size) -> torch.Tensor:
-        """(B, Q, h, w) mask logits -> (B, Q, *size), bilinear (align_corners=False)."""
-        if not self._use_workspace(masks):
-            return F.interpolate(masks, size=size, mode="bilinear", align_corners=False)
-        out = self._buffer("masks", masks, (*masks.shape[:2], *size))
-        return torch.ops.aten.upsample_bilinear2d.out(masks, list(size), False, None, None, out=out)
-
-    def _masks_at_output_size(
-        self, masks: torch.Tensor, img_size, height: int, width: int
-    ) -> torch.Tensor:
-        """(Q, Hp, Wp) padded mask logits -> (Q, height, width), contiguous (as the published
-        resize, even to the same size, returns: the fusion's summation order depends on it); on
-        the CPU in the workspace."""
-        workspace = self._use_workspace(masks)
-        shape = (masks.shape[0], height, width)
-        if tuple(img_size) != (height, width):
-            out = self._buffer("masks_out", masks, shape) if workspace else None
-            return self._resize_to_output(masks, img_size, height, width, out)
-        crop = masks[:, :height, :width]  # the resize would be the identity
-        if crop.is_contiguous():
-            return crop
-        return (
-            self._buffer("masks_out", masks, shape).copy_(crop) if workspace else crop.contiguous()
-        )
-
-    @staticmethod
-    def _resize_to_output(
-        result: torch.Tensor, img_size, height: int, width: int, out=None
-    ) -> torch.Tensor:
-        """detectron2's `sem_seg_postprocess`: crop the padding of (C, Hp, Wp), bilinear resize
-        to (C, height, width), into `out` if given. When the resize would be the identity it is
-        skipped (same result): the crop, a view, is returned."""
-        crop = result[:, : img_size[0], : img_size[1]]
-        if tuple(img_size) == (height, width):
-            return crop
-        if out is None:
-            return sem_seg_postprocess(result, img_size, height, width)
-        return torch.ops.aten.upsample_bilinear2d.out(
-            crop[None], [height, width], False, None, None, out=out[None]
-        )[0]
-
-    # ---- panoptic and instance inference (kept as methods: the published names) -------------------------------
-    def panoptic_inference(self, mask_cls, mask_pred, mask_prob=None):
-        """(Q, K+1) logits, (Q, H, W) logits -> (panoptic_seg (H, W) int32, segments_info).
-        With `mask_prob` given, `mask_pred` only provides the shape."""
-        return pp.panoptic_inference(
-            mask_cls,
-            mask_pred,
-            num_classes=self.sem_seg_head.num_classes,
-            thing_ids=self.thing_ids,
-            object_mask_threshold=self.object_mask_threshold,
-            overlap_threshold=self.overlap_threshold,
-            mask_prob=mask_prob,
-        )
-
-    def instance_inference(self, mask_cls, mask_pred, mask_prob=None, selection=None, binary=None):
-        """(Q, K+1) logits, (Q, H, W) logits -> Instances with masks, boxes, scores, classes.
-        With `mask_prob`, `selection` and `binary` given (see `pp.instance_inference`),
-        `mask_pred` only provides the shape."""
-        return pp.instance_inference(
-            mask_cls,
-            mask_pred,
-            num_classes=self.sem_seg_head.num_classes,
-            topk=self.test_topk_per_image,
-            thing_ids=self.thing_ids if self.panoptic_on else None,
-            mask_prob=mask_prob,
-            selection=selection,
-            binary=binary,
-        )
-
-
-def _sigmoid_(x: torch.Tensor) -> torch.Tensor:
-    """In-place sigmoid (a fresh copy when `x` cannot be written, e.g. it needs grad)."""
-    return x.sigmoid_() if not x.requires_grad else x.sigmoid()

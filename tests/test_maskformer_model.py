@@ -10,6 +10,7 @@ from detectron2.structures import BitMasks, Instances
 
 import mask2former  # noqa: F401
 from mask2former.config import load_config
+from mask2former.modeling import postprocessing
 from mask2former.modeling.postprocessing import semantic_inference
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -95,7 +96,7 @@ def test_eval_semantic_only_resizes_after_fusion(model):
         masks = torch.nn.functional.interpolate(
             pred["pred_masks"], size=images.tensor.shape[-2:], mode="bilinear", align_corners=False
         )
-        ref = semantic_inference(pred["pred_logits"][0], masks[0])[:, :60, :90]
+        ref = semantic_inference(pred["pred_logits"][0], masks[0].sigmoid())[:, :60, :90]
         ref = torch.nn.functional.interpolate(
             ref[None], size=(30, 45), mode="bilinear", align_corners=False
         )[0]
@@ -122,13 +123,13 @@ def _flat(result):
     ], info
 
 
-def test_cpu_workspace_reuse_gives_identical_outputs(model, monkeypatch):
-    """Post-processing reuses CPU buffers across images (workspace for intermediates, output
-    pool for outputs): outputs equal those without reuse, whatever the order of image sizes
-    (padded, resized to a requested output size), and later images never change earlier
-    outputs."""
+def test_cpu_buffer_reuse_gives_identical_outputs(model, monkeypatch):
+    """Post-processing reuses CPU memory across images (`CpuBuffers`, for intermediates and
+    outputs): outputs equal those without reuse, whatever the order of image sizes (padded,
+    resized to a requested output size), and later images never change earlier outputs."""
     model.eval()
-    monkeypatch.setattr(model._outputs, "min_bytes", 0)  # pool every output at these small sizes
+    pool = model.buffers.pool
+    monkeypatch.setattr(pool, "min_bytes", 0)  # pool every tensor at these small sizes
     cases = [
         ((96, 128), None),
         ((70, 60), None),
@@ -144,26 +145,26 @@ def test_cpu_workspace_reuse_gives_identical_outputs(model, monkeypatch):
         return model([x])[0]
 
     with torch.no_grad():
-        with_ws = [run(i, *c) for i, c in enumerate(cases)]
-        assert model._workspace  # the buffers were used
-        monkeypatch.setattr(type(model), "_use_workspace", lambda self, x: False)
+        with_reuse = [run(i, *c) for i, c in enumerate(cases)]
+        kept = pool.free_bytes()
+        assert kept > 0  # the buffers were used (the intermediates are back in the pool)
+        model.eval()
+        assert pool.free_bytes() == kept  # eval() again (e.g. per image) keeps the buffers
+        model.train()
+        assert pool.free_bytes() == 0  # training gives the memory back
+        model.eval()
+        monkeypatch.setattr(postprocessing.CpuBuffers, "empty", lambda *a, **k: None)
         without = [run(i, *c) for i, c in enumerate(cases)]
-    for a, b in zip(with_ws, without):
+    for a, b in zip(with_reuse, without):
         (ta, ia), (tb, ib) = _flat(a), _flat(b)
         assert ia == ib
         for x, y in zip(ta, tb):
             assert x.dtype == y.dtype and torch.equal(x, y)
-    model.eval()
-    assert model._workspace  # eval() again (e.g. per image) keeps the buffers
-    model.train()
-    assert (
-        not model._workspace and model._outputs.free_bytes() == 0
-    )  # training gives the memory back
 
 
 def test_cpu_outputs_are_recycled_only_once_dropped(model, monkeypatch):
     model.eval()
-    monkeypatch.setattr(model._outputs, "min_bytes", 0)
+    monkeypatch.setattr(model.buffers.pool, "min_bytes", 0)
     inputs = [{"image": image(96, 128)}]
     with torch.no_grad():
         first = model(inputs)[0]

@@ -4,6 +4,11 @@ Semantics follow the published implementation exactly (upstream_inventory.md Sec
 Sec. 4.1 "Post-processing"), with two improvements: every step is vectorised over queries (no
 per-segment pass over the image), and instances get real boxes computed from their masks.
 
+Per image: `upsample_masks` to the padded input, `crop_and_resize` to the output size, then one
+sigmoid shared by `semantic_inference`, `panoptic_inference` and `instance_inference` (whose
+`select_instances` and `binary_masks` read the logits, before the sigmoid). Functions that make a
+full-size tensor take `buffers`, the one place CPU memory is reused (`CpuBuffers`).
+
 Shapes: Q queries, K classes (the last of the K+1 logits is "no object"), (H, W) output size.
 """
 
@@ -11,23 +16,100 @@ from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
+from detectron2.modeling.postprocessing import sem_seg_postprocess
 from detectron2.structures import Boxes, Instances
+
+from ..utils.output_pool import OutputPool
+
+
+class CpuBuffers:
+    """Memory for the full-size CPU tensors of post-processing, reused from image to image.
+
+    The upsampled mask logits (Q, Hp, Wp), the semantic scores (K, H, W) and the instance masks
+    (N, H, W) are several hundred MB each at COCO sizes. A fresh CPU allocation that large is
+    mapped page by page on first write, which costs about as much as computing it. Each comes
+    from an `OutputPool`, which hands a tensor's memory out again only once nothing uses it any
+    more (intermediates are dropped at the end of each image; outputs when the caller drops
+    them). CUDA has its own caching allocator, and out= ops do not record gradients: `empty`
+    returns None there, and the op allocates its result itself.
+    """
+
+    def __init__(self):
+        self.pool = OutputPool()
+
+    def empty(self, like: torch.Tensor, shape, dtype: torch.dtype | None = None):
+        """Uninitialised (shape) tensor on `like`'s CPU, or None (off the CPU, or with grad)."""
+        if like.device.type != "cpu" or like.requires_grad:
+            return None
+        return self.pool.empty(shape, dtype or like.dtype)
+
+    def begin_round(self) -> None:
+        """One call per forward: caps the memory kept at what the latest forward used."""
+        self.pool.begin_round()
+
+    def clear(self) -> None:
+        """Give the kept memory back (tensors still in use are unaffected)."""
+        self.pool.clear()
+
+
+def _empty(buffers: CpuBuffers | None, like: torch.Tensor, shape, dtype=None):
+    return buffers.empty(like, shape, dtype) if buffers is not None else None
+
+
+def _bilinear_into(x: torch.Tensor, size, out: torch.Tensor) -> torch.Tensor:
+    """(C, h, w) -> (C, *size) into `out`: F.interpolate's bilinear, align_corners=False."""
+    return torch.ops.aten.upsample_bilinear2d.out(
+        x[None], list(size), False, None, None, out=out[None]
+    )[0]
+
+
+def upsample_masks(
+    mask_logits: torch.Tensor, size, buffers: CpuBuffers | None = None
+) -> torch.Tensor:
+    """(Q, h, w) mask logits -> (Q, *size) (the padded input size), bilinear."""
+    out = _empty(buffers, mask_logits, (mask_logits.shape[0], *size))
+    if out is None:
+        return F.interpolate(mask_logits[None], size=size, mode="bilinear", align_corners=False)[0]
+    return _bilinear_into(mask_logits, size, out)
+
+
+def crop_and_resize(
+    x: torch.Tensor, image_size, output_size, buffers: CpuBuffers | None = None
+) -> torch.Tensor:
+    """detectron2's `sem_seg_postprocess`: crop the padding of (C, Hp, Wp) to `image_size`,
+    resize bilinearly to (C, *output_size). An identity resize is skipped (same result): the
+    crop, a view, is returned."""
+    crop = x[:, : image_size[0], : image_size[1]]
+    if tuple(image_size) == tuple(output_size):
+        return crop
+    out = _empty(buffers, x, (x.shape[0], *output_size))
+    if out is None:
+        return sem_seg_postprocess(x, image_size, *output_size)
+    return _bilinear_into(crop, output_size, out)
+
+
+def masks_at_output_size(
+    mask_logits: torch.Tensor, image_size, output_size, buffers: CpuBuffers | None = None
+) -> torch.Tensor:
+    """(Q, Hp, Wp) -> (Q, *output_size) by `crop_and_resize`, made contiguous (as the published
+    resize always returns: the semantic fusion's summation order depends on it)."""
+    masks = crop_and_resize(mask_logits, image_size, output_size, buffers)
+    if masks.is_contiguous():
+        return masks
+    out = _empty(buffers, masks, masks.shape)
+    return out.copy_(masks) if out is not None else masks.contiguous()
 
 
 def semantic_inference(
-    mask_cls: torch.Tensor,
-    mask_pred: torch.Tensor,
-    mask_prob: torch.Tensor | None = None,
-    out: torch.Tensor | None = None,
+    mask_cls: torch.Tensor, mask_prob: torch.Tensor, buffers: CpuBuffers | None = None
 ) -> torch.Tensor:
     """Sum over queries of p(class) * p(pixel in mask) (MaskFormer's semantic fusion).
 
-    mask_cls (Q, K+1) logits, mask_pred (Q, H, W) logits (or pass `mask_prob` = its sigmoid).
-    Returns (K, H, W) unnormalised per-class scores, written into `out` when given (contiguous).
+    mask_cls (Q, K+1) logits, mask_prob (Q, H, W) mask probabilities (the sigmoid of the mask
+    logits). Returns (K, H, W) unnormalised per-class scores.
     """
     cls_prob = F.softmax(mask_cls, dim=-1)[..., :-1]  # (Q, K), "no object" dropped
-    if mask_prob is None:
-        mask_prob = mask_pred.sigmoid()
+    out = _empty(buffers, mask_prob, (cls_prob.shape[-1], *mask_prob.shape[-2:]))
     if out is None:
         return torch.einsum("qc,qhw->chw", cls_prob, mask_prob)
     # The same product as the einsum (K, Q) @ (Q, H*W), written in place.
@@ -44,15 +126,15 @@ _EXACT_FLOAT_COUNT = 1 << 24  # float32 holds every whole number up to this exac
 
 def panoptic_inference(
     mask_cls: torch.Tensor,
-    mask_pred: torch.Tensor,
+    mask_prob: torch.Tensor,
     *,
     num_classes: int,
     thing_ids: set[int] | frozenset,
     object_mask_threshold: float,
     overlap_threshold: float,
-    mask_prob: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, list[dict]]:
-    """Non-overlapping segments from the confident queries.
+    """Non-overlapping segments from the confident queries of (Q, K+1) class logits and
+    (Q, H, W) mask probabilities.
 
     Keep queries whose best class is not "no object" and whose probability exceeds
     `object_mask_threshold`; each pixel goes to the kept query with the highest
@@ -63,8 +145,6 @@ def panoptic_inference(
     Returns (panoptic_seg (H, W) int32, segments_info [{"id", "isthing", "category_id"}]).
     """
     scores, labels = F.softmax(mask_cls, dim=-1).max(-1)  # (Q,), (Q,)
-    if mask_prob is None:
-        mask_prob = mask_pred.sigmoid()
     keep = labels.ne(num_classes) & (scores > object_mask_threshold)
     kept = keep.nonzero().flatten()  # indices of the kept queries, in query order
     cur_scores = scores[kept]
@@ -186,28 +266,20 @@ class BinaryMasks(NamedTuple):
     """Thresholded masks of selected queries, with the extent of each distinct query's mask."""
 
     masks: torch.Tensor  # (N, H, W) 0/1 float, one row per selected (query, class) pair
-    first_rows: dict[
-        int, int
-    ]  # distinct query -> its first row in `masks` (first-appearance order)
+    first_rows: dict[int, int]  # distinct query -> its first row in `masks` (first-seen order)
     row_counts: torch.Tensor  # (U, H) mask pixels per image row, one line per distinct query
     col_counts: torch.Tensor  # (U, W) mask pixels per image column
 
-    def to(self, device) -> "BinaryMasks":
-        return self._replace(
-            masks=self.masks.to(device),
-            row_counts=self.row_counts.to(device),
-            col_counts=self.col_counts.to(device),
-        )
-
 
 def binary_masks(
-    mask_logits: torch.Tensor, queries: torch.Tensor, out: torch.Tensor | None = None
+    mask_logits: torch.Tensor, queries: torch.Tensor, buffers: CpuBuffers | None = None
 ) -> BinaryMasks:
     """(Q, H, W) mask logits, (N,) query indices -> (N, H, W) float32 masks `logit > 0` (0/1),
-    written row by row straight from the logits (no bool temporary) into `out` if given. A
-    query that appears in several rows is thresholded once and copied; its pixel counts per
-    image row and column are taken right after, while its mask is still in cache."""
+    written row by row straight from the logits (no bool temporary). A query that appears in
+    several rows is thresholded once and copied; its pixel counts per image row and column are
+    taken right after, while its mask is still in cache."""
     H, W = mask_logits.shape[-2:]
+    out = _empty(buffers, mask_logits, (queries.numel(), H, W), torch.float32)
     if out is None:
         out = torch.empty((queries.numel(), H, W), dtype=torch.float32, device=mask_logits.device)
     first_rows = _first_rows(queries)
@@ -235,34 +307,17 @@ def _first_rows(queries: torch.Tensor) -> dict[int, int]:
 
 
 def instance_inference(
-    mask_cls: torch.Tensor,
-    mask_pred: torch.Tensor,
-    *,
-    num_classes: int,
-    topk: int,
-    thing_ids: set[int] | frozenset | None = None,
-    mask_prob: torch.Tensor | None = None,
-    selection: InstanceSelection | None = None,
-    binary: BinaryMasks | None = None,
+    mask_prob: torch.Tensor, selection: InstanceSelection, binary: BinaryMasks
 ) -> Instances:
-    """Top-k (query, class) pairs by class probability (Sec. 4.1 "Post-processing").
+    """Instances of the top-k (query, class) pairs (Sec. 4.1 "Post-processing").
 
-    score = p(class) * mean mask probability inside the binary mask (logit > 0). With
-    `thing_ids` (panoptic models), pairs of stuff classes are dropped. Masks are 0/1 float
-    (H, W); boxes are the tight boxes of the binary masks. Instances are sorted by class
-    probability. Precomputed pieces may be passed: `mask_prob` = sigmoid(mask_pred),
-    `selection` = `select_instances(...)` and `binary` = `binary_masks(mask_pred,
-    selection.queries)` (this lets a caller threshold the logits, then take the sigmoid in
-    place); `mask_pred` then only provides the shape.
+    mask_prob (Q, H, W) mask probabilities; `selection` = `select_instances(...)` and `binary` =
+    `binary_masks(mask logits, selection.queries)` (taken from the logits, `logit > 0`, before
+    a caller replaces them by their sigmoid in place). score = p(class) * mean mask probability
+    inside the binary mask. Masks are 0/1 float (N, H, W); boxes are the tight boxes of the
+    binary masks. Instances are sorted by class probability.
     """
-    image_size = mask_pred.shape[-2:]
-    if selection is None:
-        selection = select_instances(
-            mask_cls, num_classes=num_classes, topk=topk, thing_ids=thing_ids
-        )
     scores_per_image, labels_per_image, query_indices = selection
-    if binary is None:
-        binary = binary_masks(mask_pred, query_indices)
     pred_masks, first_rows, row_counts, col_counts = binary
 
     # Statistics once per distinct query u (its first output row r), gathered back to the N
@@ -273,12 +328,12 @@ def instance_inference(
     )
     inside = pred_masks.new_zeros(len(first_rows))  # (U,)
     for u, (q, r) in enumerate(first_rows.items()):
-        prob_q = mask_prob[q] if mask_prob is not None else mask_pred[q].sigmoid()
-        inside[u] = torch.dot(prob_q.reshape(-1).to(torch.float32), pred_masks[r].reshape(-1))
+        prob_q = mask_prob[q].reshape(-1).to(torch.float32)
+        inside[u] = torch.dot(prob_q, pred_masks[r].reshape(-1))
     area = row_counts.sum(1)  # whole numbers: exact in float32, in any order, below 2**24 pixels
     mask_scores = inside / (area + 1e-6)  # mean mask probability inside the binary mask
     boxes = _boxes_from_extent(col_counts > 0, row_counts > 0)  # (U, 4)
-    result = Instances(image_size)
+    result = Instances(mask_prob.shape[-2:])
     result.pred_masks = pred_masks  # (N, H, W) 0/1 float
     result.pred_boxes = Boxes(boxes[inverse])
     result.scores = scores_per_image * mask_scores[inverse]

@@ -10,6 +10,7 @@ from mask2former.modeling.postprocessing import (
     binary_masks,
     instance_inference,
     panoptic_inference,
+    select_instances,
     semantic_inference,
 )
 
@@ -32,11 +33,19 @@ def region_logits(regions: list[tuple[slice, slice]], h: int, w: int) -> torch.T
     return m
 
 
+def instances(mask_cls, mask_pred, num_classes, topk, thing_ids=None):
+    """Instance inference as the model runs it: select pairs, threshold the logits, then the
+    probabilities."""
+    selection = select_instances(mask_cls, num_classes=num_classes, topk=topk, thing_ids=thing_ids)
+    binary = binary_masks(mask_pred, selection.queries)
+    return instance_inference(mask_pred.sigmoid(), selection, binary)
+
+
 def test_semantic_inference_sums_class_times_mask_probabilities():
     # 2 queries, 2 classes: q0 = class 0 with prob 0.5 (0.5 on "no object"), q1 = class 1.
     mask_cls = torch.tensor([[0.0, -100.0, 0.0], [-100.0, 5.0, -100.0]])
     mask_pred = torch.tensor([[[0.0, BIG]], [[-BIG, BIG]]])  # (2, 1, 2)
-    out = semantic_inference(mask_cls, mask_pred)
+    out = semantic_inference(mask_cls, mask_pred.sigmoid())
     assert out.shape == (2, 1, 2)
     # class 0 at pixel 0: p(c0|q0) * sigmoid(0) = 0.5 * 0.5
     torch.testing.assert_close(out[0, 0, 0], torch.tensor(0.25), atol=1e-6, rtol=0)
@@ -66,7 +75,7 @@ def test_panoptic_inference_hand_computed_segments():
     mask_pred = region_logits(regions, h, w)
     seg, info = panoptic_inference(
         mask_cls,
-        mask_pred,
+        mask_pred.sigmoid(),
         num_classes=K,
         thing_ids=thing_ids,
         object_mask_threshold=0.8,
@@ -98,12 +107,14 @@ def test_panoptic_overlap_threshold_and_empty_result():
     mask_cls[1, 1] = 12.0
     mask_pred = region_logits([(slice(0, 1), slice(0, 4)), (slice(0, 1), slice(0, 2))], 1, 4)
     kw = dict(num_classes=K, thing_ids={0, 1}, object_mask_threshold=0.8)
-    seg, info = panoptic_inference(mask_cls, mask_pred, overlap_threshold=0.8, **kw)
+    seg, info = panoptic_inference(mask_cls, mask_pred.sigmoid(), overlap_threshold=0.8, **kw)
     assert seg.tolist() == [[1, 1, 0, 0]] and [s["category_id"] for s in info] == [1]
-    seg, info = panoptic_inference(mask_cls, mask_pred, overlap_threshold=0.5, **kw)
+    seg, info = panoptic_inference(mask_cls, mask_pred.sigmoid(), overlap_threshold=0.5, **kw)
     assert seg.tolist() == [[2, 2, 1, 1]] and [s["category_id"] for s in info] == [0, 1]
     # Nothing confident: empty result.
-    seg, info = panoptic_inference(torch.zeros(2, K + 1), mask_pred, overlap_threshold=0.8, **kw)
+    seg, info = panoptic_inference(
+        torch.zeros(2, K + 1), mask_pred.sigmoid(), overlap_threshold=0.8, **kw
+    )
     assert info == [] and not seg.any()
 
 
@@ -113,7 +124,7 @@ def test_panoptic_pixels_outside_the_winning_mask_are_void():
     mask_pred = torch.tensor([[[BIG, BIG, -1.0]]])
     seg, info = panoptic_inference(
         mask_cls,
-        mask_pred,
+        mask_pred.sigmoid(),
         num_classes=1,
         thing_ids={0},
         object_mask_threshold=0.5,
@@ -132,7 +143,7 @@ def test_instance_inference_topk_scores_and_boxes():
     mask_pred = torch.full((3, h, w), -BIG)
     mask_pred[0, 1:3, 1:4] = BIG
     mask_pred[1, 0, :] = 1.0  # sigmoid(1) = 0.731 inside the mask
-    res = instance_inference(mask_cls, mask_pred, num_classes=K, topk=4)
+    res = instances(mask_cls, mask_pred, num_classes=K, topk=4)
     assert len(res) == 4
     probs = F.softmax(mask_cls, -1)[:, :K]
     exp_pairs = sorted(
@@ -157,7 +168,7 @@ def test_instance_inference_drops_stuff_for_panoptic_models():
         [[5.0, 0.0, 0.0], [0.0, 5.0, 0.0]]
     )  # q0 class 0 (thing), q1 class 1 (stuff)
     mask_pred = torch.full((2, 2, 2), BIG)
-    res = instance_inference(mask_cls, mask_pred, num_classes=2, topk=4, thing_ids={0})
+    res = instances(mask_cls, mask_pred, num_classes=2, topk=4, thing_ids={0})
     assert res.pred_classes.tolist() == [0, 0]  # (q0, c0) and (q1, c0)
 
 
@@ -169,7 +180,7 @@ def test_instance_boxes_match_detectron2():
     mask_pred = torch.randn(6, 9, 13, generator=g) - 1.3  # sparse masks
     mask_pred[0] = -1.0  # empty
     mask_cls = torch.randn(6, 4, generator=g)
-    res = instance_inference(mask_cls, mask_pred, num_classes=3, topk=18)
+    res = instances(mask_cls, mask_pred, num_classes=3, topk=18)
     ref = BitMasks(res.pred_masks.bool()).get_bounding_boxes().tensor
     assert (res.pred_masks.flatten(1).sum(1) == 0).any()  # the empty mask is among them
     assert torch.equal(res.pred_boxes.tensor, ref)
@@ -232,7 +243,7 @@ def test_panoptic_matches_published_loop_on_random_inputs():
                 object_mask_threshold=thr * 0.5,
                 overlap_threshold=thr,
             )
-            seg, info = panoptic_inference(mask_cls, mask_pred, **kw)
+            seg, info = panoptic_inference(mask_cls, mask_pred.sigmoid(), **kw)
             ref_seg, ref_info = reference_panoptic(mask_cls, mask_pred, **kw)
             assert info == ref_info
             assert torch.equal(seg, ref_seg)
@@ -241,7 +252,7 @@ def test_panoptic_matches_published_loop_on_random_inputs():
 def test_instance_matches_published_computation_on_random_inputs():
     mask_cls, mask_pred = random_predictions(0)
     K, topk = 8, 20
-    res = instance_inference(mask_cls, mask_pred, num_classes=K, topk=topk)
+    res = instances(mask_cls, mask_pred, num_classes=K, topk=topk)
     scores = F.softmax(mask_cls, dim=-1)[:, :-1]
     s, idx = scores.flatten().topk(topk, sorted=True)
     q = idx // K
@@ -273,7 +284,7 @@ def test_binary_masks_repeated_queries_and_empty_selection():
         and empty.first_rows == {}
     )
     # No thing class among the pairs: an empty, well-formed result.
-    res = instance_inference(
+    res = instances(
         torch.tensor([[0.0, 5.0, 0.0]]), logits[:1], num_classes=2, topk=4, thing_ids={5}
     )
     assert len(res) == 0 and res.pred_masks.shape == (0, 7, 9)
@@ -287,7 +298,7 @@ def test_panoptic_matches_published_loop_in_half_precision():
         kw = dict(
             num_classes=8, thing_ids={0, 1, 2, 3}, object_mask_threshold=0.0, overlap_threshold=0.0
         )
-        seg, info = panoptic_inference(mask_cls.half(), mask_pred.half(), **kw)
+        seg, info = panoptic_inference(mask_cls.half(), mask_pred.half().sigmoid(), **kw)
         ref_seg, ref_info = reference_panoptic(mask_cls.half(), mask_pred.half(), **kw)
         assert len(ref_info) >= 2 and info == ref_info and torch.equal(seg, ref_seg)
 
@@ -305,7 +316,7 @@ def test_panoptic_row_bands_match_whole_image(monkeypatch):
         assert len(ref_info) >= 2  # several segments compete for pixels
         for elements in (1, 50, 333):  # 1: one row per band
             monkeypatch.setattr(postprocessing, "_PANOPTIC_BAND_ELEMENTS", elements)
-            seg, info = panoptic_inference(mask_cls, mask_pred, **kw)
+            seg, info = panoptic_inference(mask_cls, mask_pred.sigmoid(), **kw)
             assert info == ref_info and torch.equal(seg, ref_seg)
 
 
@@ -339,8 +350,9 @@ def _run(mask_cls, mask_prob, overlap=0.8, things=(0, 1), via_logits=False):
         overlap_threshold=overlap,
     )
     if via_logits:
-        return panoptic_inference(mask_cls, _prob_logits(mask_prob.double()).float(), **kwargs)
-    return panoptic_inference(mask_cls, None, mask_prob=mask_prob, **kwargs)
+        logits = _prob_logits(mask_prob.double()).float()
+        return panoptic_inference(mask_cls, logits.sigmoid(), **kwargs)  # as the model does
+    return panoptic_inference(mask_cls, mask_prob, **kwargs)
 
 
 def _two_queries(low_prob_wins: bool) -> torch.Tensor:
