@@ -177,3 +177,28 @@ def test_cpu_outputs_are_recycled_only_once_dropped(model, monkeypatch):
     assert second["sem_seg"].data_ptr() != sem_ptr
     assert second["instances"].pred_masks.data_ptr() == masks_ptr  # dropped: its memory reused
     model.train()
+
+
+def test_cuda_oom_late_in_postprocessing_reruns_the_image(model, monkeypatch):
+    """A CUDA out-of-memory error late in an image's post-processing (after the in-place
+    sigmoid) reruns that image from its untouched logits (detectron2's `retry_if_cuda_oom`
+    around the per-image function): the outputs are those of a run without the error."""
+    model.eval()
+    inputs = [{"image": image(96, 128), "height": 50, "width": 70}]
+    real, calls = postprocessing.panoptic_inference, []
+
+    def fails_once(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. (raised by the test)")
+        return real(*args, **kwargs)
+
+    with torch.no_grad():
+        expected = model(inputs)[0]
+        monkeypatch.setattr(postprocessing, "panoptic_inference", fails_once)
+        got = model(inputs)[0]
+    assert len(calls) == 2
+    (te, ie), (tg, ig) = _flat(expected), _flat(got)
+    assert ie == ig
+    for x, y in zip(te, tg):
+        assert torch.equal(x, y)
