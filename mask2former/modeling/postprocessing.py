@@ -4,8 +4,8 @@ Semantics follow the published implementation exactly (upstream_inventory.md Sec
 Sec. 4.1 "Post-processing"), with two improvements: every step is vectorised over queries (no
 per-segment pass over the image), and instances get real boxes computed from their masks.
 
-Per image: `upsample_masks` to the padded input, `crop_and_resize` to the output size, then one
-sigmoid shared by `semantic_inference`, `panoptic_inference` and `instance_inference` (whose
+Per image: `upsample_masks` to the padded input, `masks_at_output_size` (crop the padding, resize
+to the output size), then one sigmoid shared by `semantic_inference`, `panoptic_inference` and `instance_inference` (whose
 `select_instances` and `binary_masks` read the logits, before the sigmoid). Functions that make a
 full-size tensor take `buffers`, the one place CPU memory is reused (`CpuBuffers`).
 

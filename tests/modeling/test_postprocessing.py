@@ -5,13 +5,18 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from detectron2.modeling.postprocessing import sem_seg_postprocess
 
 from mask2former.modeling.postprocessing import (
+    CpuBuffers,
     binary_masks,
+    crop_and_resize,
     instance_inference,
+    masks_at_output_size,
     panoptic_inference,
     select_instances,
     semantic_inference,
+    upsample_masks,
 )
 
 BIG = 20.0  # a logit whose sigmoid is 1 - 2e-9
@@ -485,3 +490,46 @@ def test_random_low_contrast_masks_match_a_pixel_loop(seed):
         assert torch.equal(got[0], ref[0]), overlap
         segments.append(len(ref[1]))
     assert segments[0] >= 2  # not vacuous: several segments survive the lowest threshold
+
+
+# ---- CPU memory reuse (`CpuBuffers`) ---------------------------------------------------------
+def test_buffers_give_the_results_of_fresh_memory():
+    """Every step that takes `buffers` returns, from pooled memory, exactly what it returns
+    without; the resizes are detectron2's (F.interpolate, `sem_seg_postprocess`)."""
+    buffers = CpuBuffers()
+    buffers.pool.min_bytes = 0  # pool every tensor at these sizes
+    g = torch.Generator().manual_seed(0)
+    logits, mask_cls = torch.randn(5, 6, 8, generator=g) * 3, torch.randn(5, 4, generator=g)
+    for image_size, output_size in [
+        ((24, 32), (24, 32)),
+        ((20, 30), (20, 30)),
+        ((20, 30), (9, 41)),
+    ]:
+        buffers.begin_round()
+        up = upsample_masks(logits, (24, 32))
+        ref = F.interpolate(logits[None], size=(24, 32), mode="bilinear", align_corners=False)[0]
+        assert torch.equal(up, ref) and torch.equal(upsample_masks(logits, (24, 32), buffers), ref)
+        masks = masks_at_output_size(up, image_size, output_size, buffers)
+        ref = sem_seg_postprocess(up, image_size, *output_size)
+        assert masks.is_contiguous() and torch.equal(masks, ref)
+        assert torch.equal(masks_at_output_size(up, image_size, output_size), ref)
+        assert torch.equal(crop_and_resize(up, image_size, output_size, buffers), ref)
+        queries = torch.tensor([3, 1, 3])
+        a, b = binary_masks(masks, queries, buffers), binary_masks(masks, queries)
+        assert a.first_rows == b.first_rows and torch.equal(a.masks, b.masks)
+        assert torch.equal(a.row_counts, b.row_counts) and torch.equal(a.col_counts, b.col_counts)
+        prob = masks.sigmoid()
+        assert torch.equal(
+            semantic_inference(mask_cls, prob, buffers), semantic_inference(mask_cls, prob)
+        )
+    assert buffers.pool.free_bytes() > 0  # pooled memory was used and given back
+    # With grad (out= ops record none) the ops allocate: same values, and differentiable.
+    x = logits.clone().requires_grad_()
+    assert buffers.empty(x, (2, 3)) is None
+    up = upsample_masks(x, (24, 32), buffers)
+    assert up.requires_grad and torch.equal(up, upsample_masks(logits, (24, 32)))
+    sem = semantic_inference(mask_cls, up.sigmoid(), buffers)
+    sem.sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+    buffers.clear()
+    assert buffers.pool.free_bytes() == 0
