@@ -5,9 +5,10 @@ Sec. 4.1 "Post-processing"), with two improvements: every step is vectorised ove
 per-segment pass over the image), and instances get real boxes computed from their masks.
 
 Per image: `upsample_masks` to the padded input, `masks_at_output_size` (crop the padding, resize
-to the output size), then one sigmoid shared by `semantic_inference`, `panoptic_inference` and `instance_inference` (whose
-`select_instances` and `binary_masks` read the logits, before the sigmoid). Functions that make a
-full-size tensor take `buffers`, the one place CPU memory is reused (`CpuBuffers`).
+to the output size), then one sigmoid shared by `semantic_inference`, `panoptic_inference` and
+`instance_inference` (whose `select_instances` and `binary_masks` read the logits, before the
+sigmoid). Functions that make a full-size tensor take `buffers`, the one place CPU memory is
+reused (`CpuBuffers`).
 
 Shapes: Q queries, K classes (the last of the K+1 logits is "no object"), (H, W) output size.
 """
