@@ -1,4 +1,4 @@
-"""Stop training at the first non-finite loss, before it can reach the weights or a checkpoint.
+"""The loss check of the training step: stop at the first non-finite loss, on every rank.
 
 Detectron2's own check (in ``SimpleTrainer.write_metrics``) runs only on the main process, after
 the losses of all ranks were gathered, and names no single term: the other ranks go on to the
@@ -7,13 +7,11 @@ optimizer step and hang in the next all-reduce. :func:`check_losses_finite` inst
 :class:`NonFiniteLossError` on all of them with a message naming the iteration, the non-finite
 loss terms (and their ranks), the images of the batch, and the last good checkpoint.
 
-It runs after ``backward()`` but **before** ``optimizer.step()``, and the exception leaves the
-training loop before any ``after_step`` hook, so the weights are never updated with NaN/Inf and
-the periodic checkpointer never writes a checkpoint after the bad step: the last checkpoint on
-disk is the last good one, and ``--resume`` restarts from it.
-
-Use :func:`install_nonfinite_check` on a Detectron2 ``DefaultTrainer`` (or directly on a
-``SimpleTrainer`` / ``AMPTrainer``).
+`MixedPrecisionTrainer.run_step` (train_loop.py) calls it right after the forward pass, before
+``backward()`` and ``optimizer.step()``; the exception leaves the training loop before any
+``after_step`` hook, so the weights are never updated with NaN/Inf and the periodic checkpointer
+never writes a checkpoint after the bad step: the last checkpoint on disk is the last good one,
+and ``--resume`` restarts from it.
 """
 
 from __future__ import annotations
@@ -31,7 +29,6 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "NonFiniteLossError",
     "check_losses_finite",
-    "install_nonfinite_check",
     "nonfinite_terms",
 ]
 
@@ -53,6 +50,11 @@ class NonFiniteLossError(FloatingPointError):
 
 def nonfinite_terms(loss_dict: Mapping[str, Any]) -> dict[str, float]:
     """The entries of `loss_dict` whose value is NaN or +-Inf, as Python floats."""
+    tensors = [v.detach() for v in loss_dict.values() if isinstance(v, torch.Tensor)]
+    if len(tensors) == len(loss_dict) and len({t.device for t in tensors}) == 1:
+        # One device-to-host sync for all terms; the term-by-term search only when one is bad.
+        if bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all()):
+            return {}
     bad = {}
     for k, v in loss_dict.items():
         if isinstance(v, torch.Tensor):
@@ -88,14 +90,15 @@ def check_losses_finite(
     loss_dict: Mapping[str, Any],
     iteration: int,
     *,
-    last_checkpoint: str | None = None,
+    last_checkpoint: str | Callable[[], str | None] | None = None,
     batch: Iterable[Any] | None = None,
     sync: bool = True,
 ) -> None:
     """Raise :class:`NonFiniteLossError` if any loss term, on any rank, is not finite.
 
     With ``torch.distributed`` initialized and ``sync=True`` every rank must call this at the same
-    iteration (it all-reduces one flag); all ranks then raise together.
+    iteration (it all-reduces one flag); all ranks then raise together. `last_checkpoint`, the
+    path named in the message, may be a function, called only when a term is not finite.
     """
     bad = nonfinite_terms(loss_dict)
     dist, world, rank = _world() if sync else (None, 1, 0)
@@ -121,6 +124,11 @@ def check_losses_finite(
             terms.setdefault(k, v)
             parts.append(f"{k}={v}" + (f" (rank {r})" if world > 1 else ""))
     finite = [k for k in loss_dict if k not in terms]
+    if callable(last_checkpoint):
+        try:
+            last_checkpoint = last_checkpoint()
+        except Exception:  # never mask the real error
+            last_checkpoint = None
     where = (
         f"The last good checkpoint is {last_checkpoint}; restart from it with --resume."
         if last_checkpoint
@@ -136,67 +144,3 @@ def check_losses_finite(
         + FIXES
     )
     raise NonFiniteLossError(msg, iteration, terms)
-
-
-class _RecordingIterator:
-    """Wraps the trainer's data iterator to remember the last batch (for the error message)."""
-
-    def __init__(self, it):
-        self._it = it
-        self.last = None
-
-    def __iter__(self):
-        return self
-
-    def __next__(self):
-        self.last = next(self._it)
-        return self.last
-
-
-def install_nonfinite_check(trainer: Any, checkpointer: Any = None) -> Callable[[], None]:
-    """Check every iteration's losses on all ranks before the optimizer step.
-
-    `trainer`: a Detectron2 ``DefaultTrainer`` (its inner ``_trainer`` is used) or a
-    ``SimpleTrainer``/``AMPTrainer``. `checkpointer` (default: ``trainer.checkpointer``) names the
-    last good checkpoint in the message. Returns a function that undoes the installation.
-    """
-    inner = getattr(trainer, "_trainer", trainer)
-    if getattr(inner, "_nonfinite_check_installed", False):
-        return lambda: None
-    ckpt = checkpointer if checkpointer is not None else getattr(trainer, "checkpointer", None)
-    original = inner._write_metrics
-    had_own = "_write_metrics" in vars(inner)
-    if hasattr(inner, "_data_loader_iter"):
-        inner._data_loader_iter = _RecordingIterator(inner._data_loader_iter)
-
-    def _last_checkpoint() -> str | None:
-        if ckpt is None:
-            return None
-        try:
-            return ckpt.get_checkpoint_file() if ckpt.has_checkpoint() else None
-        except Exception:  # never mask the real error
-            return None
-
-    def _write_metrics(loss_dict, data_time, prefix="", *args, **kwargs):
-        rec = getattr(inner, "_data_loader_iter", None)
-        check_losses_finite(
-            loss_dict,
-            int(inner.iter),
-            last_checkpoint=_last_checkpoint(),
-            batch=getattr(rec, "last", None),
-        )
-        return original(loss_dict, data_time, prefix, *args, **kwargs)
-
-    inner._write_metrics = _write_metrics
-    inner._nonfinite_check_installed = True
-
-    def uninstall() -> None:
-        if had_own:
-            inner._write_metrics = original
-        else:
-            del inner._write_metrics
-        inner._nonfinite_check_installed = False
-        if isinstance(getattr(inner, "_data_loader_iter", None), _RecordingIterator):
-            inner._data_loader_iter = inner._data_loader_iter._it
-
-    return uninstall

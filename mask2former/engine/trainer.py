@@ -15,13 +15,8 @@ from ..checkpoint import MaskFormerCheckpointer
 from ..checkpoint.checks import retag_after_nonfinite_forward
 from ..data.dataset_mappers import MAPPERS
 from ..solver import build_lr_scheduler, build_optimizer
-from ..utils.resume import (
-    IterationSeedHook,
-    build_resumable_train_loader,
-    fast_forward_train_loader,
-)
 from .compat import TrainerStateMixin
-from .nonfinite import install_nonfinite_check
+from .resume import IterationSeedHook, build_resumable_train_loader, fast_forward_train_loader
 from .train_loop import MixedPrecisionTrainer
 from .weights_guard import WeightsGuard
 
@@ -102,8 +97,18 @@ class Trainer(TrainerStateMixin, DefaultTrainer):
 
         device_type = torch.device(cfg.MODEL.DEVICE).type
         model = create_ddp_model(model, device_type, broadcast_buffers=False)
+        # Re-seeds every RNG from (SEED, iteration, rank), so that a resumed run draws the same
+        # random numbers as an uninterrupted one (engine/resume.py); first of the hooks.
+        self.seed_hook = IterationSeedHook(cfg.SEED)
         self._trainer = MixedPrecisionTrainer(
-            model, data_loader, optimizer, precision=amp_precision(cfg), device_type=device_type
+            model,
+            data_loader,
+            optimizer,
+            precision=amp_precision(cfg),
+            device_type=device_type,
+            seeds=self.seed_hook,
+            last_checkpoint=self._last_checkpoint_name,
+            weights_guard=WeightsGuard(model, self._last_checkpoint_name),
         )
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
         self.checkpointer = MaskFormerCheckpointer(
@@ -112,9 +117,6 @@ class Trainer(TrainerStateMixin, DefaultTrainer):
             save_format=cfg.SOLVER.CHECKPOINT_FORMAT,
             trainer=weakref.proxy(self),
         )
-        # Stop at a NaN/Inf loss on every rank, before the optimizer step (docs/reliability.md).
-        install_nonfinite_check(self, self.checkpointer)
-        self._trainer.weights_guard = WeightsGuard(model, self._last_checkpoint_name)
         self.start_iter = 0
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.cfg = cfg
@@ -153,9 +155,7 @@ class Trainer(TrainerStateMixin, DefaultTrainer):
         return build_resumable_train_loader(cfg, mapper=mapper)
 
     def build_hooks(self):
-        # First: re-seed every RNG from (SEED, iteration, rank), so that a resumed run draws the
-        # same random numbers as an uninterrupted one (mask2former.utils.resume).
-        ret = [IterationSeedHook(self.cfg.SEED)] + super().build_hooks()
+        ret = [self.seed_hook] + super().build_hooks()  # first: seeds before the data loads
         # The metrics printer every SOLVER.LOG_PERIOD iterations (detectron2: always 20).
         period = self.cfg.SOLVER.LOG_PERIOD
         return [
@@ -172,7 +172,7 @@ class Trainer(TrainerStateMixin, DefaultTrainer):
             local_weights_path(self.cfg.MODEL.WEIGHTS)  # a URL offline: a clear DownloadError
         super().resume_or_load(resume=resume)
         if self.start_iter > 0:  # continue the data stream where the checkpoint left it
-            fast_forward_train_loader(self, self.start_iter, self.cfg.SOLVER.IMS_PER_BATCH)
+            fast_forward_train_loader(self._trainer, self.start_iter, self.cfg.SOLVER.IMS_PER_BATCH)
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):

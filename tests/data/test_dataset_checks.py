@@ -8,7 +8,7 @@ from PIL import Image
 from mask2former.config import load_config
 from mask2former.data.dataset_checks import EmptyDatasetError, check_num_classes
 from mask2former.data.validation import InvalidInputError, read_image
-from mask2former.utils.resume import build_resumable_train_loader
+from mask2former.engine.resume import build_resumable_train_loader
 
 NAME = "_dataset_checks_tiny"
 

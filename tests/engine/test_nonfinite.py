@@ -1,11 +1,12 @@
-"""A non-finite loss stops training, names the iteration and the terms, keeps the last checkpoint."""
+"""A non-finite loss stops training, names the iteration and the terms, keeps the last checkpoint
+(the loss check of mask2former/engine/nonfinite.py, in MixedPrecisionTrainer.run_step)."""
 
 import math
 import os
 
 import pytest
 import torch
-from detectron2.engine import SimpleTrainer, hooks
+from detectron2.engine import hooks
 from torch import nn
 
 from mask2former.checkpoint import MaskFormerCheckpointer as Ckpt
@@ -13,9 +14,13 @@ from mask2former.checkpoint import load_checkpoint_file
 from mask2former.engine.nonfinite import (
     NonFiniteLossError,
     check_losses_finite,
-    install_nonfinite_check,
     nonfinite_terms,
 )
+from mask2former.engine.train_loop import MixedPrecisionTrainer
+
+
+def _last_checkpoint(ck):
+    return ck.get_checkpoint_file() if ck.has_checkpoint() else None
 
 
 def test_nonfinite_terms():
@@ -69,10 +74,11 @@ def _loader():
 def test_training_stops_and_last_good_checkpoint_is_intact(tmp_path):
     model = _ToyModel(bad_iter=7)
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
-    trainer = SimpleTrainer(model, _loader(), opt)
+    trainer = MixedPrecisionTrainer(
+        model, _loader(), opt, None, "cpu", last_checkpoint=lambda: _last_checkpoint(ck)
+    )
     ck = Ckpt(model, str(tmp_path), optimizer=opt, trainer=trainer)
     trainer.register_hooks([hooks.IterationTimer(), hooks.PeriodicCheckpointer(ck, period=3)])
-    install_nonfinite_check(trainer, ck)
     with pytest.raises(NonFiniteLossError) as e:
         trainer.train(0, 20)
     msg = str(e.value)
@@ -91,14 +97,17 @@ def test_training_stops_and_last_good_checkpoint_is_intact(tmp_path):
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
 
-def test_install_twice_is_harmless_and_uninstall_restores():
+def test_finite_losses_train_and_never_ask_for_the_checkpoint():
     model = _ToyModel(bad_iter=10**9)
-    trainer = SimpleTrainer(model, _loader(), torch.optim.SGD(model.parameters(), lr=0.01))
-    undo = install_nonfinite_check(trainer)
-    install_nonfinite_check(trainer)
+    before = model.lin.weight.detach().clone()
+    asked = []  # the last checkpoint is looked up only for the message of a non-finite loss
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    trainer = MixedPrecisionTrainer(
+        model, _loader(), opt, None, "cpu", last_checkpoint=lambda: asked.append(1)
+    )
     trainer.train(0, 2)
-    undo()
-    assert "_write_metrics" not in vars(trainer)
+    assert asked == []
+    assert not torch.equal(before, model.lin.weight.detach())
     assert math.isfinite(float(model.lin.weight.detach().sum()))
 
 

@@ -6,6 +6,7 @@ from detectron2.engine import DefaultTrainer, hooks
 from detectron2.utils.events import EventWriter
 
 from mask2former import load_config
+from mask2former.engine.resume import IterationSeedHook
 from mask2former.engine.trainer import Trainer
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -19,7 +20,8 @@ def test_log_period_from_config(monkeypatch):
         "build_hooks",
         lambda self: [other, hooks.PeriodicWriter([writer], period=20)],
     )
-    trainer = Trainer.__new__(Trainer)  # build_hooks needs only cfg
+    trainer = Trainer.__new__(Trainer)  # build_hooks needs only cfg and the seed hook
+    trainer.seed_hook = IterationSeedHook(0)
     config = os.path.join(REPO, "configs", "demo", "panoptic.yaml")
     for period, expected in ((None, 20), (3, 3)):
         opts = [] if period is None else ["SOLVER.LOG_PERIOD", str(period)]

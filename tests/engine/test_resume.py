@@ -1,5 +1,5 @@
 """Pieces that make a resumed run continue exactly, and the training loader's record checks
-(mask2former/utils/resume.py)."""
+(mask2former/engine/resume.py)."""
 
 import itertools
 import logging
@@ -12,7 +12,7 @@ from detectron2.data.samplers import TrainingSampler
 from PIL import Image
 
 from mask2former.data.validation import InvalidInputError, MissingFileError
-from mask2former.utils.resume import IterationSeedHook, SkippableSampler, iteration_seed
+from mask2former.engine.resume import IterationSeedHook, SkippableSampler, iteration_seed
 
 
 def _take(sampler, n):
@@ -122,7 +122,7 @@ def _inst(files, annos):
 
 
 def test_train_loader_category_id_not_in_metadata(files):
-    from mask2former.utils.resume import build_resumable_train_loader
+    from mask2former.engine.resume import build_resumable_train_loader
 
     square = [8, 8, 16, 8, 16, 16, 8, 16]
     annos = [
@@ -150,7 +150,7 @@ def test_train_loader_category_id_not_in_metadata(files):
 
 
 def test_train_loader_drops_short_polygons_with_a_count(files, caplog):
-    from mask2former.utils.resume import build_resumable_train_loader
+    from mask2former.engine.resume import build_resumable_train_loader
 
     square = [8, 8, 16, 8, 16, 16, 8, 16]
     annos = [
@@ -179,7 +179,7 @@ def test_train_loader_drops_short_polygons_with_a_count(files, caplog):
 
 
 def test_train_loader_missing_file_fails_at_start(files):
-    from mask2former.utils.resume import build_resumable_train_loader
+    from mask2former.engine.resume import build_resumable_train_loader
 
     _register(
         "_rel_missing", [dict(_inst(files, []), file_name=str(files / "lost.jpg"))], ["a", "b"]

@@ -13,8 +13,8 @@ given position (iterations done x total batch size): :func:`build_resumable_trai
 the usual loader with it and :func:`fast_forward_train_loader` moves a trainer's loader to the
 resumed iteration. :class:`IterationSeedHook` re-seeds Python's ``random``, NumPy and PyTorch
 from (base seed, iteration, rank) at the start of every iteration and again once its batch is
-loaded; its base seed is stored in the checkpoint (hook
-state), so a resumed run re-uses it even when ``SEED`` was random (< 0).
+loaded (called by the training step, train_loop.py); its base seed is stored in the checkpoint
+(hook state), so a resumed run re-uses it even when ``SEED`` was random (< 0).
 
 With ``DATALOADER.NUM_WORKERS 0`` and square-or-same-aspect images this reproduces the data and
 randomness of the uninterrupted run exactly (losses then match up to floating-point
@@ -141,18 +141,15 @@ def _explain_invalid_category(cfg) -> None:
             )
 
 
-def fast_forward_train_loader(trainer, start_iter: int, total_batch_size: int) -> bool:
-    """Make `trainer`'s data start at iteration `start_iter` of the uninterrupted stream.
-
-    `trainer`: a ``DefaultTrainer`` (its ``_trainer``) or ``SimpleTrainer`` whose loader came from
-    :func:`build_resumable_train_loader`. Re-creates the data iterator (and its workers). Returns
-    False (and logs why) when the loader cannot be fast-forwarded.
+def fast_forward_train_loader(loop, start_iter: int, total_batch_size: int) -> bool:
+    """Make the data of `loop` (a `MixedPrecisionTrainer` whose loader came from
+    :func:`build_resumable_train_loader`) start at iteration `start_iter` of the uninterrupted
+    stream. Re-creates the data iterator (and its workers). Returns False (and logs why) when the
+    loader cannot be fast-forwarded.
     """
     from detectron2.utils import comm
 
-    inner = getattr(trainer, "_trainer", trainer)
-    loader = inner.data_loader
-    sampler = getattr(loader, "resumable_sampler", None)
+    sampler = getattr(loop.data_loader, "resumable_sampler", None)
     if sampler is None:
         logger.warning(
             "Resuming at iteration %d: the training data loader cannot be fast-forwarded, so the "
@@ -160,14 +157,8 @@ def fast_forward_train_loader(trainer, start_iter: int, total_batch_size: int) -
             start_iter,
         )
         return False
-    world = comm.get_world_size()
-    sampler.skip = int(start_iter) * int(total_batch_size) // world
-    new_iter = iter(loader)
-    old = inner._data_loader_iter
-    if hasattr(old, "_it") and hasattr(old, "last"):  # nonfinite's recording wrapper: keep it
-        old._it = new_iter
-    else:
-        inner._data_loader_iter = new_iter
+    sampler.skip = int(start_iter) * int(total_batch_size) // comm.get_world_size()
+    loop.restart_data()
     logger.info(
         "Resuming the training data stream at iteration %d (%d samples per rank skipped).",
         start_iter,
@@ -188,30 +179,9 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)  # also seeds every CUDA device
 
 
-class _ReseedAfterData:
-    """Wraps the trainer's data iterator: re-seeds once the batch is loaded, before the forward.
-
-    Loading may draw a different number of random numbers after a resume (e.g. a new
-    DataLoader iterator draws its base seed from the global RNG on its first use); re-seeding
-    here makes the model's random numbers (dropout, point sampling) independent of that.
-    """
-
-    def __init__(self, it, hook):
-        self._it = it
-        self._hook = hook
-
-    def __iter__(self):
-        return self
-
-    def __next__(self):
-        batch = next(self._it)
-        self._hook._seed(stream=1)
-        return batch
-
-
 class IterationSeedHook(HookBase):
     """Re-seed all RNGs from (base seed, iteration, rank) at the start of every iteration (for
-    the data) and again once the batch is loaded (for the model).
+    the data) and, from the training step, once the batch is loaded (for the model).
 
     Put it first in the hook list so that it runs before the data of the iteration is loaded
     (with ``NUM_WORKERS 0`` the mapper runs inside ``run_step``).
@@ -224,25 +194,22 @@ class IterationSeedHook(HookBase):
             base_seed = int(comm.shared_random_seed())
         self.base_seed = int(base_seed)
 
-    def _seed(self, stream: int) -> None:
+    def _seed(self, iteration: int, stream: int) -> None:
         from detectron2.utils import comm
 
-        seed_everything(iteration_seed(self.base_seed, self.trainer.iter, comm.get_rank(), stream))
-
-    def before_train(self):
-        inner = getattr(self.trainer, "_trainer", self.trainer)
-        it = getattr(inner, "_data_loader_iter", None)
-        if it is not None and not isinstance(it, _ReseedAfterData):
-            inner._data_loader_iter = _ReseedAfterData(it, self)
-
-    def after_train(self):
-        inner = getattr(self.trainer, "_trainer", self.trainer)
-        it = getattr(inner, "_data_loader_iter", None)
-        if isinstance(it, _ReseedAfterData):
-            inner._data_loader_iter = it._it
+        seed_everything(iteration_seed(self.base_seed, iteration, comm.get_rank(), stream))
 
     def before_step(self):
-        self._seed(stream=0)
+        self._seed(self.trainer.iter, stream=0)
+
+    def seed_model(self, iteration: int) -> None:
+        """Re-seed once the batch of `iteration` is loaded, before the forward pass.
+
+        Loading may draw a different number of random numbers after a resume (e.g. a new
+        DataLoader iterator draws its base seed from the global RNG on its first use); re-seeding
+        here makes the model's random numbers (dropout, point sampling) independent of that.
+        """
+        self._seed(iteration, stream=1)
 
     def state_dict(self):
         return {"base_seed": self.base_seed}
