@@ -76,7 +76,7 @@ def _world():
 
 
 def _describe_batch(batch: Iterable[Any] | None, limit: int = 8) -> str:
-    if not batch:
+    if not isinstance(batch, (list, tuple)) or not batch:  # Detectron2's batch: a list of dicts
         return ""
     try:
         names = [os.path.basename(str(d.get("file_name", "?"))) for d in batch]

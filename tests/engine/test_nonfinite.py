@@ -43,6 +43,8 @@ def test_nonfinite_terms():
     )
     assert e.value.iteration == 17 and set(e.value.terms) == {"loss_mask", "loss_dice"}
     assert isinstance(e.value, FloatingPointError)
+    with pytest.raises(NonFiniteLossError, match="Non-finite loss at iteration 2: loss=nan."):
+        check_losses_finite({"loss": torch.tensor(float("nan"))}, 2, batch=torch.zeros(8, 4))
 
 
 class _ToyModel(nn.Module):
