@@ -14,8 +14,9 @@ point-vs-full ratio is computed on the growth: weights are the same). The matche
 TRAIN_NUM_POINTS points in both modes; only the final losses differ.
 
 One step is `mask2former.engine.train_loop.MixedPrecisionTrainer.run_step`: forward with
-Hungarian matching and the criterion under autocast, backward with a GradScaler for fp16, loss
-metrics to the event storage, and the project's optimizer step with full-model gradient clipping.
+Hungarian matching and the criterion under autocast, the check that every loss term is finite,
+backward with a GradScaler for fp16, loss metrics to the event storage, and the project's
+optimizer step with full-model gradient clipping.
 Without the project (benchmarks.standin) an equivalent loop runs here. `benchmarks.run_all` puts
 every row of its matrix (batch x AMP x loss) into one table with `train_iterations`.
 """
