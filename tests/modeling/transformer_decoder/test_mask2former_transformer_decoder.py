@@ -482,3 +482,25 @@ def test_layer_defaults():
     assert SelfAttentionLayer(16, 4).self_attn.dropout == 0.0
     assert CrossAttentionLayer(16, 4).multihead_attn.dropout == 0.0
     assert FFNLayer(16).linear1.out_features == 2048
+
+
+def test_probability_exactly_one_half_may_be_attended():
+    """Eq. (3): M = 0 (attend) where sigmoid(mask logit) >= 0.5, -inf only below 0.5."""
+    dec = small_decoder(dec_layers=1)
+    fix_mask_prediction(dec, torch.tensor([1.0] + [0.0] * 7, dtype=torch.float64))
+    mask_features = torch.full((1, 8, 32, 32), -1.0, dtype=torch.float64)
+    mask_features[0, 0, :16, :16] = 0.0  # logit exactly 0 (p = 0.5) in the top-left quadrant
+    seen = {}
+    layer = dec.transformer_cross_attention_layers[0]
+    orig_forward = layer.forward
+
+    def spy(tgt, memory, allowed=None, pos=None, query_pos=None):
+        seen["allowed"] = allowed.clone()
+        return orig_forward(tgt, memory, allowed, pos=pos, query_pos=query_pos)
+
+    layer.forward = spy
+    dec(multi_scale_inputs(H=4, W=4), mask_features)
+    allowed = seen["allowed"].view(4, 4, 4)  # (Q, 4, 4) at the 1/32 level
+    expected = torch.zeros(4, 4, dtype=torch.bool)
+    expected[:2, :2] = True
+    assert torch.equal(allowed, expected.expand(4, -1, -1))
