@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from mask2former.modeling.pixel_decoder.ops import backends, ms_deform_attn
+from mask2former.modeling.pixel_decoder.ops.functional import ms_deform_attn_pytorch
 
 from .reference import HAS_CUDA, HAS_CXX, make_inputs, reference_ms_deform_attn
 
@@ -129,3 +130,85 @@ def test_cuda_half_precision(monkeypatch, fresh_selection, dtype):
     for got, expected in zip(run(dtype), run(torch.float32), strict=True):
         rel = (got - expected).norm() / expected.norm()
         assert rel < 1e-2, rel
+
+
+def test_shapes_given_as_ints_give_the_same_result(backend):
+    """`shapes=` (the levels as Python ints) is what the grid_sample path then reads."""
+    value, spatial_shapes, level_start_index, loc, attn = make_inputs(
+        2, [(3, 4), (2, 5)], 4, 2, 3, 2, device=backend
+    )
+    out = ms_deform_attn(
+        value, spatial_shapes, level_start_index, loc, attn, shapes=[(3, 4), (2, 5)]
+    )
+    expected = reference_ms_deform_attn(value, spatial_shapes, loc, attn)
+    torch.testing.assert_close(out.cpu(), expected, rtol=1e-10, atol=1e-12)
+    out = ms_deform_attn_pytorch(value, [(3, 4), (2, 5)], loc, attn)
+    torch.testing.assert_close(out.cpu(), expected, rtol=1e-10, atol=1e-12)
+
+
+def test_locations_and_weights_keep_their_dtype_and_precision(backend):
+    """float32 values with float64 locations: the op computes in float64 (no rounding of the
+    locations), returns float32; gradients come back in each input's own dtype."""
+    value, spatial_shapes, level_start_index, loc, attn = make_inputs(
+        1, [(5, 4), (2, 3)], 6, 2, 3, 2, device=backend
+    )
+    value32 = value.float().requires_grad_(True)
+    loc.requires_grad_(True)
+    attn32 = attn.float().requires_grad_(True)
+    out = ms_deform_attn(value32, spatial_shapes, level_start_index, loc, attn32)
+    assert out.dtype == torch.float32
+    expected = reference_ms_deform_attn(value32.detach(), spatial_shapes, loc.detach(), attn32)
+    torch.testing.assert_close(out.double().cpu(), expected, rtol=1e-6, atol=1e-6)
+    out.sum().backward()
+    assert value32.grad.dtype == attn32.grad.dtype == torch.float32
+    assert loc.grad.dtype == torch.float64
+
+
+def _bad(**changes):
+    args = dict(
+        zip(
+            ("value", "spatial_shapes", "level_start_index", "loc", "attn"),
+            make_inputs(2, [(3, 2), (1, 2)], 4, 2, 3, 2),
+        )
+    )
+    args.update(changes)
+    shapes = args.pop("shapes", None)
+    return ms_deform_attn(*args.values(), shapes=shapes)
+
+
+def test_inconsistent_shapes_are_rejected_with_the_shapes_named():
+    value, spatial_shapes, level_start_index, loc, attn = make_inputs(
+        2, [(3, 2), (1, 2)], 4, 2, 3, 2
+    )
+    with pytest.raises(ValueError, match=r"^value must be \(N, S, M, D\), got \(2, 8, 6\)"):
+        _bad(value=value.flatten(2))
+    with pytest.raises(ValueError, match=r"^sampling_locations must be .*got \(2, 4, 2, 2, 2\)$"):
+        _bad(loc=loc[..., 0])
+    with pytest.raises(ValueError, match=r"^sampling_locations must be .*got \(2, 4, 2, 2, 2, 3\)"):
+        _bad(loc=torch.cat([loc, loc[..., :1]], -1))
+    for name, bad in (
+        ("loc", loc[:1]),  # N
+        ("loc", loc[:, :, :1]),  # M
+        ("loc", loc[:, :, :, :1]),  # L
+        ("attn", attn[..., :1]),  # P
+        ("attn", attn[:, :3]),  # Lq
+    ):
+        with pytest.raises(
+            ValueError, match=r"^inconsistent shapes: value \(N, S, M, D\) = \(2, 8"
+        ):
+            _bad(**{name: bad})
+    with pytest.raises(ValueError, match=r"^level_start_index must be \(2,\), got \(3,\)"):
+        _bad(level_start_index=torch.tensor([0, 6, 8]))
+    with pytest.raises(ValueError, match=r"^shapes has 1 levels, spatial_shapes 2"):
+        _bad(shapes=[(3, 2)])
+    with pytest.raises(
+        ValueError, match=r"^value has S=8 positions but shapes \[\(3, 2\), \(1, 3\)\] sum to 9"
+    ):
+        _bad(shapes=[(3, 2), (1, 3)])
+    with pytest.raises(
+        ValueError,
+        match=r"^value has S=8 positions but spatial_shapes \[\[3, 2\], \[1, 3\]\] sum to 9",
+    ):
+        _bad(spatial_shapes=torch.tensor([[3, 2], [1, 3]]))
+    # The right shapes pass (and `shapes=` matching S is accepted).
+    assert _bad(shapes=[(3, 2), (1, 2)]).shape == (2, 4, 6)
