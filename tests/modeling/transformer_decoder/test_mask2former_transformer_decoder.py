@@ -482,6 +482,20 @@ def test_layer_defaults():
     assert SelfAttentionLayer(16, 4).self_attn.dropout == 0.0
     assert CrossAttentionLayer(16, 4).multihead_attn.dropout == 0.0
     assert FFNLayer(16).linear1.out_features == 2048
+    # mask_classification defaults to True (the only mode): omitting it constructs the decoder.
+    dec = MultiScaleMaskedTransformerDecoder(
+        in_channels=16,
+        num_classes=2,
+        hidden_dim=16,
+        num_queries=2,
+        nheads=2,
+        dim_feedforward=8,
+        dec_layers=1,
+        pre_norm=False,
+        mask_dim=4,
+        enforce_input_project=False,
+    )
+    assert dec.mask_classification is True
 
 
 def test_probability_exactly_one_half_may_be_attended():
