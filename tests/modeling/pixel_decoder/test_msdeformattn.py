@@ -20,6 +20,7 @@ from detectron2.layers import ShapeSpec
 from mask2former.modeling.pixel_decoder.msdeformattn import (
     MSDeformAttnPixelDecoder,
     MSDeformAttnTransformerEncoder,
+    MSDeformAttnTransformerEncoderLayer,
     MSDeformAttnTransformerEncoderOnly,
 )
 from mask2former.modeling.pixel_decoder.ops import backends
@@ -257,3 +258,69 @@ def test_pixel_decoder_outputs_recomposed_from_its_parts():
 def test_pixel_decoder_forward_points_to_forward_features():
     with pytest.raises(NotImplementedError, match="forward_features"):
         _decoder()(_features())
+
+
+# ---- defaults, initialisation, config ---------------------------------------------------------
+
+
+def test_encoder_defaults_are_deformable_detrs():
+    """d_model 256, 8 heads, 6 layers, FFN 1024, dropout 0.1, 4 levels, 4 points."""
+    torch.manual_seed(0)
+    enc = MSDeformAttnTransformerEncoderOnly()
+    assert enc.d_model == 256 and enc.nhead == 8 and enc.encoder.num_layers == 6
+    assert len(enc.encoder.layers) == 6 and enc.level_embed.shape == (4, 256)
+    layer = enc.encoder.layers[0]
+    assert layer.linear1.out_features == 1024 and layer.dropout1.p == 0.1
+    attn = layer.self_attn
+    assert (attn.d_model, attn.n_levels, attn.n_heads, attn.n_points) == (256, 4, 8, 4)
+    layer = MSDeformAttnTransformerEncoderLayer()
+    assert layer.linear1.in_features == 256 and layer.linear1.out_features == 1024
+    assert layer.dropout1.p == layer.dropout2.p == layer.dropout3.p == 0.1
+    attn = layer.self_attn
+    assert (attn.d_model, attn.n_levels, attn.n_heads, attn.n_points) == (256, 4, 8, 4)
+
+
+def test_encoder_initialisation():
+    """Level embeddings ~ N(0, 1); every matrix Xavier-uniform, except the deformable
+    attention's own init (zero offset and weight matrices, see ops/module.py)."""
+    torch.manual_seed(0)
+    enc = MSDeformAttnTransformerEncoderOnly(d_model=64, nhead=4, num_encoder_layers=1)
+    assert abs(float(enc.level_embed.std()) - 1) < 0.1 and abs(float(enc.level_embed.mean())) < 0.1
+    layer = enc.encoder.layers[0]
+    w = layer.linear2.weight  # (64, 1024): Xavier bound sqrt(6 / 1088) = 0.074, default 0.031
+    assert 1 / math.sqrt(1024) < w.abs().max() <= math.sqrt(6 / (1024 + 64))
+    assert layer.self_attn.sampling_offsets.weight.abs().max() == 0
+    assert layer.self_attn.attention_weights.weight.abs().max() == 0
+    assert layer.self_attn.sampling_offsets.bias.abs().max() > 0  # the grid of directions
+
+
+def test_pixel_decoder_input_projections_are_xavier_with_gain_1():
+    dec = _decoder()
+    for p in dec.input_proj:
+        w = p[0].weight  # (32, C_in, 1, 1): bound sqrt(6 / (C_in + 32))
+        bound = math.sqrt(6 / (w.shape[1] + 32))
+        assert 0.8 * bound < w.abs().max() <= bound
+        assert isinstance(p[1], torch.nn.GroupNorm) and p[1].num_groups == 32
+
+
+def test_pixel_decoder_from_config():
+    from detectron2.config import get_cfg
+
+    from mask2former.config import add_maskformer2_config
+
+    cfg = get_cfg()
+    add_maskformer2_config(cfg)
+    cfg.MODEL.SEM_SEG_HEAD.IN_FEATURES = ["res2", "res3", "res4", "res5"]
+    cfg.MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_IN_FEATURES = ["res4", "res5"]
+    cfg.MODEL.SEM_SEG_HEAD.CONVS_DIM, cfg.MODEL.SEM_SEG_HEAD.MASK_DIM = 32, 16
+    cfg.MODEL.SEM_SEG_HEAD.NORM = "GN"
+    cfg.MODEL.SEM_SEG_HEAD.TRANSFORMER_ENC_LAYERS = 2
+    cfg.MODEL.SEM_SEG_HEAD.COMMON_STRIDE = 8
+    cfg.MODEL.MASK_FORMER.NHEADS, cfg.MODEL.MASK_FORMER.DROPOUT = 4, 0.25
+    dec = MSDeformAttnPixelDecoder(cfg, _INPUT_SHAPE)
+    assert dec.transformer_in_features == ["res4", "res5"] and dec.common_stride == 8
+    assert dec.num_fpn_levels == 1  # 1/16 -> 1/8
+    layer = dec.transformer.encoder.layers[0]
+    assert dec.transformer.encoder.num_layers == 2 and layer.self_attn.n_heads == 4
+    assert layer.linear1.out_features == 1024 and layer.dropout1.p == 0.25
+    assert dec.mask_dim == 16

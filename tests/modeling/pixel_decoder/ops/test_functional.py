@@ -212,3 +212,19 @@ def test_inconsistent_shapes_are_rejected_with_the_shapes_named():
         _bad(spatial_shapes=torch.tensor([[3, 2], [1, 3]]))
     # The right shapes pass (and `shapes=` matching S is accepted).
     assert _bad(shapes=[(3, 2), (1, 2)]).shape == (2, 4, 6)
+
+
+def test_the_chosen_backend_is_the_one_that_runs(backend, monkeypatch):
+    """A compiled backend, once chosen, computes the result (its autograd Function shows in the
+    graph); the pytorch backend is grid_sample's graph. Under torch.export the grid_sample path
+    always runs."""
+    value, spatial_shapes, level_start_index, loc, attn = make_inputs(
+        1, [(3, 2)], 2, 1, 2, 1, device=backend
+    )
+    value.requires_grad_(True)
+    out = ms_deform_attn(value, spatial_shapes, level_start_index, loc, attn)
+    compiled = backends.select_backend(value.device.type).ext is not None
+    assert (type(out.grad_fn).__name__ == "MSDeformAttnFunctionBackward") == compiled
+    monkeypatch.setattr(torch.compiler, "is_exporting", lambda: True)
+    out = ms_deform_attn(value, spatial_shapes, level_start_index, loc, attn)
+    assert type(out.grad_fn).__name__ != "MSDeformAttnFunctionBackward"
