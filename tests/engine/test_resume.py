@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 from detectron2.data.samplers import TrainingSampler
-from PIL import Image
 
 from mask2former.data.validation import InvalidInputError, MissingFileError
 from mask2former.engine.resume import IterationSeedHook, SkippableSampler, iteration_seed
+from tests.data.dataset_mappers.records import write_image_and_labels
 
 
 def _take(sampler, n):
@@ -72,18 +72,7 @@ S = 32
 
 @pytest.fixture()
 def files(tmp_path):
-    img = np.random.default_rng(0).integers(0, 255, (S, S, 3), dtype=np.uint8)
-    Image.fromarray(img).save(tmp_path / "img.png")
-    lab = np.zeros((S, S), np.uint8)
-    lab[8:16, 8:16] = 1
-    lab[:2] = 255
-    Image.fromarray(lab).save(tmp_path / "lab.png")
-    ids = np.zeros((S, S), np.int64)
-    ids[:16] = 5
-    ids[16:, :8] = 300
-    rgb = np.stack([ids % 256, ids // 256 % 256, ids // 65536], -1).astype(np.uint8)
-    Image.fromarray(rgb).save(tmp_path / "pan.png")
-    return tmp_path
+    return write_image_and_labels(tmp_path, S)
 
 
 # ---- the training loader checks every record before training starts -----------------------------

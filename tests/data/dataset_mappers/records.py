@@ -4,6 +4,7 @@ import numpy as np
 import pycocotools.mask as mask_util
 from detectron2.config import get_cfg
 from detectron2.projects.deeplab import add_deeplab_config
+from PIL import Image
 
 from mask2former import add_maskformer2_config
 from mask2former.data.dataset_mappers import (
@@ -111,3 +112,19 @@ def _cfg(**overrides):
     add_maskformer2_config(cfg)
     cfg.merge_from_list([x for kv in overrides.items() for x in kv])
     return cfg
+
+
+def write_image_and_labels(root, size: int):
+    """root/img.png (random RGB), lab.png (class 1 square, ignore rows) and pan.png (ids 5 and
+    300 in panopticapi's RGB encoding), all size x size; returns root."""
+    img = np.random.default_rng(0).integers(0, 255, (size, size, 3), dtype=np.uint8)
+    Image.fromarray(img).save(root / "img.png")
+    lab = np.zeros((size, size), np.uint8)
+    lab[8:16, 8:16] = 1
+    lab[:2] = 255
+    Image.fromarray(lab).save(root / "lab.png")
+    ids = np.zeros((size, size), np.int64)
+    ids[:16] = 5
+    ids[16:, :8] = 300
+    Image.fromarray(_id2rgb(ids)).save(root / "pan.png")
+    return root

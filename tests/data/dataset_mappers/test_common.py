@@ -17,7 +17,7 @@ from mask2former.data.dataset_mappers import (
 )
 from mask2former.data.validation import InvalidInputError, MissingFileError
 
-from .records import _cfg
+from .records import _cfg, write_image_and_labels
 
 
 def test_from_config_reads_the_published_keys():
@@ -85,18 +85,7 @@ def _sem_mapper(num_classes=3):
 
 @pytest.fixture()
 def files(tmp_path):
-    img = np.random.default_rng(0).integers(0, 255, (S, S, 3), dtype=np.uint8)
-    Image.fromarray(img).save(tmp_path / "img.png")
-    lab = np.zeros((S, S), np.uint8)
-    lab[8:16, 8:16] = 1
-    lab[:2] = 255
-    Image.fromarray(lab).save(tmp_path / "lab.png")
-    ids = np.zeros((S, S), np.int64)
-    ids[:16] = 5
-    ids[16:, :8] = 300
-    rgb = np.stack([ids % 256, ids // 256 % 256, ids // 65536], -1).astype(np.uint8)
-    Image.fromarray(rgb).save(tmp_path / "pan.png")
-    return tmp_path
+    return write_image_and_labels(tmp_path, S)
 
 
 def _rec(d, **kw):
