@@ -127,9 +127,9 @@ def label_array(sem: np.ndarray) -> np.ndarray:
     return sem.astype("double")
 
 
-def read_pan_seg(path: str) -> np.ndarray:
-    """Read a COCO-format panoptic PNG as uint8 RGB (H, W, 3)."""
-    return validation.read_image(path, "RGB", what="panoptic annotation PNG")
+def read_pan_seg(path: str, image_file: str | None = None) -> np.ndarray:
+    """Read a COCO-format panoptic PNG as uint8 RGB (H, W, 3); a grayscale PNG is an error."""
+    return validation.read_panoptic_png(path, image_file=image_file)
 
 
 def panoptic_to_semantic(
@@ -161,7 +161,7 @@ def read_checked_pan_seg(dataset_dict: dict, mapper_name: str) -> np.ndarray:
             "annotations."
         )
     pan_seg_file = dataset_dict.pop("pan_seg_file_name")
-    pan_seg = read_pan_seg(pan_seg_file)
+    pan_seg = read_pan_seg(pan_seg_file, dataset_dict["file_name"])
     check_label_size(pan_seg, dataset_dict, pan_seg_file, "panoptic annotation PNG")
     validation.check_panoptic_segments(
         rgb2id(pan_seg),

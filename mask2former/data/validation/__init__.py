@@ -4,7 +4,7 @@ The dataset mappers and loaders call these instead of failing deep inside a data
 worse, silently training on a wrong target). Two levels:
 
 * **per sample** (in the mappers, on the pixels): :func:`read_image`, :func:`check_image_size`
-  (``images.py``), :func:`read_sem_seg`, :func:`check_sem_seg`, :func:`read_panoptic_ids`,
+  (``images.py``), :func:`read_sem_seg`, :func:`check_sem_seg`, :func:`read_panoptic_png`,
   :func:`check_panoptic_segments` (``labels.py``), :func:`check_instance_annotations`
   (``annotations.py``);
 * **per dataset** (when the list of dicts is built, no decoding): :func:`validate_dataset_dicts`
@@ -41,7 +41,7 @@ from .annotations import (
 )
 from .errors import InvalidInputError, MissingFileError, require_file
 from .images import check_image_size, read_image
-from .labels import check_panoptic_segments, check_sem_seg, read_panoptic_ids, read_sem_seg
+from .labels import check_panoptic_segments, check_sem_seg, read_panoptic_png, read_sem_seg
 
 __all__ = [
     "InvalidInputError",
@@ -53,7 +53,7 @@ __all__ = [
     "check_sem_seg",
     "clean_polygons",
     "read_image",
-    "read_panoptic_ids",
+    "read_panoptic_png",
     "read_sem_seg",
     "require_file",
     "validate_dataset_dicts",

@@ -7,13 +7,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from panopticapi.utils import rgb2id
 
 from .annotations import check_category_id
 from .errors import InvalidInputError, _where
 from .images import _open_image
 
-__all__ = ["check_panoptic_segments", "check_sem_seg", "read_panoptic_ids", "read_sem_seg"]
+__all__ = ["check_panoptic_segments", "check_sem_seg", "read_panoptic_png", "read_sem_seg"]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -97,21 +96,21 @@ def check_sem_seg(
 # ------------------------------------------------------------------------------------------------
 # Panoptic
 # ------------------------------------------------------------------------------------------------
-def read_panoptic_ids(file_name: str, *, image_file: str | None = None) -> np.ndarray:
-    """Read a COCO panoptic PNG (id = R + 256 G + 256^2 B) as an (H, W) int64 id map."""
+def read_panoptic_png(file_name: str, *, image_file: str | None = None) -> np.ndarray:
+    """Read a COCO panoptic PNG (segment id = R + 256 G + 256^2 B) as uint8 RGB (H, W, 3), after
+    EXIF orientation; ``rgb2id`` of the result is the id map. A grayscale PNG is refused (its
+    values are not that encoding); palette and RGBA PNGs are converted to their RGB colours."""
     from detectron2.data.detection_utils import _apply_exif_orientation
 
     img = _apply_exif_orientation(_open_image(file_name, "panoptic annotation PNG", image_file))
-    if img.mode != "RGB":
-        if img.mode in ("L", "P", "I", "I;16"):
-            raise InvalidInputError(
-                f"panoptic annotation PNG {_where(file_name, image_file)} has mode {img.mode}; COCO "
-                "panoptic PNGs are RGB with segment id = R + 256*G + 256^2*B. Fix: convert the "
-                "annotations with panopticapi (e.g. converters/2channels2panoptic_coco_format.py) "
-                "or save ids in that RGB encoding."
-            )
-        img = img.convert("RGB")
-    return rgb2id(np.asarray(img)).astype(np.int64)
+    if img.mode in ("1", "L", "LA", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"):
+        raise InvalidInputError(
+            f"panoptic annotation PNG {_where(file_name, image_file)} has mode {img.mode}; COCO "
+            "panoptic PNGs are RGB with segment id = R + 256*G + 256^2*B. Fix: convert the "
+            "annotations with panopticapi (e.g. converters/2channels2panoptic_coco_format.py) "
+            "or save ids in that RGB encoding."
+        )
+    return np.asarray(img.convert("RGB"))
 
 
 def check_panoptic_segments(

@@ -217,6 +217,32 @@ def test_panoptic_id_not_in_segments_info(files):
     assert mapper(rec)["instances"].gt_classes.tolist() == [1, 2]
 
 
+def test_grayscale_panoptic_png_is_refused(files):
+    """A single-channel panoptic PNG is not the R + 256 G + 256^2 B encoding: both panoptic mappers
+    name the file and the fix instead of reading grey level v as segment id 65793 * v."""
+    Image.fromarray(np.full((S, S), 5, np.uint8)).save(files / "pan_l.png")
+    rec = dict(
+        file_name=str(files / "img.png"),
+        pan_seg_file_name=str(files / "pan_l.png"),
+        height=S,
+        width=S,
+        image_id=0,
+        segments_info=[{"id": 5, "category_id": 1, "iscrowd": 0}],
+    )
+    panoptic = MaskFormerPanopticDatasetMapper(
+        True,
+        augmentations=[],
+        image_format="RGB",
+        ignore_label=255,
+        size_divisibility=-1,
+        num_classes=3,
+    )
+    lsj = COCOPanopticNewBaselineDatasetMapper(True, tfm_gens=[], image_format="RGB")
+    for mapper in (panoptic, lsj):
+        with pytest.raises(InvalidInputError, match=r"pan_l\.png .*img\.png.* mode L.*Fix:"):
+            mapper(dict(rec, segments_info=list(rec["segments_info"])))
+
+
 def test_empty_annotation_list_maps_to_no_instances(files):
     mapper = MaskFormerInstanceDatasetMapper(
         True, augmentations=[], image_format="RGB", size_divisibility=-1

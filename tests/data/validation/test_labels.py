@@ -3,13 +3,14 @@
 
 import numpy as np
 import pytest
+from panopticapi.utils import rgb2id
 from PIL import Image
 
 from mask2former.data.validation import (
     InvalidInputError,
     MissingFileError,
     check_panoptic_segments,
-    read_panoptic_ids,
+    read_panoptic_png,
     read_sem_seg,
 )
 
@@ -76,7 +77,7 @@ def test_panoptic_segment_id_not_in_segments_info(tmp_path):
     ids[3:, :2] = 2001
     p = tmp_path / "pan.png"
     _pan_png(p, ids)
-    read = read_panoptic_ids(str(p))
+    read = rgb2id(read_panoptic_png(str(p)))
     np.testing.assert_array_equal(read, ids)
     check_panoptic_segments(
         read, [{"id": 1000, "category_id": 1}, {"id": 2001, "category_id": 2}], str(p)
@@ -91,4 +92,13 @@ def test_panoptic_png_wrong_mode(tmp_path):
     p = tmp_path / "pan_l.png"
     Image.fromarray(np.zeros((4, 4), np.uint8)).save(p)
     with pytest.raises(InvalidInputError, match=r"R \+ 256\*G"):
-        read_panoptic_ids(str(p))
+        read_panoptic_png(str(p))
+
+
+def test_palette_panoptic_png_reads_as_its_colours(tmp_path):
+    ids = np.array([[0, 1000, 1000], [2001, 2001, 0]], np.int64)
+    rgb = np.stack([ids % 256, ids // 256 % 256, ids // 65536], -1).astype(np.uint8)
+    p = tmp_path / "pan_p.png"
+    Image.fromarray(rgb).convert("P", palette=Image.Palette.ADAPTIVE, colors=3).save(p)
+    assert Image.open(p).mode == "P"
+    np.testing.assert_array_equal(rgb2id(read_panoptic_png(str(p))), ids)
