@@ -169,7 +169,28 @@ def client(sock_path: str, args: list[str]) -> int:
     return 0 if reply == "0" else 1
 
 
+def _retry_timeouts(module: str) -> None:
+    """Mark the module's timed-out mutants untested again, so this run re-judges them: on a
+    shared CPU a slow run, not the mutant, is the usual cause; a mutant that really hangs the
+    tests times out again."""
+    cache = os.path.join(WORKDIR, ".mutmut-cache")
+    if not os.path.exists(cache):
+        return
+    con = sqlite3.connect(cache)
+    with con:
+        n = con.execute(
+            "UPDATE mutant SET status = 'untested' WHERE status = 'bad_timeout' AND line IN "
+            "(SELECT line.id FROM line JOIN sourcefile ON line.sourcefile = sourcefile.id "
+            "WHERE sourcefile.filename = ?)",
+            (module,),
+        ).rowcount
+    con.close()
+    if n:
+        print(f"mutation: re-testing {n} timed-out mutant(s) of {module}", flush=True)
+
+
 def _run_module(module: str) -> int:
+    _retry_timeouts(module)
     tests = " ".join(_tests_for(module))
     python = sys.executable
     script = os.path.join(WORKDIR, "tools", "mutation.py")
