@@ -64,6 +64,8 @@ def main(argv=None) -> list[Table]:
             ("speedup", "vs eager"),
             ("export_s", "export s"),
             ("max_diff", "max|diff| vs eager"),
+            ("rel_diff", "max|diff| / max|eager|"),
+            ("flips", "mask logits of other sign"),
         ],
     )
     e2e_table = Table(
@@ -94,6 +96,9 @@ def main(argv=None) -> list[Table]:
             timing = common.time_fn(lambda _, fn=fn: fn(), "cpu", args.warmup, args.iters)
             out = fn()
         diff = max(float((a - b).abs().max()) for a, b in zip(reference, out))
+        scale = max(float(a.abs().max()) for a in reference)
+        # Mask logits whose sign differs: each such pixel changes a binary mask (sigmoid > 0.5).
+        flips = int(((reference[1] > 0) != (out[1] > 0)).sum())
         eager_ms = eager_ms or timing.median
         net_table.add(
             {
@@ -103,6 +108,8 @@ def main(argv=None) -> list[Table]:
                 "speedup": eager_ms / timing.median,
                 "export_s": export and export[0],
                 "max_diff": diff,
+                "rel_diff": diff / max(scale, 1e-30),
+                "flips": f"{flips} of {reference[1].numel()}",
             }
         )
         print(net_table.rows[-1], flush=True)
