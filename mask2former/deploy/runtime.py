@@ -154,13 +154,19 @@ class ExportedModel:
         logits, masks = self.run(x)
         return logits, masks, x
 
+    def postprocess(
+        self, logits: torch.Tensor, masks: torch.Tensor, x: torch.Tensor, inputs: dict
+    ) -> dict:
+        """The model's post-processing of one image's network outputs (`network`'s three)."""
+        h, w = (int(v) for v in inputs["image"].shape[-2:])
+        images = ImageList(x, [(h, w)])
+        outputs = {"pred_logits": logits, "pred_masks": masks}
+        with torch.no_grad():
+            return self.model.postprocess(outputs, [inputs], images)[0]
+
     def __call__(self, batched_inputs: list[dict]) -> list[dict]:
         results = []
         for inputs in batched_inputs:
             image = torch.as_tensor(np.asarray(inputs["image"]))  # (3, H, W)
-            logits, masks, x = self.network(image)
-            images = ImageList(x, [tuple(image.shape[-2:])])
-            outputs = {"pred_logits": logits, "pred_masks": masks}
-            with torch.no_grad():
-                results.extend(self.model.postprocess(outputs, [inputs], images))
+            results.append(self.postprocess(*self.network(image), inputs))
         return results
