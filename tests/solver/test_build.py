@@ -3,9 +3,11 @@
 import math
 
 import pytest
+import timm
 import torch
 from detectron2.config import get_cfg
 from detectron2.projects.deeplab import add_deeplab_config
+from timm import layers as timm_layers
 from torch import nn
 
 from mask2former import add_maskformer2_config
@@ -400,3 +402,179 @@ def test_per_parameter_value_clipping_when_not_full_model():
     m.weight.grad = torch.tensor([[3.0, -0.2]])
     opt.step()
     torch.testing.assert_close(m.weight.detach(), torch.tensor([[-0.5, 0.2]]))
+
+
+# ----------------------------------------------------------------------------------------------
+# Norm layers, timm's `no_weight_decay()`, `trains_at_base_lr`, and the clipping class cache
+# (each rule below was found untested by mutation testing, issue 26).
+
+# timm's norms that do not subclass a torch norm; each must get SOLVER.WEIGHT_DECAY_NORM.
+TIMM_OWN_NORMS = (
+    "RmsNorm",
+    "RmsNorm2d",
+    "SimpleNorm",
+    "SimpleNorm2d",
+    "RmsNormFp32",
+    "RmsNorm2dFp32",
+    "SimpleNormFp32",
+    "SimpleNorm2dFp32",
+)
+
+
+def _decay_of(model, **kw):
+    args = dict(base_lr=1.0, weight_decay=0.3, weight_decay_norm=0.2, weight_decay_embed=0.1)
+    args.update(backbone_multiplier=0.5, **kw)
+    groups = get_param_groups(model, **args)
+    names = {id(p): n for n, p in model.named_parameters()}
+    return {names[id(p)]: (g["lr"], g["weight_decay"]) for g in groups for p in g["params"]}
+
+
+@pytest.mark.parametrize("name", TIMM_OWN_NORMS)
+def test_timm_norm_layers_get_the_norm_weight_decay(name):
+    cls = getattr(timm_layers, name, None)
+    if cls is None:
+        pytest.skip(f"timm {timm.__version__} has no layers.{name}")
+    model = nn.Sequential(nn.Linear(4, 4), cls(4))
+    got = _decay_of(model)
+    assert got["0.weight"] == (1.0, 0.3)
+    norm_params = [n for n in got if n.startswith("1.")]
+    assert norm_params and all(got[n] == (1.0, 0.2) for n in norm_params), got
+
+
+class _TimmLikeVit(nn.Module):
+    """A timm-style backbone: `no_weight_decay()` lists names and fnmatch patterns."""
+
+    def __init__(self):
+        super().__init__()
+        self.cls_token = nn.Parameter(torch.zeros(1, 4))
+        self.blocks = nn.ModuleList(nn.Linear(4, 4) for _ in range(2))
+        self.blocks[1].rel_pos_h = nn.Parameter(torch.zeros(3, 4))
+        self.blocks[1].rel_pos_w = nn.Parameter(torch.zeros(3, 4))
+
+    def no_weight_decay(self):
+        return {"cls_token", "blocks.*.rel_pos_*"}
+
+
+class _NotTimm(nn.Module):
+    no_weight_decay = ["weight"]  # not a method: not timm's convention, ignored
+
+    def __init__(self):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(4))
+
+
+class _WithNoDecay(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.head = nn.Linear(4, 4)  # a module without no_weight_decay() comes first
+        self.other = _NotTimm()
+        self.backbone = _TimmLikeVit()
+        self.pos_embed = nn.Parameter(torch.zeros(2, 4))  # the root's own parameter
+
+    def no_weight_decay(self):
+        return ["pos_embed"]
+
+
+def test_no_weight_decay_names_and_patterns_of_every_module():
+    got = _decay_of(_WithNoDecay())
+    assert got == {
+        "head.weight": (1.0, 0.3),
+        "head.bias": (1.0, 0.3),
+        "other.weight": (1.0, 0.3),
+        "backbone.cls_token": (0.5, 0.0),
+        "backbone.blocks.0.weight": (0.5, 0.3),
+        "backbone.blocks.0.bias": (0.5, 0.3),
+        "backbone.blocks.1.weight": (0.5, 0.3),
+        "backbone.blocks.1.bias": (0.5, 0.3),
+        "backbone.blocks.1.rel_pos_h": (0.5, 0.0),
+        "backbone.blocks.1.rel_pos_w": (0.5, 0.0),
+        "pos_embed": (1.0, 0.0),
+    }
+
+
+class _Pyramid(nn.Module):
+    trains_at_base_lr = True  # new layers inside the backbone (e.g. ViTDet's simple pyramid)
+
+    def __init__(self):
+        super().__init__()
+        self.out = nn.Sequential(nn.Linear(4, 4))
+
+
+def test_trains_at_base_lr_covers_the_module_and_its_children_only():
+    model = nn.Module()
+    model.backbone = nn.Module()
+    model.backbone.net = nn.Linear(4, 4)
+    model.backbone.fpn = _Pyramid()
+    model.backbone.fpn2 = nn.Linear(4, 4)  # shares the name prefix, not the module
+    got = _decay_of(model)
+    assert got["backbone.net.weight"] == (0.5, 0.3)
+    assert got["backbone.fpn.out.0.weight"] == (1.0, 0.3)
+    assert got["backbone.fpn.out.0.bias"] == (1.0, 0.3)
+    assert got["backbone.fpn2.weight"] == (0.5, 0.3)
+
+
+def test_clip_value_zero_or_less_means_no_clipping_and_classes_are_cached():
+    assert maybe_add_full_model_gradient_clipping(torch.optim.SGD, 0.0) is torch.optim.SGD
+    assert maybe_add_full_model_gradient_clipping(torch.optim.SGD, -1.0) is torch.optim.SGD
+    a = maybe_add_full_model_gradient_clipping(torch.optim.SGD, 0.3)
+    assert maybe_add_full_model_gradient_clipping(torch.optim.SGD, 0.3) is a
+    b = maybe_add_full_model_gradient_clipping(torch.optim.SGD, 0.7)
+    for cls, clip in ((a, 0.3), (b, 0.7)):  # each class clips at its own value
+        p = nn.Parameter(torch.zeros(2))
+        opt = cls([p], lr=1.0)
+        p.grad = torch.tensor([3.0, 4.0])
+        opt.step()
+        assert p.detach().tolist() == pytest.approx([-0.6 * clip, -0.8 * clip], rel=1e-5)
+
+
+_SCHED_A = dict(MAX_ITER=100, WARMUP_FACTOR=0.5, WARMUP_ITERS=10, WARMUP_METHOD="linear")
+_SCHED_A.update(POLY_LR_POWER=0.9, POLY_LR_CONSTANT_ENDING=0.0)
+_SCHED_B = dict(MAX_ITER=200, WARMUP_FACTOR=0.2, WARMUP_ITERS=30, WARMUP_METHOD="constant")
+_SCHED_B.update(POLY_LR_POWER=2.0, POLY_LR_CONSTANT_ENDING=0.1)
+
+
+def _poly(**solver):
+    cfg = _cfg(LR_SCHEDULER_NAME="WarmupPolyLR", BASE_LR=1.0, **solver)
+    opt = build_optimizer(cfg, nn.Linear(2, 2))
+    return opt, build_lr_scheduler(cfg, opt)
+
+
+def _run(opt, sched, iters):
+    lrs = []
+    for _ in range(iters):
+        opt.step()
+        sched.step()
+        lrs.append(opt.param_groups[0]["lr"])
+    return lrs
+
+
+def test_poly_lr_resume_takes_every_schedule_key_from_the_config(caplog):
+    """Each key that shapes the schedule comes from the config on resume: the resumed LRs equal
+    those of a fresh run of the new schedule, and the warning lists each changed key."""
+    opt, sched = _poly(**_SCHED_A)
+    _run(opt, sched, 20)
+    state = sched.state_dict()
+    opt, sched = _poly(**_SCHED_B)
+    with caplog.at_level("WARNING", logger="mask2former.solver.build"):
+        sched.load_state_dict(state)
+    assert [r.getMessage() for r in caplog.records] == [
+        "LR schedule: using the config's values, not the checkpoint's: max_iters 100 -> 200, "
+        "warmup_factor 0.5 -> 0.2, warmup_iters 10 -> 30, warmup_method linear -> constant, "
+        "power 0.9 -> 2.0, constant_ending 0.0 -> 0.1"
+    ]
+    ref_opt, ref_sched = _poly(**_SCHED_B)
+    expected = _run(ref_opt, ref_sched, 170)[20:]  # lr at iterations 21 .. 170
+    got = _run(opt, sched, 150)
+    assert got == pytest.approx(expected, rel=1e-12)
+    assert got[0] == pytest.approx(0.2 * (1 - 21 / 200) ** 2)  # constant warm-up, power 2
+    assert got[-1] == pytest.approx(0.1)  # the constant ending
+
+
+def test_poly_lr_resume_with_the_same_schedule_logs_nothing(caplog):
+    opt, sched = _poly(**_SCHED_A)
+    _run(opt, sched, 5)
+    state = sched.state_dict()
+    opt, sched = _poly(**_SCHED_A)
+    with caplog.at_level("WARNING", logger="mask2former.solver.build"):
+        sched.load_state_dict(state)
+    assert caplog.records == [] and sched.last_epoch == 5
