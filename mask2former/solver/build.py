@@ -39,7 +39,8 @@ NORM_MODULE_TYPES = (
     nn.LocalResponseNorm,
     nn.RMSNorm,
 )
-# timm's norms that do not subclass torch's (its LayerNorm2d, GroupNorm, BatchNormAct2d do).
+# timm's norms that do not subclass torch's (its LayerNorm2d, GroupNorm, BatchNormAct2d do);
+# the EvoNorm "a" variants subclass the ones listed.
 NORM_MODULE_TYPES += tuple(
     getattr(timm_layers, n)
     for n in (
@@ -51,6 +52,14 @@ NORM_MODULE_TYPES += tuple(
         "RmsNorm2dFp32",
         "SimpleNormFp32",
         "SimpleNorm2dFp32",
+        "EvoNorm2dB0",
+        "EvoNorm2dB1",
+        "EvoNorm2dB2",
+        "EvoNorm2dS0",
+        "EvoNorm2dS1",
+        "EvoNorm2dS2",
+        "FilterResponseNormAct2d",
+        "FilterResponseNormTlu2d",
     )
     if hasattr(timm_layers, n)
 )
