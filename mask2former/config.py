@@ -5,6 +5,8 @@ which provides the poly LR keys) before merging a Mask2Former YAML. Keys that ex
 project are grouped at the end under "extensions"; their defaults keep the published behaviour.
 """
 
+import os
+
 from detectron2.config import CfgNode as CN
 
 from .config_validation import validate_config
@@ -222,6 +224,8 @@ def load_config(config_file: str = "", opts: list[str] | None = None, freeze: bo
     add_deeplab_config(cfg)
     add_maskformer2_config(cfg)
     if config_file:
+        if not os.path.isfile(config_file):  # else yacs asserts (AssertionError)
+            raise _explain_missing_base(config_file, FileNotFoundError(config_file))
         try:
             cfg.merge_from_file(config_file)
         except (KeyError, ValueError) as e:
@@ -252,8 +256,6 @@ def load_config(config_file: str = "", opts: list[str] | None = None, freeze: bo
 
 def _explain_missing_base(config_file: str, err: FileNotFoundError) -> Exception:
     """Name the config whose `_BASE_` points to a missing file."""
-    import os
-
     import yaml
 
     path, seen = config_file, set()

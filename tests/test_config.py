@@ -1,6 +1,8 @@
-"""The config declares every key of the published implementation with the same default."""
+"""The config declares every key of the published implementation with the same default; loading
+errors (unknown key, wrong type, missing file or `_BASE_`) say exactly what is wrong and how to fix it."""
 
 import pytest
+from detectron2.config import CfgNode as CN
 from detectron2.config import get_cfg
 from detectron2.projects.deeplab import add_deeplab_config
 
@@ -154,3 +156,195 @@ def test_config_wrong_type():
 
     with pytest.raises(ValueError, match=r"wrong type for config key 'SOLVER.MAX_ITER'"):
         load_config("", ["SOLVER.MAX_ITER", "'many'"])
+
+
+# ---- exact messages and suggestions (mutation survivors, issue 26) ----------------------------
+FIX_KEY = (
+    "Fix the spelling, or call add_maskformer2_config(cfg) (and any add_*_config your project "
+    "needs) before merging."
+)
+FIX_TYPE = (
+    "The first type/value is the default's; give a value of that type (e.g. a list in brackets, "
+    "a quoted string, True/False)."
+)
+
+
+def _tiny_cfg():
+    return CN(
+        {
+            "SOLVER": CN({"BASE_LR": 0.1, "MAX_ITER": 1, "WEIGHT_DECAY": 0.0}),
+            "MODEL": CN(
+                {
+                    "SWIN": CN({"DEPTHS": [2], "NUM_HEADS": [3]}),
+                    "RESNETS": CN({"DEPTH": 50}),
+                    "ROI_HEADS": CN({"NAME": ""}),
+                }
+            ),
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    "bad, n, expected",
+    [
+        # the leaf within its parent first, then the closest whole paths
+        ("MODEL.SWIN.NHEADS", 3, ["MODEL.SWIN.NUM_HEADS", "MODEL.SWIN.DEPTHS", "MODEL.ROI_HEADS"]),
+        ("MODEL.SWIN.DEPTH", 3, ["MODEL.SWIN.DEPTHS", "MODEL.RESNETS.DEPTH", "MODEL.SWIN"]),
+        ("MODEL.SWIN.NHEADS", 1, ["MODEL.SWIN.NUM_HEADS"]),
+        ("SOLVER.LR", 3, ["SOLVER", "SOLVER.BASE_LR"]),  # whole paths only
+        ("solver.base_lr", 3, ["SOLVER.BASE_LR"]),  # case-insensitive
+        ("SOLVR", 3, ["SOLVER"]),  # a top-level key
+        ("TOTALLY.UNRELATED_QQQ", 3, []),
+    ],
+)
+def test_closest_keys(bad, n, expected):
+    from mask2former.config import _closest_keys
+
+    assert _closest_keys(_tiny_cfg(), bad, n=n) == expected
+
+
+def test_closest_keys_returns_three_by_default():
+    from mask2former.config import _closest_keys
+
+    cfg = _tiny_cfg()
+    cfg.SOLVER.WEIGHT_DECAY_NORM = 0.0
+    cfg.SOLVER.WEIGHT_DECAY_EMBED = 0.0
+    cfg.SOLVER.WEIGHT_DECAY_BIAS = 0.0
+    assert len(_closest_keys(cfg, "SOLVER.WEIGHT_DECAY_NROM", n=4)) == 4
+    assert _closest_keys(cfg, "SOLVER.WEIGHT_DECAY_NROM") == [
+        "SOLVER.WEIGHT_DECAY_NORM",
+        "SOLVER.WEIGHT_DECAY",
+        "SOLVER.WEIGHT_DECAY_EMBED",
+    ]
+
+
+def _error(*args, **kwargs):
+    from mask2former.config import load_config
+
+    with pytest.raises(Exception) as info:
+        load_config(*args, **kwargs)
+    return info.type.__name__, str(info.value)
+
+
+def test_override_errors_say_exactly_what_and_how():
+    assert _error("", ["SOLVER.WEIGHT_DECAY_NROM", "0.1"]) == (
+        "ConfigKeyError",
+        "command-line override: unknown config key 'SOLVER.WEIGHT_DECAY_NROM'. Did you mean "
+        "'SOLVER.WEIGHT_DECAY_NORM' or 'SOLVER.WEIGHT_DECAY' or 'SOLVER.WEIGHT_DECAY_EMBED'? "
+        + FIX_KEY,
+    )
+    # a key ending in X keeps it (the quotes are stripped, nothing else)
+    assert _error("", ["SOLVER.MAX_ITERX", "1"]) == (
+        "ConfigKeyError",
+        f"command-line override: unknown config key 'SOLVER.MAX_ITERX'. Did you mean "
+        f"'SOLVER.MAX_ITER'? {FIX_KEY}",
+    )
+    assert _error("", ["TOTALLY.UNRELATED_QQQ", "1"]) == (
+        "ConfigKeyError",
+        f"command-line override: unknown config key 'TOTALLY.UNRELATED_QQQ'. {FIX_KEY}",
+    )
+    assert _error("", ["SOLVER.MAX_ITER", "many"]) == (
+        "ValueError",
+        "command-line override: wrong type for config key 'SOLVER.MAX_ITER': Type mismatch "
+        f"(<class 'int'> vs. <class 'str'>) with values (40000 vs. many). {FIX_TYPE}",
+    )
+    assert _error("", ["SOLVER.MAX_ITER", "1", "SOLVER.BASE_LR"]) == (
+        "ValueError",
+        "command-line overrides ['SOLVER.MAX_ITER', '1', 'SOLVER.BASE_LR']: expected KEY VALUE "
+        "pairs (an even number of items), e.g. SOLVER.MAX_ITER 100",
+    )
+
+
+def test_config_file_errors_name_the_file(tmp_path):
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("SOLVER:\n  MAX_ITERX: 5\n")
+    assert _error(str(typo)) == (
+        "ConfigKeyError",
+        f"config file {typo}: unknown config key 'SOLVER.MAX_ITERX'. Did you mean "
+        f"'SOLVER.MAX_ITER'? {FIX_KEY}",
+    )
+    wrong = tmp_path / "wrong.yaml"
+    wrong.write_text("SOLVER:\n  MAX_ITER: many\n")
+    assert _error(str(wrong)) == (
+        "ValueError",
+        f"config file {wrong}: wrong type for config key 'SOLVER.MAX_ITER': Type mismatch "
+        f"(<class 'int'> vs. <class 'str'>) with values (40000 vs. many). {FIX_TYPE}",
+    )
+    bad = tmp_path / "range.yaml"
+    bad.write_text("SOLVER:\n  MAX_ITER: 0\n")
+    assert _error(str(bad))[1].startswith(f"config file {bad}: 1 config value(s) out of range")
+    assert _error("", ["SOLVER.MAX_ITER", "0"])[1].startswith("config: 1 config value(s)")
+
+
+def test_other_errors_pass_through_unchanged():
+    from mask2former.config import ConfigKeyError, _explain_merge_error
+
+    cfg = _tiny_cfg()
+    for err in (KeyError("other"), ValueError("other"), KeyError(), RuntimeError("x")):
+        assert _explain_merge_error(cfg, err, "src") is err
+    assert str(ConfigKeyError("no quotes")) == "no quotes"
+
+
+def test_load_config_defaults_and_freeze():
+    from mask2former.config import load_config
+
+    cfg = load_config()
+    assert cfg.is_frozen() and cfg.MODEL.MASK_FORMER.NUM_OBJECT_QUERIES == 100
+    assert not load_config(freeze=False).is_frozen()
+
+
+def test_timm_kwargs_accept_any_key(tmp_path):
+    from mask2former.config import load_config
+
+    yaml = tmp_path / "timm.yaml"
+    yaml.write_text("MODEL:\n  TIMM:\n    KWARGS:\n      patch_size: 16\n      window_size: 8\n")
+    assert dict(load_config(str(yaml)).MODEL.TIMM.KWARGS) == {"patch_size": 16, "window_size": 8}
+
+
+# ---- a missing config or _BASE_ (docs/reliability.md) ----------------------------------------
+def test_missing_base_names_the_referring_config(tmp_path):
+    from mask2former.config import load_config
+
+    (tmp_path / "sub").mkdir()
+    child = tmp_path / "sub" / "child.yaml"
+    mid = tmp_path / "mid.yaml"
+    mid.write_text("_BASE_: gone/Base.yaml\nSOLVER:\n  MAX_ITER: 5\n")
+    child.write_text("_BASE_: ../mid.yaml\n")
+    with pytest.raises(FileNotFoundError) as e:
+        load_config(str(child))
+    msg = str(e.value)
+    assert (
+        f"config file {mid} has _BASE_: 'gone/Base.yaml', but {tmp_path / 'gone' / 'Base.yaml'}"
+        in msg
+    )
+    assert f"(while loading {child})" in msg and "relative to the config that names it" in msg
+
+
+def test_missing_file_and_missing_base_messages(tmp_path):
+    assert _error(str(tmp_path / "nope.yaml")) == (
+        "FileNotFoundError",
+        f"config file {tmp_path / 'nope.yaml'} does not exist.",
+    )
+    own = tmp_path / "own.yaml"
+    gone = tmp_path / "abs" / "Base.yaml"  # an absolute _BASE_ is taken as it is
+    own.write_text(f"_BASE_: {gone}\n")
+    assert _error(str(own)) == (
+        "FileNotFoundError",
+        f"config file {own} has _BASE_: '{gone}', but {gone} does not exist. _BASE_ is "
+        "relative to the config that names it. Fix: correct the path, or restore the base config.",
+    )
+
+
+def test_explain_missing_base_without_a_missing_base_returns_the_error(tmp_path):
+    from mask2former.config import _explain_missing_base
+
+    err = FileNotFoundError("from yacs")
+    plain = tmp_path / "plain.yaml"
+    plain.write_text("SOLVER:\n  MAX_ITER: 5\n")
+    listed = tmp_path / "listed.yaml"
+    listed.write_text("_BASE_: [a.yaml]\n")
+    a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"  # a cycle: no hang, nothing missing
+    a.write_text("_BASE_: b.yaml\n")
+    b.write_text("_BASE_: a.yaml\n")
+    for path in (plain, listed, a):
+        assert _explain_missing_base(str(path), err) is err
