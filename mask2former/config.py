@@ -225,7 +225,7 @@ def load_config(config_file: str = "", opts: list[str] | None = None, freeze: bo
     add_maskformer2_config(cfg)
     if config_file:
         if not os.path.isfile(config_file):  # else yacs asserts (AssertionError)
-            raise _explain_missing_base(config_file, FileNotFoundError(config_file))
+            raise FileNotFoundError(f"config file {config_file} does not exist.")
         try:
             cfg.merge_from_file(config_file)
         except (KeyError, ValueError) as e:
@@ -277,6 +277,4 @@ def _explain_missing_base(config_file: str, err: FileNotFoundError) -> Exception
                 "restore the base config."
             )
         path = base_path
-    if not os.path.isfile(config_file):
-        return FileNotFoundError(f"config file {config_file} does not exist.")
     return err

@@ -282,6 +282,13 @@ def test_other_errors_pass_through_unchanged():
     cfg = _tiny_cfg()
     for err in (KeyError("other"), ValueError("other"), KeyError(), RuntimeError("x")):
         assert _explain_merge_error(cfg, err, "src") is err
+
+    class LazyKeyError(KeyError):  # no args: its message comes from __str__
+        def __str__(self):
+            return "Non-existent config key: SOLVER.MAX_ITERX"
+
+    explained = str(_explain_merge_error(cfg, LazyKeyError(), "src"))
+    assert explained.startswith("src: unknown config key 'SOLVER.MAX_ITERX'. Did you mean")
     assert str(ConfigKeyError("no quotes")) == "no quotes"
 
 
