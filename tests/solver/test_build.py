@@ -605,3 +605,14 @@ def test_poly_lr_resume_with_the_same_schedule_logs_nothing(caplog):
     with caplog.at_level("WARNING", logger="mask2former.solver.build"):
         sched.load_state_dict(state)
     assert caplog.records == [] and sched.last_epoch == 5
+
+
+def test_frozen_and_shared_parameters_skip_only_themselves():
+    model = nn.Module()
+    model.a = nn.Linear(2, 2)
+    model.a.weight.requires_grad_(False)  # frozen weight, trainable bias
+    model.b = nn.Linear(2, 2)
+    model.c = nn.Linear(2, 2)
+    model.c.weight = model.b.weight  # shared with b: listed once, c's bias still listed
+    got = _decay_of(model)
+    assert sorted(got) == ["a.bias", "b.bias", "b.weight", "c.bias"]
