@@ -173,6 +173,7 @@ def _tiny_cfg():
     return CN(
         {
             "SOLVER": CN({"BASE_LR": 0.1, "MAX_ITER": 1, "WEIGHT_DECAY": 0.0}),
+            "IO": CN({"MIN_SCALE": 0.1}),
             "MODEL": CN(
                 {
                     "SWIN": CN({"DEPTHS": [2], "NUM_HEADS": [3]}),
@@ -192,6 +193,8 @@ def _tiny_cfg():
         ("MODEL.SWIN.DEPTH", 3, ["MODEL.SWIN.DEPTHS", "MODEL.RESNETS.DEPTH", "MODEL.SWIN"]),
         ("MODEL.SWIN.NHEADS", 1, ["MODEL.SWIN.NUM_HEADS"]),
         ("SOLVER.LR", 3, ["SOLVER", "SOLVER.BASE_LR"]),  # whole paths only
+        # the leaf alone is close enough (0.67 >= 0.6), the whole path is not (0.73 < 0.75)
+        ("IO.MINIMAL_SCALING", 3, ["IO.MIN_SCALE"]),
         ("solver.base_lr", 3, ["SOLVER.BASE_LR"]),  # case-insensitive
         ("SOLVR", 3, ["SOLVER"]),  # a top-level key
         ("TOTALLY.UNRELATED_QQQ", 3, []),
@@ -325,6 +328,11 @@ def test_missing_base_names_the_referring_config(tmp_path):
         in msg
     )
     assert f"(while loading {child})" in msg and "relative to the config that names it" in msg
+    assert msg == (
+        f"config file {mid} has _BASE_: 'gone/Base.yaml', but {tmp_path / 'gone' / 'Base.yaml'} "
+        f"does not exist (while loading {child}). _BASE_ is relative to the config that names "
+        "it. Fix: correct the path, or restore the base config."
+    )
 
 
 def test_missing_file_and_missing_base_messages(tmp_path):
