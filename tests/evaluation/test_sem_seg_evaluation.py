@@ -560,3 +560,21 @@ def test_evaluator_sums_the_confusion_matrices_of_all_processes(tmp_path, monkey
     # Only the main process returns results.
     monkeypatch.setattr(comm, "is_main_process", lambda: False)
     assert ev.evaluate() is None
+
+
+def test_bad_labels_of_a_panoptic_record_name_its_png(tmp_path):
+    """Ground truth from a panoptic PNG: the message names that PNG."""
+    from panopticapi.utils import id2rgb
+
+    path = str(tmp_path / "pan.png")
+    Image.fromarray(id2rgb(np.array([[1, 1, 2]], dtype=np.int32))).save(path)
+    infos = [{"id": 1, "category_id": 0, "iscrowd": 0}, {"id": 2, "category_id": 5, "iscrowd": 0}]
+    records = [{"file_name": "p.jpg", "pan_seg_file_name": path, "segments_info": infos}]
+    name = "_test_semseg_bad_pan"
+    if name in MetadataCatalog.list():
+        MetadataCatalog.remove(name)
+    MetadataCatalog.get(name).set(stuff_classes=CLASS_NAMES3, ignore_label=255)
+    ev = SemSegEvaluator(name, distributed=False, dataset_records=records)
+    ev.reset()
+    with pytest.raises(ValueError, match=f"^{path}: labels \\[5\\] are outside"):
+        ev.process([{"file_name": "p.jpg"}], [{"sem_seg": _scores3([[0, 0, 0]])}])
