@@ -441,8 +441,13 @@ def test_two_inputs_on_one_file_is_an_error(data, tmp_path):
         ev.evaluate()
 
 
-def test_compute_pq_with_two_worker_processes(tmp_path):
+def test_compute_pq_with_two_worker_processes(tmp_path, monkeypatch):
     """The pool path (two spawned workers, one image each) sums both workers' statistics."""
+    import multiprocessing
+
+    contexts = []
+    real = multiprocessing.get_context
+    monkeypatch.setattr(multiprocessing, "get_context", lambda m: contexts.append(m) or real(m))
     (tmp_path / "gt").mkdir()
     (tmp_path / "pred").mkdir()
     anns, preds = [], []
@@ -456,3 +461,19 @@ def test_compute_pq_with_two_worker_processes(tmp_path):
     gt_json = {"categories": [{"id": 1, "name": "sky", "isthing": 0}], "annotations": anns}
     res = compute_pq(gt_json, preds, str(tmp_path / "gt"), str(tmp_path / "pred"), 2)
     assert res["per_class"][1] == pytest.approx({"pq": 1 / 1.5, "sq": 1.0, "rq": 1 / 1.5})
+    assert contexts == ["spawn"]  # a pool of spawned processes did the matching
+
+
+def test_evaluator_passes_num_workers_on(hand_dataset, monkeypatch):
+    from mask2former.evaluation import panoptic_evaluation
+
+    seen = []
+    real = panoptic_evaluation.compute_pq
+    monkeypatch.setattr(
+        panoptic_evaluation, "compute_pq", lambda *a: seen.append(a[-1]) or real(*a[:-1], 1)
+    )
+    ev = COCOPanopticEvaluator(hand_dataset, distributed=False, num_workers=3)
+    ev.reset()
+    ev.process([{"image_id": 5}], [{"panoptic_seg": (torch.zeros(10, 10), [])}])
+    ev.evaluate()
+    assert seen == [3]
