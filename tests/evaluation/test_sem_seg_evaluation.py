@@ -3,9 +3,11 @@ ground truth from panoptic PNGs, and the semantic-PQ tool."""
 
 import importlib.util
 import json
+import logging
 import math
 import os
 import shutil
+import sys
 
 import numpy as np
 import pytest
@@ -18,7 +20,12 @@ from PIL import Image
 from mask2former.config import add_maskformer2_config
 from mask2former.data.datasets.custom import register_panoptic_dataset, register_semantic_dataset
 from mask2former.evaluation import SemSegEvaluator, build_evaluator
-from mask2former.evaluation.sem_seg_evaluation import semseg_metrics
+from mask2former.evaluation.sem_seg_evaluation import (
+    check_miou_convention,
+    load_semantic_gt,
+    read_label_file,
+    semseg_metrics,
+)
 from tests.evaluation.world import run_evaluator
 
 from . import crosscheck_data as X
@@ -347,3 +354,227 @@ def test_evaluator_skips_void_pixels_and_counts_a_predicted_only_class(tmp_path)
     assert res["mIoU"] == pytest.approx(100 * (iou_a + iou_b) / 2)
     assert res["pACC"] == pytest.approx(100 * 5 / 6)
     assert ev._conf_matrix.sum() == 6
+
+
+# ----------------------------------------------------------------------------------------------
+# Label files, error messages, dataset ids, outputs and the gather across processes
+# (mutation testing, issue 26).
+
+
+def test_metrics_count_a_class_with_one_pixel():
+    # c: one gt pixel (predicted as a); d: predicted on one pixel only (gt b).
+    conf = np.array([[2, 0, 1, 0], [0, 3, 0, 0], [0, 0, 0, 0], [0, 1, 0, 0]])
+    res = semseg_metrics(conf, ["a", "b", "c", "d"])
+    assert res["IoU-c"] == 0.0 and res["ACC-c"] == 0.0  # in the gt: counted, IoU 0
+    assert math.isnan(res["IoU-d"])  # only predicted: NaN per class, but counted in mIoU
+    iou_a, iou_b = 2 / (2 + 3 - 2), 3 / (4 + 3 - 3)
+    assert res["mIoU"] == pytest.approx(100 * (iou_a + iou_b) / 4)
+    assert res["mACC"] == pytest.approx(100 * (1 + 3 / 4 + 0) / 3)
+
+
+def test_read_label_file_tiff_png_and_errors(tmp_path, monkeypatch):
+    import tifffile
+
+    labels = np.array([[0, 1, 300], [65535, 2, 3]], dtype=np.uint16)
+    calls = []
+    real = tifffile.imread
+    monkeypatch.setattr(tifffile, "imread", lambda p: calls.append(p) or real(p))
+    for name in ("a.tif", "b.TIFF"):
+        tifffile.imwrite(str(tmp_path / name), labels)
+        out = read_label_file(str(tmp_path / name))
+        assert out.dtype == np.int64 and out.tolist() == labels.tolist()
+    assert len(calls) == 2  # TIFFs are read with tifffile
+    # Without tifffile Pillow reads the (uncompressed) 16-bit TIFF.
+    monkeypatch.setitem(sys.modules, "tifffile", None)
+    assert read_label_file(str(tmp_path / "a.tif")).tolist() == labels.tolist()
+    # A colour image is refused with the fix.
+    path = str(tmp_path / "rgb.png")
+    Image.fromarray(np.zeros((2, 3, 3), np.uint8)).save(path)
+    with pytest.raises(ValueError) as err:
+        read_label_file(path)
+    assert str(err.value) == (
+        f"{path}: expected a single-channel label image (H, W), got shape (2, 3, 3). "
+        "Semantic ground truth must hold one class index per pixel (colour-coded label "
+        "images have to be converted first, e.g. with the dataset's prepare_* script)."
+    )
+
+
+def test_load_semantic_gt_without_a_label_file():
+    for record in ({"file_name": "x.jpg"}, {"file_name": "x.jpg", "segments_info": []}):
+        with pytest.raises(ValueError) as err:
+            load_semantic_gt(record, 255)
+        assert str(err.value) == (
+            "record 'x.jpg' has neither 'sem_seg_file_name' nor 'pan_seg_file_name' + "
+            "'segments_info': no semantic ground truth to evaluate against."
+        )
+
+
+def test_unknown_miou_convention_message():
+    with pytest.raises(ValueError) as err:
+        check_miou_convention("newest")
+    assert str(err.value) == (
+        "mIoU convention 'newest' (TEST.MIOU_CONVENTION): expected one of ('v0.6', "
+        "'gt_classes'): 'v0.6' = detectron2 v0.6 and the paper (a class only predicted counts "
+        "as IoU 0), 'gt_classes' = newer detectron2 (mean over classes with ground truth only)."
+    )
+
+
+def _one_image_dataset(tmp_path, gt, name="_test_semseg_one_image", **meta):
+    path = str(tmp_path / f"{name}.png")
+    Image.fromarray(np.asarray(gt, dtype=np.uint8)).save(path)
+    records = [{"file_name": "im.jpg", "sem_seg_file_name": path}]
+    if name in MetadataCatalog.list():
+        MetadataCatalog.remove(name)
+    MetadataCatalog.get(name).set(**meta)
+    return name, records, path
+
+
+def _scores3(pred) -> torch.Tensor:
+    pred = torch.as_tensor(pred)
+    return torch.nn.functional.one_hot(pred, 3).permute(2, 0, 1).float()
+
+
+def test_evaluator_errors_name_the_problem(tmp_path):
+    name = "_test_semseg_errors"
+    if name in MetadataCatalog.list():
+        MetadataCatalog.remove(name)
+    MetadataCatalog.get(name).set(ignore_label=255)
+    with pytest.raises(ValueError) as err:
+        SemSegEvaluator(name, dataset_records=[])
+    assert str(err.value) == (
+        f"SemSegEvaluator('{name}'): metadata lacks ['stuff_classes']; register the dataset "
+        "with stuff_classes=[...] (one name per class index) and ignore_label."
+    )
+    # 11 labels >= K = 3 that are not ignore_label: the message lists the first 10.
+    gt = [[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 255]]
+    name, records, path = _one_image_dataset(
+        tmp_path, gt, stuff_classes=CLASS_NAMES3, ignore_label=255
+    )
+    ev = SemSegEvaluator(name, distributed=False, dataset_records=records)
+    ev.reset()
+    with pytest.raises(KeyError) as err:
+        ev.process([{"file_name": "other.jpg"}], [{"sem_seg": _scores3([[0]])}])
+    assert err.value.args[0] == f"other.jpg is not an image of dataset '{name}'"
+    with pytest.raises(ValueError) as err:
+        ev.process([{"file_name": "im.jpg"}], [{"sem_seg": _scores3([[0, 1]])}])
+    assert str(err.value) == (
+        "im.jpg: prediction is (1, 2) but the ground truth is (1, 15); the model must return "
+        "sem_seg at the input's 'height' x 'width' (the original image size)."
+    )
+    with pytest.raises(ValueError) as err:
+        ev.process([{"file_name": "im.jpg"}], [{"sem_seg": _scores3([[0] * 15])}])
+    assert str(err.value) == (
+        f"{path}: labels [3, 4, 5, 6, 7, 8, 9, 10, 11, 12] are outside [0, 3) and are not "
+        "ignore_label=255. Fix the dataset's ignore_label or its label files (they must hold "
+        "contiguous class indices)."
+    )
+
+
+def test_evaluator_writes_dataset_ids_results_and_log(tmp_path):
+    name, records, _ = _one_image_dataset(
+        tmp_path,
+        [[0, 0, 1, 2]],
+        stuff_classes=CLASS_NAMES3,
+        ignore_label=255,
+        stuff_dataset_id_to_contiguous_id={10: 0, 20: 1, 30: 2},
+    )
+    logger = logging.getLogger("mask2former.evaluation.sem_seg_evaluation")
+    messages = []
+    handler = logging.Handler()
+    handler.emit = lambda r: messages.append(r.getMessage())
+    logger.addHandler(handler)
+    old_level = logger.level
+    logger.setLevel(logging.INFO)
+    try:
+        ev = SemSegEvaluator(name, output_dir=str(tmp_path), dataset_records=records)
+        ev.reset()
+        ev.process([{"file_name": "im.jpg"}], [{"sem_seg": _scores3([[0, 1, 1, 2]])}])
+        res = ev.evaluate()["sem_seg"]
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+    written = json.loads((tmp_path / "sem_seg_predictions.json").read_text())
+    assert sorted((p["file_name"], p["category_id"]) for p in written) == [
+        ("im.jpg", 10),
+        ("im.jpg", 20),
+        ("im.jpg", 30),
+    ]
+    saved = torch.load(tmp_path / "sem_seg_evaluation.pth", weights_only=False)  # numpy floats
+    assert saved == pytest.approx(dict(res), nan_ok=True)
+    assert messages == [
+        f"Semantic segmentation on {name}: mIoU {res['mIoU']:.2f}, fwIoU {res['fwIoU']:.2f}, "
+        f"mACC {res['mACC']:.2f}, pACC {res['pACC']:.2f}"
+    ]
+
+
+def test_a_predicted_class_without_a_dataset_id(tmp_path):
+    name, records, _ = _one_image_dataset(
+        tmp_path,
+        [[0, 0, 1, 2]],
+        name="_test_semseg_no_id",
+        stuff_classes=CLASS_NAMES3,
+        ignore_label=255,
+        stuff_dataset_id_to_contiguous_id={10: 0, 20: 1},
+    )
+    pred = [{"sem_seg": _scores3([[0, 1, 1, 2]])}]
+    ev = SemSegEvaluator(name, output_dir=str(tmp_path), dataset_records=records)
+    ev.reset()
+    with pytest.raises(ValueError) as err:
+        ev.process([{"file_name": "im.jpg"}], pred)
+    assert str(err.value) == (
+        f"predicted class 2 is not in stuff_dataset_id_to_contiguous_id of '{name}'"
+    )
+    # Without a predictions file to write, the ids are never needed.
+    for kw in ({"output_dir": str(tmp_path), "save_predictions_json": False}, {}):
+        ev = SemSegEvaluator(name, dataset_records=records, **kw)
+        ev.reset()
+        ev.process([{"file_name": "im.jpg"}], pred)
+        assert ev.evaluate()["sem_seg"]["IoU-c"] == pytest.approx(100)
+
+
+def test_evaluator_sums_the_confusion_matrices_of_all_processes(tmp_path, monkeypatch):
+    """Two processes simulated: this one's matrix and predictions, plus another's."""
+    from detectron2.utils import comm
+
+    name, records, _ = _one_image_dataset(
+        tmp_path,
+        [[0, 0, 1, 1]],
+        name="_test_semseg_gather",
+        stuff_classes=CLASS_NAMES3,
+        ignore_label=255,
+    )
+    other_conf = np.zeros((3, 3), dtype=np.int64)
+    other_conf[2, 2] = 2  # the other process saw 2 pixels of c, predicted c
+    other_pred = {"file_name": "other.jpg", "category_id": 2, "segmentation": {}}
+    monkeypatch.setattr(comm, "synchronize", lambda: None)
+    monkeypatch.setattr(comm, "all_gather", lambda x: [x, other_conf])
+    monkeypatch.setattr(comm, "gather", lambda x: [x, [other_pred]])
+    ev = SemSegEvaluator(name, output_dir=str(tmp_path), dataset_records=records)  # distributed
+    ev.reset()
+    ev.process([{"file_name": "im.jpg"}], [{"sem_seg": _scores3([[0, 0, 1, 0]])}])
+    res = ev.evaluate()["sem_seg"]
+    assert res["IoU-c"] == pytest.approx(100) and res["IoU-b"] == pytest.approx(50)
+    assert res["pACC"] == pytest.approx(100 * 5 / 6)
+    written = json.loads((tmp_path / "sem_seg_predictions.json").read_text())
+    assert [p["file_name"] for p in written] == ["im.jpg", "im.jpg", "other.jpg"]
+    # Only the main process returns results.
+    monkeypatch.setattr(comm, "is_main_process", lambda: False)
+    assert ev.evaluate() is None
+
+
+def test_bad_labels_of_a_panoptic_record_name_its_png(tmp_path):
+    """Ground truth from a panoptic PNG: the message names that PNG."""
+    from panopticapi.utils import id2rgb
+
+    path = str(tmp_path / "pan.png")
+    Image.fromarray(id2rgb(np.array([[1, 1, 2]], dtype=np.int32))).save(path)
+    infos = [{"id": 1, "category_id": 0, "iscrowd": 0}, {"id": 2, "category_id": 5, "iscrowd": 0}]
+    records = [{"file_name": "p.jpg", "pan_seg_file_name": path, "segments_info": infos}]
+    name = "_test_semseg_bad_pan"
+    if name in MetadataCatalog.list():
+        MetadataCatalog.remove(name)
+    MetadataCatalog.get(name).set(stuff_classes=CLASS_NAMES3, ignore_label=255)
+    ev = SemSegEvaluator(name, distributed=False, dataset_records=records)
+    ev.reset()
+    with pytest.raises(ValueError, match=f"^{path}: labels \\[5\\] are outside"):
+        ev.process([{"file_name": "p.jpg"}], [{"sem_seg": _scores3([[0, 0, 0]])}])

@@ -533,3 +533,121 @@ def test_buffers_give_the_results_of_fresh_memory():
     assert x.grad is not None and torch.isfinite(x.grad).all()
     buffers.clear()
     assert buffers.pool.free_bytes() == 0
+
+
+# ---- edges that the published-loop comparisons do not reach (mutation testing, issue 26) -----
+# An out= tensor of the wrong shape is resized with a deprecation warning (and would be an error
+# in a future PyTorch): the steps below must hand each op an out= of exactly the right shape.
+@pytest.mark.filterwarnings("error::UserWarning")
+def test_each_buffered_step_takes_its_output_from_the_pool():
+    """An output made with `buffers` is pool memory: dropping it gives the memory back. (Fewer
+    rows than queries: a buffer sized by the wrong dimension would be too small.)"""
+    g = torch.Generator().manual_seed(1)
+    logits = torch.randn(6, 3, 4, generator=g)
+    up = upsample_masks(logits, (5, 6))
+    mask_cls = torch.randn(6, 5, generator=g)
+    steps = {
+        "upsample_masks": lambda b: upsample_masks(logits, (5, 6), b),
+        "crop_and_resize": lambda b: crop_and_resize(up, (4, 5), (7, 9), b),
+        "masks_at_output_size": lambda b: masks_at_output_size(up, (4, 5), (4, 5), b),
+        "semantic_inference": lambda b: semantic_inference(mask_cls, up.sigmoid(), b),
+        "binary_masks": lambda b: binary_masks(up, torch.tensor([2, 0]), b).masks,
+    }
+    for name, step in steps.items():
+        buffers = CpuBuffers()
+        buffers.pool.min_bytes = 0
+        buffers.begin_round()
+        out = step(buffers)
+        assert buffers.pool.free_bytes() == 0, name
+        del out
+        assert buffers.pool.free_bytes() > 0, name
+    # Pooled outputs keep the dtype of the step: the input's, or float32 for binary masks.
+    buffers = CpuBuffers()
+    buffers.pool.min_bytes = 0
+    up64 = upsample_masks(logits.double(), (5, 6), buffers)
+    ref = F.interpolate(logits.double()[None], size=(5, 6), mode="bilinear", align_corners=False)
+    assert up64.dtype == torch.float64 and torch.equal(up64, ref[0])
+    assert binary_masks(up64, torch.tensor([1]), buffers).masks.dtype == torch.float32
+
+
+def test_object_mask_threshold_is_strict():
+    probs = torch.full((1, 1, 3), 0.9)
+    cls = _cls([[0.7, 0.1, 0.1, 0.1]])
+    score = F.softmax(cls, -1).max().item()  # float32 -> float: the same number
+    kw = dict(num_classes=NUM_CLASSES, thing_ids={0}, overlap_threshold=0.8)
+    _, info = panoptic_inference(cls, probs, object_mask_threshold=score, **kw)
+    assert info == []  # a score equal to the threshold is not above it
+    seg, info = panoptic_inference(cls, probs, object_mask_threshold=score - 1e-6, **kw)
+    assert seg.tolist() == [[1, 1, 1]] and len(info) == 1
+
+
+def test_a_mask_probability_of_exactly_one_half_is_foreground():
+    # sigmoid(0) = 0.5 exactly: such pixels count in the original area and join the segment.
+    logits = torch.tensor([[[3.0, 0.0, 0.0, -3.0]]])
+    seg, info = _run(_cls([[0.9, 0.05, 0.03, 0.02]]), logits.sigmoid(), overlap=1.0)
+    # won 4 / original 3 >= 1.0; segment = the 3 pixels >= 0.5
+    assert seg.tolist() == [[1, 1, 1, 0]] and len(info) == 1
+
+
+def test_a_single_pixel_segment_is_kept():
+    # A (class 0) wins only pixel 0 (won = original = segment = 1 pixel); B (class 1) the rest.
+    a = torch.tensor([0.9, 0.01, 0.01, 0.01])
+    b = torch.tensor([0.01, 0.9, 0.9, 0.9])
+    seg, info = _run(CLS, torch.stack([a, b])[:, None, :])
+    assert seg.tolist() == [[1, 2, 2, 2]]
+    assert [s["category_id"] for s in info] == [0, 1]
+
+
+def test_panoptic_products_in_float64():
+    """float64 inputs: the winner is decided in float64. Here q1's score * probability exceeds
+    q0's by about 1e-10 (relative): rounded to float32 the two would tie and q0 would win."""
+    cls = torch.tensor(
+        [[0.9, 0.05, 0.03, 0.02], [0.05, 0.9 * (1 - 1e-10), 0.03, 0.02 + 0.9e-10]],
+        dtype=torch.float64,
+    ).log()
+    prob = torch.tensor([0.7, 0.7 * (1 + 2e-10)], dtype=torch.float64).view(2, 1, 1).expand(2, 1, 3)
+    seg, info = _run(cls, prob.contiguous())
+    assert seg.tolist() == [[1, 1, 1]]
+    assert info == [{"id": 1, "isthing": True, "category_id": 1}]
+
+
+@pytest.mark.filterwarnings("error::UserWarning")
+@pytest.mark.parametrize("seed,queries,overlap", [(1, 6, 0.5), (0, 8, 0.5), (0, 6, 0.8)])
+def test_panoptic_row_bands_with_an_overlap_threshold(monkeypatch, seed, queries, overlap):
+    """Original areas are summed over the bands: with a threshold, each band's share counts.
+    Bands of 5 rows: the last of the 24 rows is a shorter band (4 rows)."""
+    from mask2former.modeling import postprocessing
+
+    mask_cls, mask_pred = random_predictions(seed, Q=queries)
+    kw = dict(num_classes=8, thing_ids={0, 1, 2, 3}, object_mask_threshold=0.0)
+    ref_seg, ref_info = reference_panoptic(mask_cls, mask_pred, overlap_threshold=overlap, **kw)
+    _, all_info = reference_panoptic(mask_cls, mask_pred, overlap_threshold=0.0, **kw)
+    assert 1 <= len(ref_info) < len(all_info)  # the threshold drops some segments, not all
+    kept = int(mask_cls.argmax(-1).ne(8).sum())
+    monkeypatch.setattr(postprocessing, "_PANOPTIC_BAND_ELEMENTS", 5 * kept * mask_pred.shape[-1])
+    seg, info = panoptic_inference(mask_cls, mask_pred.sigmoid(), overlap_threshold=overlap, **kw)
+    assert info == ref_info and torch.equal(seg, ref_seg)
+
+
+def test_instance_of_a_single_pixel_mask():
+    # One query (class 1 of 2) whose mask is the single pixel (0, 0) of a 3 x 4 image.
+    mask_cls = torch.tensor([[0.0, 3.0, -1.0]])
+    mask_pred = torch.full((1, 3, 4), -BIG)
+    mask_pred[0, 0, 0] = 1.0
+    res = instances(mask_cls, mask_pred, num_classes=2, topk=1)
+    assert res.image_size == (3, 4)
+    assert res.pred_classes.tolist() == [1]
+    assert res.pred_boxes.tensor.tolist() == [[0.0, 0.0, 1.0, 1.0]]
+    # The published score p(class) * sum(prob * mask) / (area + 1e-6), in float32; exact here
+    # (one pixel: no summation order).
+    p, prob = F.softmax(mask_cls, -1)[0, 1], mask_pred[0, 0, 0].sigmoid()
+    assert res.scores.tolist() == [(p * (prob / (torch.tensor(1.0) + 1e-6))).item()]
+
+
+def test_boxes_of_no_masks():
+    from mask2former.modeling.postprocessing import _boxes_from_extent
+
+    boxes = _boxes_from_extent(
+        torch.zeros(0, 5, dtype=torch.bool), torch.zeros(0, 3, dtype=torch.bool)
+    )
+    assert boxes.shape == (0, 4) and boxes.dtype == torch.float32
