@@ -529,3 +529,20 @@ def test_invalid_arguments_name_the_fix():
     )
     SetCriterion(3, HungarianMatcher(), {}, 0.1, ["masks"], 0, 3.0, 0.75, point_sampled=False)
     SetCriterion(3, HungarianMatcher(), {}, 0.1, ["masks"], 1, 3.0, 0.75)  # one point is enough
+    with pytest.raises(ValueError) as err:
+        SetCriterion(3, HungarianMatcher(), {}, 0.1, ["masks"], 10, 0.5, 0.75)
+    assert str(err.value) == (
+        "SetCriterion: oversample_ratio must be >= 1, got 0.5 (MODEL.MASK_FORMER.OVERSAMPLE_RATIO)"
+    )
+    for ratio in (-0.25, 1.5):
+        with pytest.raises(ValueError) as err:
+            SetCriterion(3, HungarianMatcher(), {}, 0.1, ["masks"], 10, 3.0, ratio)
+        assert str(err.value) == (
+            f"SetCriterion: importance_sample_ratio must be in [0, 1], got {ratio} "
+            "(MODEL.MASK_FORMER.IMPORTANCE_SAMPLE_RATIO)"
+        )
+    # The bounds themselves are valid (as in point_rend): no oversampling; all-uniform or
+    # all-importance points.
+    SetCriterion(3, HungarianMatcher(), {}, 0.1, ["masks"], 10, 1.0, 0.75)
+    SetCriterion(3, HungarianMatcher(), {}, 0.1, ["masks"], 10, 3.0, 0.0)
+    SetCriterion(3, HungarianMatcher(), {}, 0.1, ["masks"], 10, 3.0, 1.0)

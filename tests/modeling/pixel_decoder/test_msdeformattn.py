@@ -165,6 +165,20 @@ def test_encoder_matches_float64_reimplementation(backend):
     torch.testing.assert_close(memory, expected, atol=1e-6, rtol=1e-6)
 
 
+def test_encoder_reads_the_level_sizes_from_spatial_shapes_when_not_given():
+    """The encoder alone, without the Python `shapes`: the same as with them."""
+    enc = _encoder()
+    srcs, poses = _levels()
+    x = torch.cat([s.flatten(2).transpose(1, 2) for s in srcs], 1)
+    pos = torch.cat([p.flatten(2).transpose(1, 2) for p in poses], 1)
+    spatial_shapes = torch.tensor([[4, 3], [2, 2], [1, 2]])
+    starts = torch.tensor([0, 12, 16])
+    with torch.no_grad():
+        got = enc.encoder(x, spatial_shapes, starts, pos)
+        expected = enc.encoder(x, spatial_shapes, starts, pos, shapes=[(4, 3), (2, 2), (1, 2)])
+    torch.testing.assert_close(got, expected, atol=0, rtol=0)
+
+
 def test_encoder_levels_are_not_interchangeable(backend):
     """Reordering the levels (another level first) changes the result: level embeddings and
     level-specific offsets follow the level index (guards against an encoder ignoring levels)."""
@@ -187,7 +201,7 @@ _INPUT_SHAPE = {
 }
 
 
-def _decoder() -> MSDeformAttnPixelDecoder:
+def _decoder(in_features=("res3", "res4", "res5")) -> MSDeformAttnPixelDecoder:
     torch.manual_seed(0)
     return MSDeformAttnPixelDecoder(
         _INPUT_SHAPE,
@@ -198,7 +212,7 @@ def _decoder() -> MSDeformAttnPixelDecoder:
         conv_dim=32,
         mask_dim=16,
         norm="GN",
-        transformer_in_features=["res3", "res4", "res5"],
+        transformer_in_features=list(in_features),
         common_stride=4,
     ).eval()
 
@@ -214,6 +228,7 @@ def _features():
 def test_pixel_decoder_structure():
     dec = _decoder()
     assert dec.in_features == ["res2", "res3", "res4", "res5"]
+    assert dec.feature_strides == [4, 8, 16, 32] and dec.feature_channels == [6, 10, 12, 14]
     assert dec.transformer_in_features == ["res3", "res4", "res5"]
     assert dec.transformer_feature_strides == [8, 16, 32]
     assert dec.num_fpn_levels == 1 and dec.maskformer_num_feature_levels == 3
@@ -226,16 +241,31 @@ def test_pixel_decoder_structure():
     assert dec.transformer.encoder.layers[0].self_attn.n_levels == 3
     assert dec.lateral_convs[0].in_channels == 6
     assert dec.mask_features.out_channels == 16 and dec.mask_dim == 16
+    # Sec. 4.1: sine positional encoding, normalised (to [0, 2 pi]), C / 2 features per axis
+    assert dec.pe_layer.normalize and dec.pe_layer.num_pos_feats == 16
+    assert dec.pe_layer.scale == pytest.approx(2 * math.pi)
 
 
-def test_pixel_decoder_outputs_recomposed_from_its_parts():
-    dec = _decoder()
+def test_pixel_decoder_is_registered():
+    from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
+
+    assert SEM_SEG_HEADS_REGISTRY.get("MSDeformAttnPixelDecoder") is MSDeformAttnPixelDecoder
+
+
+@pytest.mark.parametrize(
+    "in_features, fpn_features",
+    [(("res3", "res4", "res5"), ["res2"]), (("res4", "res5"), ["res3", "res2"])],
+)
+def test_pixel_decoder_outputs_recomposed_from_its_parts(in_features, fpn_features):
+    """One FPN level (encoder on res3-res5) or two (encoder on res4-res5: res3 then res2)."""
+    dec = _decoder(in_features)
+    assert dec.num_fpn_levels == len(fpn_features)
     feats = _features()
     with torch.no_grad():
         mask_features, coarsest, multi_scale = dec.forward_features(feats)
-        # The encoder sees res5, res4, res3 (low to high resolution), each projected by its own
-        # input_proj, with the sine encoding of its own size.
-        order = ["res5", "res4", "res3"]
+        # The encoder sees its features from low to high resolution (res5 first), each projected
+        # by its own input_proj, with the sine encoding of its own size.
+        order = list(in_features)[::-1]
         srcs = [dec.input_proj[i](feats[f]) for i, f in enumerate(order)]
         pos = [dec.pe_layer(feats[f]) for f in order]
         memory, shapes, _ = dec.transformer(srcs, pos)
@@ -243,20 +273,57 @@ def test_pixel_decoder_outputs_recomposed_from_its_parts():
         for h, w in shapes.tolist():
             maps.append(memory[:, start : start + h * w].transpose(1, 2).reshape(1, -1, h, w))
             start += h * w
-        lateral = dec.lateral_convs[0](feats["res2"])
-        up = F.interpolate(maps[-1], size=lateral.shape[-2:], mode="bilinear", align_corners=False)
-        finest = dec.output_convs[0](lateral + up)
-        expected_mask = dec.mask_features(finest)
-    assert [tuple(m.shape[-2:]) for m in multi_scale] == [(2, 2), (4, 3), (8, 6)]
-    for got, expected in zip(multi_scale, maps, strict=True):
+        # Top-down FPN: lateral 1x1 of the finer feature + the previous map upsampled, 3x3.
+        for i, f in enumerate(fpn_features):
+            lateral = dec.lateral_convs[i](feats[f])
+            up = F.interpolate(
+                maps[-1], size=lateral.shape[-2:], mode="bilinear", align_corners=False
+            )
+            maps.append(dec.output_convs[i](lateral + up))
+        expected_mask = dec.mask_features(maps[-1])
+    sizes = {"res2": (16, 12), "res3": (8, 6), "res4": (4, 3), "res5": (2, 2)}
+    assert [tuple(m.shape[-2:]) for m in multi_scale] == [
+        sizes[f] for f in ("res5", "res4", "res3")
+    ]
+    for got, expected in zip(multi_scale, maps[:3], strict=True):
         torch.testing.assert_close(got, expected)
     torch.testing.assert_close(coarsest, maps[0])
     assert mask_features.shape == (1, 16, 16, 12)
     torch.testing.assert_close(mask_features, expected_mask)
 
 
+def test_pixel_decoder_runs_in_its_own_dtype():
+    """A float64 decoder (a reference run) casts float32 features to float64 first."""
+    dec = _decoder().double()
+    feats = _features()
+    with torch.no_grad():
+        got = dec.forward_features(feats)
+        expected = dec.forward_features({k: v.double() for k, v in feats.items()})
+    assert got[0].dtype == torch.float64
+    torch.testing.assert_close(got, expected)
+
+
+def test_pixel_decoder_follows_bf16_autocast_only():
+    """Under bf16 autocast the encoder runs in bf16; without autocast (or under fp16) in fp32."""
+    dec, feats = _decoder(), _features()
+    seen = []
+    msda = dec.transformer.encoder.layers[0].self_attn
+    hook = msda.value_proj.register_forward_hook(lambda m, a, out: seen.append(out.dtype))
+    with torch.no_grad():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            mask_bf16 = dec.forward_features(feats)[0]
+        with torch.autocast("cpu", dtype=torch.float16):
+            mask_fp16 = dec.forward_features(feats)[0]
+        mask_fp32 = dec.forward_features(feats)[0]
+    hook.remove()
+    assert seen == [torch.bfloat16, torch.float32, torch.float32]
+    assert mask_bf16.dtype == torch.bfloat16
+    assert mask_fp16.dtype == mask_fp32.dtype == torch.float32
+
+
 def test_pixel_decoder_forward_points_to_forward_features():
-    with pytest.raises(NotImplementedError, match="forward_features"):
+    message = r"^pixel decoders are called through forward_features\(features\)$"
+    with pytest.raises(NotImplementedError, match=message):
         _decoder()(_features())
 
 

@@ -1,6 +1,8 @@
 """MSDeformAttn kernels: every backend against an independent float64 reference, gradients, half
 precision (mask2former/modeling/pixel_decoder/ops/functional.py)."""
 
+import re
+
 import pytest
 import torch
 
@@ -228,3 +230,30 @@ def test_the_chosen_backend_is_the_one_that_runs(backend, monkeypatch):
     monkeypatch.setattr(torch.compiler, "is_exporting", lambda: True)
     out = ms_deform_attn(value, spatial_shapes, level_start_index, loc, attn)
     assert type(out.grad_fn).__name__ != "MSDeformAttnFunctionBackward"
+
+
+def test_inconsistent_shapes_message_names_every_shape():
+    value, spatial_shapes, level_start_index, loc, attn = make_inputs(
+        2, [(3, 2), (1, 2)], 4, 2, 3, 2
+    )
+    message = (
+        "inconsistent shapes: value (N, S, M, D) = (2, 8, 2, 3), spatial_shapes (L, 2) = (2, 2), "
+        "sampling_locations (N, Lq, M, L, P, 2) = (1, 4, 2, 2, 2, 2), "
+        "attention_weights (N, Lq, M, L, P) = (2, 4, 2, 2, 2)"
+    )
+    with pytest.raises(ValueError, match="^" + re.escape(message) + "$"):
+        _bad(loc=loc[:1])
+
+
+@pytest.mark.skipif(not HAS_CXX, reason="no C++ compiler")
+def test_compiled_backend_refuses_double_backward(monkeypatch, fresh_selection):
+    """The compiled kernels' gradients are not differentiable: a double backward (e.g. a gradient
+    penalty) raises instead of silently treating them as constants."""
+    monkeypatch.setenv(backends.ENV_VAR, "cpp")
+    value, spatial_shapes, level_start_index, loc, attn = make_inputs(1, [(3, 2)], 2, 1, 2, 1)
+    for t in (value, loc, attn):
+        t.requires_grad_(True)
+    out = ms_deform_attn(value, spatial_shapes, level_start_index, loc, attn)
+    (grad_loc,) = torch.autograd.grad(out.square().sum(), (loc,), create_graph=True)
+    with pytest.raises(RuntimeError, match="once_differentiable"):
+        grad_loc.sum().backward()
