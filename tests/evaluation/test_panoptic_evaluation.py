@@ -374,32 +374,27 @@ def test_pq_from_stat_edges():
 
 
 def test_compute_pq_runs_in_process_for_few_images(tmp_path, monkeypatch):
-    """Fewer than 64 images per worker: no process pool (its start costs more than it saves)."""
+    """Fewer than 2 x 64 images: one worker, no process pool (its start costs more than it
+    saves). 65 tiny images, each a perfect sky segment."""
     import multiprocessing
 
     def no_pool(*args, **kwargs):
         raise AssertionError("a process pool was started")
 
     monkeypatch.setattr(multiprocessing, "get_context", no_pool)
-    gt = np.ones((2, 2), np.int64)
     (tmp_path / "gt").mkdir()
     (tmp_path / "pred").mkdir()
-    _png(tmp_path / "gt" / "a.png", gt)
-    _png(tmp_path / "pred" / "a.png", gt)
-    gt_json = {
-        "categories": [{"id": 1, "name": "sky", "isthing": 0}],
-        "annotations": [
-            {
-                "image_id": 1,
-                "file_name": "a.png",
-                "segments_info": [{"id": 1, "category_id": 1, "iscrowd": 0, "area": 4}],
-            }
-        ],
-    }
-    pred = [{"image_id": 1, "file_name": "a.png", "segments_info": [{"id": 1, "category_id": 1}]}]
+    anns, preds = [], []
+    for i in range(65):
+        _png(tmp_path / "gt" / f"{i}.png", np.ones((1, 1), np.int64))
+        _png(tmp_path / "pred" / f"{i}.png", np.ones((1, 1), np.int64))
+        seg = [{"id": 1, "category_id": 1, "iscrowd": 0, "area": 1}]
+        anns.append({"image_id": i, "file_name": f"{i}.png", "segments_info": seg})
+        preds.append({"image_id": i, "file_name": f"{i}.png", "segments_info": seg[:1]})
+    gt_json = {"categories": [{"id": 1, "name": "sky", "isthing": 0}], "annotations": anns}
     for workers in (None, 1):
-        res = compute_pq(gt_json, pred, str(tmp_path / "gt"), str(tmp_path / "pred"), workers)
-        assert res["All"]["pq"] == 1.0
+        res = compute_pq(gt_json, preds, str(tmp_path / "gt"), str(tmp_path / "pred"), workers)
+        assert res["All"]["pq"] == 1.0 and res["per_class"][1]["rq"] == 1.0
 
 
 # ---- against panopticapi on the crosscheck data (slower: last, so that a mutation run's `-x`
