@@ -188,16 +188,20 @@ def test_odd_image_formats_through_the_mapper(files, kind):
     assert out["image"].shape == (3, S, S) and int(out["image"][0, 0, 0]) == expect
 
 
-def test_panoptic_id_not_in_segments_info(files):
-    rec = dict(
+def _pan_rec(files, pan_name):
+    return dict(
         file_name=str(files / "img.png"),
-        pan_seg_file_name=str(files / "pan.png"),
+        pan_seg_file_name=str(files / pan_name),
         height=S,
         width=S,
         image_id=0,
         segments_info=[{"id": 5, "category_id": 1, "iscrowd": 0}],
     )
-    mapper = MaskFormerPanopticDatasetMapper(
+
+
+def _panoptic_mappers():
+    """The two panoptic mappers: MaskFormer's and the LSJ (COCO new-baseline) one."""
+    panoptic = MaskFormerPanopticDatasetMapper(
         True,
         augmentations=[],
         image_format="RGB",
@@ -205,12 +209,17 @@ def test_panoptic_id_not_in_segments_info(files):
         size_divisibility=-1,
         num_classes=3,
     )
+    return panoptic, COCOPanopticNewBaselineDatasetMapper(True, tfm_gens=[], image_format="RGB")
+
+
+def test_panoptic_id_not_in_segments_info(files):
+    rec = _pan_rec(files, "pan.png")
+    mapper, lsj = _panoptic_mappers()
     with pytest.raises(
         InvalidInputError,
         match=r"pan\.png \(annotation of image .*img\.png\) contains segment id\(s\) 300 \(128 px\)",
     ):
         mapper(rec)
-    lsj = COCOPanopticNewBaselineDatasetMapper(True, tfm_gens=[], image_format="RGB")
     with pytest.raises(InvalidInputError, match=r"segment id\(s\) 300"):
         lsj(rec)
     rec["segments_info"].append({"id": 300, "category_id": 2, "iscrowd": 0})
@@ -221,26 +230,9 @@ def test_grayscale_panoptic_png_is_refused(files):
     """A single-channel panoptic PNG is not the R + 256 G + 256^2 B encoding: both panoptic mappers
     name the file and the fix instead of reading grey level v as segment id 65793 * v."""
     Image.fromarray(np.full((S, S), 5, np.uint8)).save(files / "pan_l.png")
-    rec = dict(
-        file_name=str(files / "img.png"),
-        pan_seg_file_name=str(files / "pan_l.png"),
-        height=S,
-        width=S,
-        image_id=0,
-        segments_info=[{"id": 5, "category_id": 1, "iscrowd": 0}],
-    )
-    panoptic = MaskFormerPanopticDatasetMapper(
-        True,
-        augmentations=[],
-        image_format="RGB",
-        ignore_label=255,
-        size_divisibility=-1,
-        num_classes=3,
-    )
-    lsj = COCOPanopticNewBaselineDatasetMapper(True, tfm_gens=[], image_format="RGB")
-    for mapper in (panoptic, lsj):
+    for mapper in _panoptic_mappers():
         with pytest.raises(InvalidInputError, match=r"pan_l\.png .*img\.png.* mode L.*Fix:"):
-            mapper(dict(rec, segments_info=list(rec["segments_info"])))
+            mapper(_pan_rec(files, "pan_l.png"))
 
 
 def test_empty_annotation_list_maps_to_no_instances(files):
