@@ -38,7 +38,9 @@ def thing_names_by_category_id(metadata, coco_api) -> dict[int, str]:
     either lists the thing classes only, in contiguous-id order (panoptic registrations, custom
     instance datasets), or every class indexed by contiguous id (Mapillary, detectron2's
     "standard" panoptic metadata). A category the metadata does not know keeps the json's name.
-    Never by position: COCOeval orders categories by id, `thing_classes` need not be.
+    Never by position: COCOeval orders categories by id, `thing_classes` need not be. A name
+    that several categories share gets its id, "car (id 3)", so that no "AP-<name>" result
+    overwrites another.
     """
     mapping = metadata.get("thing_dataset_id_to_contiguous_id", None) or {}
     classes = list(metadata.get("thing_classes", None) or [])
@@ -55,7 +57,8 @@ def thing_names_by_category_id(metadata, coco_api) -> dict[int, str]:
         names[cat["id"]] = (
             classes[index[contiguous_id]] if contiguous_id in index else str(cat["name"])
         )
-    return names
+    shared = {n for n in names.values() if list(names.values()).count(n) > 1}
+    return {i: f"{n} (id {i})" if n in shared else n for i, n in names.items()}
 
 
 def fast_coco_eval_available() -> bool:

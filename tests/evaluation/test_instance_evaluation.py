@@ -116,3 +116,14 @@ def test_names_through_the_id_mapping_for_each_metadata_layout(all_in_thing_clas
     names = thing_names_by_category_id(meta, coco)
     assert names == {X.DOG: "dog", X.PERSON: "person", X.CHAIR: "chair", 99: "x"}
     assert thing_names_by_category_id(Metadata(), coco)[X.CHAIR] == "json-chair"
+
+
+def test_a_shared_name_gets_each_category_id():
+    """Two categories named "car" would write one "AP-car" result over the other."""
+    from detectron2.data.catalog import Metadata
+
+    from mask2former.evaluation.instance_evaluation import thing_names_by_category_id
+
+    coco = _FakeCOCO([{"id": 3, "name": "car"}, {"id": 7, "name": "car"}, {"id": 9, "name": "bus"}])
+    names = thing_names_by_category_id(Metadata(), coco)
+    assert names == {3: "car (id 3)", 7: "car (id 7)", 9: "bus"}
