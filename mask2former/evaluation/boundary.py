@@ -176,12 +176,15 @@ def make_boundary_cocoeval(
     iou_mode: str = "min",
     use_fast_impl: bool = False,
     num_workers: int | None = None,
+    max_dets: list[int] | None = None,
 ):
     """A COCOeval (pycocotools, or detectron2's `COCOeval_opt` if `use_fast_impl`) that computes
     Boundary AP. Call `.evaluate(); .accumulate(); .summarize()` on it as usual.
 
     Boundaries of many masks (COCO val: ~0.5 M) are computed by `num_workers` processes (default:
-    up to 8 CPU cores)."""
+    up to 8 CPU cores). `max_dets` (default [1, 10, 100]) become `params.maxDets`; a last value
+    other than 100 is summarised by detectron2's `COCOevalMaxDets.summarize` (pycocotools' own
+    reads AP at 100 detections only and would report -1)."""
     if iou_mode not in BOUNDARY_IOU_MODES:
         raise ValueError(
             f"iou_mode={iou_mode!r} is not one of {BOUNDARY_IOU_MODES}: 'min' = min(mask IoU, "
@@ -192,8 +195,15 @@ def make_boundary_cocoeval(
         from detectron2.evaluation.fast_eval_api import COCOeval_opt
 
         base = COCOeval_opt
-    cls = type("BoundaryCOCOeval", (_BoundaryIoUMixin, base), {})
+    max_dets = list(max_dets or [1, 10, 100])
+    body = {}
+    if max_dets[-1] != 100:
+        from detectron2.evaluation.coco_evaluation import COCOevalMaxDets
+
+        body["summarize"] = COCOevalMaxDets.summarize
+    cls = type("BoundaryCOCOeval", (_BoundaryIoUMixin, base), body)
     ev = cls(coco_gt, coco_dt, "segm")
+    ev.params.maxDets = max_dets
     ev.dilation_ratio = float(dilation_ratio)
     ev.iou_mode = iou_mode
     if num_workers is None:

@@ -146,6 +146,7 @@ def evaluate_on_coco(
             dilation_ratio=dilation_ratio,
             iou_mode=boundary_iou_mode,
             use_fast_impl=backend == "detectron2",
+            max_dets=max_dets,
         )
         return _run(coco_eval, max_dets, img_ids)
     return _evaluate_predictions_on_coco(

@@ -118,3 +118,27 @@ def test_instance_evaluator_uses_faster_coco_eval_and_says_so(tmp_path, caplog):
     assert any("official pycocotools" in r.getMessage() for r in caplog.records)
     for task in ("segm", "bbox"):
         X.assert_all_close(res[True][task], res[False][task], tol=1e-9)
+
+
+@pytest.mark.parametrize("max_dets", [[1, 10, 100], [1, 3, 5]])
+def test_boundary_summary_with_any_max_dets(max_dets):
+    """Boundary AP's summary numbers (`stats`, what the evaluator reports) read the last maxDets,
+    whatever it is: pycocotools' own summarize() only looks for 100 (it gave -1, reported as NaN
+    or -100, with TEST.DETECTIONS_PER_IMAGE other than 100). The faster-coco-eval run of the same
+    data is the reference."""
+    coco, results = _random_case(0)
+    # the ground-truth masks as predictions too (random masks alone score 0: nothing to compare)
+    results = results + [
+        {k: a[k] for k in ("image_id", "category_id", "segmentation")} | {"score": 0.05 * (i % 9)}
+        for i, a in enumerate(coco.dataset["annotations"])
+    ]
+    with contextlib.redirect_stdout(io.StringIO()):
+        fast = evaluate_on_coco(
+            coco, results, "boundary", backend="faster-coco-eval", max_dets_per_image=max_dets
+        )
+        official = evaluate_on_coco(
+            coco, results, "boundary", backend="pycocotools", max_dets_per_image=max_dets
+        )
+    assert type(fast).__module__.startswith("faster_coco_eval")
+    assert official.stats[0] > 0
+    np.testing.assert_allclose(official.stats[:12], fast.stats[:12], rtol=0, atol=1e-9)
