@@ -58,25 +58,23 @@ def test_masked_cross_attention_ignores_features_outside_the_mask():
 
 
 def small_decoder(
-    num_queries=4, dec_layers=3, hidden=32, mask_dim=8
+    num_queries=4, dec_layers=3, hidden=32, mask_dim=8, **overrides
 ) -> MultiScaleMaskedTransformerDecoder:
-    return (
-        MultiScaleMaskedTransformerDecoder(
-            in_channels=hidden,
-            mask_classification=True,
-            num_classes=5,
-            hidden_dim=hidden,
-            num_queries=num_queries,
-            nheads=4,
-            dim_feedforward=64,
-            dec_layers=dec_layers,
-            pre_norm=False,
-            mask_dim=mask_dim,
-            enforce_input_project=False,
-        )
-        .double()
-        .eval()
+    """A float64 eval-mode decoder; `overrides` replace any other constructor argument."""
+    kwargs = dict(
+        in_channels=hidden,
+        mask_classification=True,
+        num_classes=5,
+        hidden_dim=hidden,
+        num_queries=num_queries,
+        nheads=4,
+        dim_feedforward=64,
+        dec_layers=dec_layers,
+        pre_norm=False,
+        mask_dim=mask_dim,
+        enforce_input_project=False,
     )
+    return MultiScaleMaskedTransformerDecoder(**(kwargs | overrides)).double().eval()
 
 
 def fix_mask_prediction(decoder, channel_bias: torch.Tensor) -> None:
@@ -323,22 +321,17 @@ def _decoder_reference64(dec, x, mask_features, pre_norm):
 def test_decoder_matches_float64_reference(pre_norm, in_channels, enforce):
     """4 layers (the round robin wraps to 1/32 again), 2 images, levels of different sizes."""
     torch.manual_seed(0)
-    dec = (
-        MultiScaleMaskedTransformerDecoder(
-            in_channels=in_channels,
-            mask_classification=True,
-            num_classes=3,
-            hidden_dim=16,
-            num_queries=5,
-            nheads=2,
-            dim_feedforward=24,
-            dec_layers=4,
-            pre_norm=pre_norm,
-            mask_dim=6,
-            enforce_input_project=enforce,
-        )
-        .double()
-        .eval()
+    dec = small_decoder(
+        num_queries=5,
+        dec_layers=4,
+        hidden=16,
+        mask_dim=6,
+        in_channels=in_channels,
+        num_classes=3,
+        nheads=2,
+        dim_feedforward=24,
+        pre_norm=pre_norm,
+        enforce_input_project=enforce,
     )
     has_proj = in_channels != 16 or enforce
     assert isinstance(dec.input_proj[0], nn.Sequential) != has_proj
