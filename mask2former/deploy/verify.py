@@ -14,18 +14,10 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..evaluation.agreement import panoptic_agreement, panoptic_categories, semantic_agreement
 from .runtime import ExportedModel
 
-__all__ = ["Agreement", "compare", "panoptic_categories"]
-
-
-def panoptic_categories(panoptic_seg: tuple[torch.Tensor, list[dict]]) -> torch.Tensor:
-    """(segment-id map (H, W), segments_info) -> (H, W) int64: category id + 1, 0 where void."""
-    seg_map, segments = panoptic_seg
-    lut = torch.zeros(max([s["id"] for s in segments], default=0) + 1, dtype=torch.int64)
-    for s in segments:
-        lut[s["id"]] = s["category_id"] + 1
-    return lut[seg_map.long()]
+__all__ = ["Agreement", "compare", "panoptic_categories"]  # the last from evaluation.agreement
 
 
 @dataclass
@@ -80,13 +72,9 @@ def compare(
             out.logits_diff.append(float((l1 - l2).abs().max()))
             out.masks_diff.append(float((m1 - m2).abs().max()))
             if "panoptic_seg" in a:
-                same = panoptic_categories(a["panoptic_seg"]) == panoptic_categories(
-                    b["panoptic_seg"]
-                )
-                out.panoptic.append(float(same.float().mean()))
+                out.panoptic.append(panoptic_agreement(a, b))
             if "sem_seg" in a:
-                same = a["sem_seg"].argmax(0) == b["sem_seg"].argmax(0)
-                out.semantic.append(float(same.float().mean()))
+                out.semantic.append(semantic_agreement(a, b))
             if "instances" in a:
                 ca, cb = a["instances"].pred_classes, b["instances"].pred_classes
                 out.instance_classes_equal.append(bool(torch.equal(ca, cb)))

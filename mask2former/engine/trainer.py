@@ -48,13 +48,14 @@ def _after_nonfinite_forward(trainer, err: Exception) -> None:
 def amp_precision(cfg) -> str | None:
     """None (fp32) or the autocast dtype name from SOLVER.AMP.{ENABLED,PRECISION}.
 
-    fp16 AMP (the paper configs') on the CPU, where float16 is emulated and slow, becomes bf16
-    where the CPU has it natively, else fp32 (mask2former.utils.precision; one log line).
+    On the CPU, AMP (fp16 as in the paper configs, or bf16) trains in bf16 where the CPU computes
+    it natively and in fp32 elsewhere: fp16, and bf16 without native support, are emulated there
+    and many times slower than fp32 (mask2former.utils.precision; one log line says which).
     """
     if not cfg.SOLVER.AMP.ENABLED:
         return None
     precision = cfg.SOLVER.AMP.PRECISION
-    if precision == "float16" and torch.device(cfg.MODEL.DEVICE).type == "cpu":
+    if torch.device(cfg.MODEL.DEVICE).type == "cpu":
         from ..utils.precision import resolve_precision
 
         dtype = resolve_precision("cpu", "auto", amp_enabled=True, amp_precision=precision)

@@ -16,6 +16,7 @@ import logging
 
 import torch
 
+from ..utils import precision as _precision
 from ..utils.precision import resolve_precision
 
 logger = logging.getLogger(__name__)
@@ -24,11 +25,16 @@ PRECISIONS = ("bfloat16", "float16")
 
 
 class InferencePrecision:
-    def __init__(self, enabled: bool = False, precision: str = "bfloat16"):
+    def __init__(
+        self, enabled: bool = False, precision: str = "bfloat16", allow_emulated: bool = False
+    ):
         """
         Args:
             enabled: TEST.AMP.ENABLED.
             precision: TEST.AMP.PRECISION, "bfloat16" | "float16".
+            allow_emulated: on a CPU without native bf16, run bf16 anyway (emulated: many times
+                slower than fp32, same numbers as native); for accuracy checks on any CPU
+                (tools/check_precision.py --allow-emulated). Not a config key.
         """
         if precision not in PRECISIONS:
             raise ValueError(
@@ -37,6 +43,7 @@ class InferencePrecision:
             )
         self.enabled = bool(enabled)
         self.precision = precision
+        self.allow_emulated = bool(allow_emulated)
         self._chosen: dict[str, torch.dtype | None] = {}
 
     @classmethod
@@ -52,13 +59,21 @@ class InferencePrecision:
         if not self.enabled:
             return None
         if device_type not in self._chosen:
-            self._chosen[device_type] = resolve_precision(
-                device_type,
-                "auto",
-                amp_enabled=True,
-                amp_precision=self.precision,
-                logger=logger,
-            )
+            if (
+                device_type == "cpu"
+                and self.allow_emulated
+                and not _precision.cpu_has_native_bf16()
+            ):
+                logger.info("Precision on cpu: bf16 (emulated on this CPU: slow; allow_emulated).")
+                self._chosen[device_type] = torch.bfloat16
+            else:
+                self._chosen[device_type] = resolve_precision(
+                    device_type,
+                    "auto",
+                    amp_enabled=True,
+                    amp_precision=self.precision,
+                    logger=logger,
+                )
         return self._chosen[device_type]
 
     def network(self, device: torch.device | str, training: bool = False):

@@ -93,7 +93,7 @@ def resolve_precision(
                 chosen = "fp32"
                 why = (
                     f"the config enables {amp_precision} AMP, but this CPU ({capability}) has "
-                    "no native bf16 and fp16 is emulated on CPUs"
+                    "no native bf16 and emulated bf16 or fp16 is many times slower than fp32"
                 )
             else:
                 chosen, why = "fp32", "SOLVER.AMP.ENABLED is False"

@@ -161,3 +161,24 @@ def test_bf16_agrees_with_fp32_on_all_outputs(native_bf16):
     iou = inter[rows, best].sum() / union[rows, best].sum()
     print(f"semantic {(sa == sb).float().mean():.4f} IoU {iou:.4f}")
     assert iou >= 0.95
+
+
+def test_allow_emulated_is_the_native_bf16_path(no_native_bf16, monkeypatch, caplog):
+    """tools/check_precision.py --allow-emulated: bf16 on a CPU without it natively, logged,
+    giving exactly what the TEST.AMP path gives on a CPU with native bf16."""
+    assert InferencePrecision(False, allow_emulated=True).dtype("cpu") is None
+    assert InferencePrecision(True, "float16", allow_emulated=True).dtype("cuda") is torch.float16
+    img = blob_image()
+    model = tiny_model(amp=False)
+    model.inference_precision = InferencePrecision(True, allow_emulated=True)
+    seen = capture_head_dtypes(model)
+    with caplog.at_level(logging.INFO), torch.no_grad():
+        emulated = model([{"image": img}])[0]
+    assert seen == [torch.bfloat16, torch.bfloat16]
+    assert any("bf16 (emulated on this CPU" in r.message for r in caplog.records)
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
+    model.inference_precision = InferencePrecision(True)
+    with torch.no_grad():
+        native = model([{"image": img}])[0]
+    assert torch.equal(emulated["sem_seg"], native["sem_seg"])
+    assert torch.equal(emulated["instances"].scores, native["instances"].scores)

@@ -43,7 +43,7 @@ def test_precision_on_cpu_without_native_bf16(monkeypatch, caplog):
     assert precision.resolve_precision("cuda", "auto", amp_enabled=True) is torch.float16
 
 
-def test_trainer_fp16_amp_on_cpu_becomes_fp32_or_bf16(monkeypatch):
+def test_trainer_amp_on_cpu_becomes_fp32_or_bf16(monkeypatch):
     from mask2former.engine.trainer import amp_precision
 
     coco = os.path.join(REPO, "configs/coco/panoptic-segmentation/maskformer2_R50_bs16_50ep.yaml")
@@ -54,6 +54,8 @@ def test_trainer_fp16_amp_on_cpu_becomes_fp32_or_bf16(monkeypatch):
     monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
     assert amp_precision(cfg) == "bfloat16"
     bf16 = load_config(coco, ["MODEL.DEVICE", "cpu", "SOLVER.AMP.PRECISION", "bfloat16"])
-    assert amp_precision(bf16) == "bfloat16"  # asked for explicitly: kept
+    assert amp_precision(bf16) == "bfloat16"
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: False)
+    assert amp_precision(bf16) is None  # emulated bf16 would be many times slower than fp32
     cuda = load_config(coco, ["MODEL.DEVICE", "cuda"])
     assert amp_precision(cuda) == "float16"

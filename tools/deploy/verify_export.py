@@ -33,6 +33,7 @@ from mask2former.config import load_config  # noqa: E402
 from mask2former.deploy import ExportableMaskFormer, ExportedModel  # noqa: E402
 from mask2former.deploy.verify import Agreement, compare  # noqa: E402
 from mask2former.engine.trainer import Trainer  # noqa: E402
+from mask2former.evaluation.agreement import headline_metrics  # noqa: E402
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -73,17 +74,6 @@ def failures(agreement: Agreement, atol: float, min_agreement: float) -> list[st
     return failed
 
 
-def _metrics(results: dict) -> dict[str, float]:
-    wanted = {"panoptic_seg": ("PQ", "SQ", "RQ"), "segm": ("AP", "AP50"), "sem_seg": ("mIoU",)}
-    return {
-        f"{task} {key}": float(results[task][key])
-        for task, keys in wanted.items()
-        if task in results
-        for key in keys
-        if key in results[task]
-    }
-
-
 def main(argv: list[str] | None = None) -> int:
     args = get_parser().parse_args(argv)
     setup_logger(name="mask2former")
@@ -110,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         for m in (model, exported):
             evaluator = Trainer.build_evaluator(cfg, name)
             with torch.no_grad():
-                scores.append(_metrics(inference_on_dataset(m, loader, evaluator)))
+                scores.append(headline_metrics(inference_on_dataset(m, loader, evaluator)))
         for key in scores[0]:
             print(f"  {key:<24} {scores[0][key]:>9.2f} {scores[1].get(key, float('nan')):>9.2f}")
     failed = failures(agreement, args.atol, args.min_agreement)
