@@ -95,9 +95,14 @@ def load_ours(config_file: Path):
 
 def predictions(hf_model, ours, x: torch.Tensor) -> tuple[list, list]:
     """[(class logits, mask logits)] of every prediction, earliest first, for both models."""
+    decoder = ours.sem_seg_head.predictor
     with torch.no_grad():
         h = hf_model(pixel_values=x, output_auxiliary_logits=True)
-        o = ours.sem_seg_head(ours.backbone(x))
+        decoder.train()  # every prediction at full size, with "aux_outputs" (no dropout)
+        try:
+            o = ours.sem_seg_head(ours.backbone(x))
+        finally:
+            decoder.eval()
     hf = [(a["class_queries_logits"], a["masks_queries_logits"]) for a in h.auxiliary_logits]
     hf.append((h.class_queries_logits, h.masks_queries_logits))
     our = [(a["pred_logits"], a["pred_masks"]) for a in o["aux_outputs"]]

@@ -60,7 +60,9 @@ def test_masked_cross_attention_ignores_features_outside_the_mask():
 def small_decoder(
     num_queries=4, dec_layers=3, hidden=32, mask_dim=8, **overrides
 ) -> MultiScaleMaskedTransformerDecoder:
-    """A float64 eval-mode decoder; `overrides` replace any other constructor argument."""
+    """A float64 decoder in training mode (every prediction made at full size: the decoder has
+    no dropout, so training mode only adds "aux_outputs"); `overrides` replace any other
+    constructor argument."""
     kwargs = dict(
         in_channels=hidden,
         mask_classification=True,
@@ -74,7 +76,7 @@ def small_decoder(
         mask_dim=mask_dim,
         enforce_input_project=False,
     )
-    return MultiScaleMaskedTransformerDecoder(**(kwargs | overrides)).double().eval()
+    return MultiScaleMaskedTransformerDecoder(**(kwargs | overrides)).double().train()
 
 
 def fix_mask_prediction(decoder, channel_bias: torch.Tensor) -> None:
@@ -353,15 +355,37 @@ def test_decoder_matches_float64_reference(pre_norm, in_channels, enforce):
         torch.testing.assert_close(masks, ref_masks, rtol=1e-6, atol=1e-6)
 
 
-def test_decoder_has_no_dropout_in_training():
-    """Table 4 / Sec. 3.2.3: no dropout, so train mode gives the eval-mode output."""
-    dec = small_decoder(dec_layers=2)
+def test_inference_gives_the_training_outputs_without_aux():
+    """No dropout (Table 4 / Sec. 3.2.3), and at inference the attention masks come from the mask
+    features resized to each level (`attention_mask`), not from resizing 1/4 predictions: the
+    same final outputs as training mode, up to rounding, and no "aux_outputs"."""
+    dec = small_decoder(dec_layers=5)  # two rounds over the three levels
     _randomise(dec, seed=3)
-    x = multi_scale_inputs(H=2, W=2)
-    mask_features = torch.randn(1, 8, 16, 16, dtype=torch.float64)
-    ref = dec(x, mask_features)["pred_logits"]
-    dec.train()
-    torch.testing.assert_close(dec(x, mask_features)["pred_logits"], ref, rtol=0, atol=0)
+    x = multi_scale_inputs(H=3, W=5)
+    mask_features = torch.randn(1, 8, 21, 37, dtype=torch.float64)  # not a multiple of a level
+    train = dec(x, mask_features)
+    dec.eval()
+    infer = dec(x, mask_features)
+    assert len(train["aux_outputs"]) == 5 and infer["aux_outputs"] == []
+    torch.testing.assert_close(infer["pred_logits"], train["pred_logits"], rtol=0, atol=1e-10)
+    torch.testing.assert_close(infer["pred_masks"], train["pred_masks"], rtol=0, atol=1e-10)
+
+
+def test_attention_mask_is_the_resized_prediction_thresholded():
+    """Eq. (3) at inference: the mask from resized mask features equals the training path's mask
+    (the 1/4 prediction resized, sigmoid < 0.5 masked), pixel for pixel, on every level size."""
+    dec = small_decoder()
+    _randomise(dec, seed=4)
+    g = torch.Generator().manual_seed(5)
+    output = torch.randn(2, 4, 32, generator=g, dtype=torch.float64)
+    mask_features = torch.randn(2, 8, 23, 31, generator=g, dtype=torch.float64)
+    for size in [(3, 4), (6, 8), (12, 16), (23, 31)]:
+        _, _, expected = dec.forward_prediction_heads(output, mask_features, size)
+        resized = F.interpolate(mask_features, size=size, mode="bilinear", align_corners=False)
+        got = dec.attention_mask(output, resized)
+        assert got.shape == (2, 4, size[0] * size[1]) and got.dtype == torch.bool
+        assert 0.2 < got.double().mean() < 0.8  # not trivially all or nothing
+        assert torch.equal(got, expected), size
 
 
 def test_layers_are_xavier_initialised():
