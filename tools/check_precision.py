@@ -206,15 +206,9 @@ def main(argv: list[str] | None = None) -> int:
     failed = summary.failures(args.min_agreement, args.min_iou)
     if evaluators:
         scores = {key: agree.headline_metrics(e.evaluate()) for key, e in evaluators.items()}
-        print(f"\n  {'metric':<24} {'fp32':>9} {low_name:>9}")
-        for key, value in scores["fp32"].items():
-            print(f"  {key:<24} {value:>9.2f} {scores['low'].get(key, float('nan')):>9.2f}")
+        agree.print_metrics(scores["fp32"], scores["low"], ("fp32", low_name))
         failed += metric_failures(scores["fp32"], scores["low"], args.max_metric_diff)
-    for line in failed:
-        print(f"FAILED: {line}")
-    if not failed:
-        print("OK: every check passed")
-    return 1 if failed else 0
+    return agree.print_verdict(failed)
 
 
 if __name__ == "__main__":

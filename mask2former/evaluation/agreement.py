@@ -22,6 +22,8 @@ import torch
 __all__ = [
     "InstanceAgreement",
     "pooled_iou",
+    "print_metrics",
+    "print_verdict",
     "headline_metrics",
     "instance_agreement",
     "panoptic_agreement",
@@ -143,3 +145,19 @@ def headline_metrics(results: dict) -> dict[str, float]:
         for key in keys
         if key in results[task]
     }
+
+
+def print_metrics(reference: dict[str, float], other: dict[str, float], names: tuple[str, str]):
+    """Print `headline_metrics` of two runs side by side (columns titled by `names`)."""
+    print(f"\n  {'metric':<24} {names[0]:>9} {names[1]:>9}")
+    for key, value in reference.items():
+        print(f"  {key:<24} {value:>9.2f} {other.get(key, float('nan')):>9.2f}")
+
+
+def print_verdict(failed: list[str]) -> int:
+    """Print each failed check (or that all passed); return the exit status (1 if any failed)."""
+    for line in failed:
+        print(f"FAILED: {line}")
+    if not failed:
+        print("OK: every check passed")
+    return 1 if failed else 0

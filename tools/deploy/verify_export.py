@@ -33,7 +33,11 @@ from mask2former.config import load_config  # noqa: E402
 from mask2former.deploy import ExportableMaskFormer, ExportedModel  # noqa: E402
 from mask2former.deploy.verify import Agreement, compare  # noqa: E402
 from mask2former.engine.trainer import Trainer  # noqa: E402
-from mask2former.evaluation.agreement import headline_metrics  # noqa: E402
+from mask2former.evaluation.agreement import (  # noqa: E402
+    headline_metrics,
+    print_metrics,
+    print_verdict,
+)
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -95,20 +99,13 @@ def main(argv: list[str] | None = None) -> int:
     for what, value in agreement.rows():
         print(f"  {what:<30} {value}")
     if args.evaluate:
-        print(f"\n  {'metric':<24} {'PyTorch':>9} {'exported':>9}")
         scores = []
         for m in (model, exported):
             evaluator = Trainer.build_evaluator(cfg, name)
             with torch.no_grad():
                 scores.append(headline_metrics(inference_on_dataset(m, loader, evaluator)))
-        for key in scores[0]:
-            print(f"  {key:<24} {scores[0][key]:>9.2f} {scores[1].get(key, float('nan')):>9.2f}")
-    failed = failures(agreement, args.atol, args.min_agreement)
-    for line in failed:
-        print(f"FAILED: {line}")
-    if not failed:
-        print("OK: every check passed")
-    return 1 if failed else 0
+        print_metrics(scores[0], scores[1], ("PyTorch", "exported"))
+    return print_verdict(failures(agreement, args.atol, args.min_agreement))
 
 
 if __name__ == "__main__":
