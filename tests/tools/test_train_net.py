@@ -21,6 +21,7 @@ from torch import nn
 
 from mask2former.modeling.criterion import SetCriterion
 from mask2former.modeling.matcher import HungarianMatcher
+from mask2former.utils import precision as precision_rules
 
 ROOT = Path(__file__).resolve().parents[2]
 DATASET = "_train_net_tiny_sem_seg"
@@ -220,7 +221,9 @@ def tiny_dataset(tmp_path):
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bfloat16"])
-def test_train_net_trains_a_few_iterations(tiny_dataset, tmp_path, precision):
+def test_train_net_trains_a_few_iterations(tiny_dataset, tmp_path, precision, monkeypatch):
+    # bf16 as on a CPU with it natively (emulated here if not: slower, the same path).
+    monkeypatch.setattr(precision_rules, "cpu_has_native_bf16", lambda: True)
     out = tmp_path / "out"
     amp = (
         {}
@@ -330,7 +333,8 @@ def _real_model_available():
 
 
 @pytest.mark.skipif(not _real_model_available(), reason="MaskFormer or its semantic mapper missing")
-def test_train_net_with_the_real_model(tiny_dataset, tmp_path):
+def test_train_net_with_the_real_model(tiny_dataset, tmp_path, monkeypatch):
+    monkeypatch.setattr(precision_rules, "cpu_has_native_bf16", lambda: True)  # see above
     out = tmp_path / "out"
     opts = toy_opts(
         out,
