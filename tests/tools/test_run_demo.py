@@ -50,3 +50,23 @@ def test_metrics_table_and_curves(tmp_path):
     assert "| Instance | mask AP | 48.0 | >= 50 | no |" in lines
     png = curves.plot(str(path), str(tmp_path / "curves.png"))
     assert Image.open(png).size[0] > 500
+
+
+def test_training_precision_follows_the_cpu(monkeypatch, capsys):
+    """bf16 (SOLVER.AMP bfloat16) only where the CPU has it natively, one line saying which."""
+    from mask2former.utils import precision
+
+    run_demo = _load("run_demo")
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
+    assert run_demo.precision_overrides("auto") == [
+        "SOLVER.AMP.ENABLED", "True", "SOLVER.AMP.PRECISION", "bfloat16",
+    ]  # fmt: skip
+    assert run_demo.precision_overrides("fp32") == []
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: False)
+    assert run_demo.precision_overrides("auto") == []
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("Training precision: bf16 (native on this CPU")
+    assert lines[1] == "Training precision: as the config says (--precision fp32)."
+    assert (
+        lines[2].startswith("Training precision: fp32 (this CPU (") and "no native bf16" in lines[2]
+    )
