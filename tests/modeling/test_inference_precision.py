@@ -12,6 +12,7 @@ from detectron2.modeling import build_model
 
 import mask2former  # noqa: F401
 from mask2former.config import load_config
+from mask2former.evaluation.agreement import instance_agreement, pooled_iou
 from mask2former.modeling.inference_precision import InferencePrecision
 from mask2former.utils import precision
 
@@ -147,18 +148,13 @@ def test_bf16_agrees_with_fp32_on_all_outputs(native_bf16):
     assert len(a["panoptic_seg"][1]) >= 3
     assert (categories(a["panoptic_seg"]) == categories(b["panoptic_seg"])).float().mean() >= 0.97
 
-    # Instances: the top-20 classes are the same; each fp32 mask matched to the bf16 mask of the
-    # same class that overlaps it most: pooled IoU >= 0.95.
-    ia, ib = a["instances"], b["instances"]
+    # Instances: the top-20 classes are the same (every one has a partner of its class, one to
+    # one), and the matched masks overlap: pooled IoU >= 0.95 (mask2former.evaluation.agreement).
+    ia = a["instances"]
     assert len(ia) >= 10 and len(set(ia.pred_classes.tolist())) >= 3  # top-20, things only
-    assert sorted(ia.pred_classes.tolist()) == sorted(ib.pred_classes.tolist())
-    ma, mb = ia.pred_masks.bool(), ib.pred_masks.bool()
-    inter = (ma[:, None] & mb[None]).sum((2, 3)).float()
-    union = (ma[:, None] | mb[None]).sum((2, 3)).float()
-    same = ia.pred_classes[:, None] == ib.pred_classes[None]
-    best = torch.where(same, inter / union.clamp(min=1), -1.0).argmax(1)
-    rows = torch.arange(len(ia))
-    iou = inter[rows, best].sum() / union[rows, best].sum()
+    same = instance_agreement(a, b, top_k=20, min_score=0.0)
+    assert same.classes_equal and len(same.overlaps) == len(ia)
+    iou = pooled_iou(same.overlaps)
     print(f"semantic {(sa == sb).float().mean():.4f} IoU {iou:.4f}")
     assert iou >= 0.95
 
