@@ -13,7 +13,7 @@ detection scoring >= --min-score among either run's top --top-k has a partner of
 other's top k; the IoU of those masks, pooled (sum of intersections / sum of unions) and per
 instance; the exact top-k class sequence for information).
 `--evaluate` also feeds both runs' results to the dataset's evaluator and prints the metrics side
-by side.
+by side (their files in OUTPUT_DIR/check_precision/{fp32,bf16}/<dataset>/).
 
 Exit status 1 when a goal is missed, each named: a semantic or panoptic agreement below
 --min-agreement (0.99), instance classes that differ, a pooled matched mask IoU below --min-iou
@@ -182,7 +182,14 @@ def main(argv: list[str] | None = None) -> int:
     name = args.dataset or cfg.DATASETS.TEST[0]
     loader = Trainer.build_test_loader(cfg, name)
     batches = itertools.islice(loader, args.max_images) if args.max_images > 0 else loader
-    evaluators = {key: Trainer.build_evaluator(cfg, name) for key in runs} if args.evaluate else {}
+    evaluators = {}
+    if args.evaluate:  # one folder each: the evaluators write prediction and results files
+        folder = os.path.join(cfg.OUTPUT_DIR, "check_precision", "{}", name)
+        names = {"fp32": "fp32", "low": low_name}
+        evaluators = {
+            key: Trainer.build_evaluator(cfg, name, output_folder=folder.format(names[key]))
+            for key in runs
+        }
     for evaluator in evaluators.values():
         evaluator.reset()
     summary = Summary()

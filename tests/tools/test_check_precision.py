@@ -113,3 +113,6 @@ def test_the_command_on_a_generated_split(tmp_path, demo_shapes, weights, monkey
     metrics = [line.split() for line in out.splitlines() if line.startswith("  panoptic_seg PQ")]
     assert len(metrics) == 1 and len(metrics[0]) == 4  # name, PQ, fp32, bf16
     assert ("FAILED:" in out) == (rc == 1) and ("OK: every check passed" in out) == (rc == 0)
+    for run in ("fp32", "bf16"):  # each evaluator's files in its own folder
+        folder = tmp_path / "out" / "check_precision" / run / "_test_precision_panoptic_val"
+        assert (folder / "results.json").is_file(), sorted(tmp_path.rglob("results.json"))

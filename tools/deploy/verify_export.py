@@ -100,8 +100,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {what:<30} {value}")
     if args.evaluate:
         scores = []
-        for m in (model, exported):
-            evaluator = Trainer.build_evaluator(cfg, name)
+        for side, m in (("pytorch", model), ("exported", exported)):
+            folder = os.path.join(cfg.OUTPUT_DIR, "verify_export", side, name)  # one each
+            evaluator = Trainer.build_evaluator(cfg, name, output_folder=folder)
             with torch.no_grad():
                 scores.append(headline_metrics(inference_on_dataset(m, loader, evaluator)))
         print_metrics(scores[0], scores[1], ("PyTorch", "exported"))

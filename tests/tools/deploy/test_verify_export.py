@@ -53,7 +53,7 @@ def test_an_export_of_the_model_passes(tmp_path, demo_shapes, capsys):
         torch.manual_seed(0)
         model = build_model(load_config(DEMO, ["MODEL.DEVICE", "cpu", *opts]))
         torch.save({"model": model.state_dict()}, tmp_path / "w.pth")
-        opts += ["MODEL.WEIGHTS", str(tmp_path / "w.pth")]
+        opts += ["MODEL.WEIGHTS", str(tmp_path / "w.pth"), "OUTPUT_DIR", str(tmp_path / "o")]
         export = load_tool("export_model", REPO / "tools" / "deploy" / "export_model.py")
         path = export.main(["--config-file", DEMO, "--format", "torch_export", "--output",
                             str(tmp_path / "out"), "--height", "256", "--width", "256", "--opts", *opts])  # fmt: skip
@@ -70,3 +70,5 @@ def test_an_export_of_the_model_passes(tmp_path, demo_shapes, capsys):
     assert "instance classes equal         2 of 2 images" in out
     pq = [line.split() for line in out.splitlines() if line.strip().startswith("panoptic_seg PQ")]
     assert len(pq) == 1 and pq[0][2] == pq[0][3]  # same PQ from both
+    for side in ("pytorch", "exported"):  # each evaluator's files in its own folder
+        assert (tmp_path / "o" / "verify_export" / side / "_test_verify_panoptic_val").is_dir()
