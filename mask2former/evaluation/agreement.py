@@ -20,14 +20,14 @@ from dataclasses import dataclass
 import torch
 
 __all__ = [
+    "headline_metrics",
+    "instance_agreement",
     "InstanceAgreement",
+    "panoptic_agreement",
+    "panoptic_categories",
     "pooled_iou",
     "print_metrics",
     "print_verdict",
-    "headline_metrics",
-    "instance_agreement",
-    "panoptic_agreement",
-    "panoptic_categories",
     "semantic_agreement",
 ]
 

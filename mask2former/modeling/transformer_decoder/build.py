@@ -8,7 +8,8 @@ TRANSFORMER_DECODER_REGISTRY.__doc__ = """
 Registry for transformer decoders of MaskFormer-style heads. A registered class is called as
 `cls(cfg, in_channels, mask_classification)` (use `@configurable` to keep `__init__` typed) and its
 `forward(multi_scale_features, mask_features, mask=None)` returns a dict with `pred_logits`,
-`pred_masks` and `aux_outputs`.
+`pred_masks` and `aux_outputs` (the deep-supervision predictions; the criterion reads them in
+training, inference does not, so a decoder may leave them empty in eval mode).
 """
 
 
