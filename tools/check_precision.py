@@ -47,7 +47,7 @@ from mask2former.engine.trainer import Trainer  # noqa: E402
 from mask2former.evaluation import agreement as agree  # noqa: E402
 from mask2former.modeling.inference_precision import InferencePrecision  # noqa: E402
 
-SHORT = {"bfloat16": "bf16", "float16": "fp16"}
+SHORT = {torch.bfloat16: "bf16", torch.float16: "fp16"}
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -172,13 +172,14 @@ def main(argv: list[str] | None = None) -> int:
         "fp32": InferencePrecision(False),
         "low": InferencePrecision(True, args.precision, allow_emulated=args.allow_emulated),
     }
-    if runs["low"].dtype(model.device) is None:
+    low_dtype = runs["low"].dtype(model.device)
+    if low_dtype is None:
         raise SystemExit(
             f"check_precision.py: {args.precision} inference falls back to fp32 on this "
             f"{model.device.type} (no native bf16: see the log line above), so there is nothing "
             "to compare. Add --allow-emulated to run bf16 emulated (slow, same numbers)."
         )
-    low_name = SHORT[str(runs["low"].dtype(model.device)).replace("torch.", "")]
+    low_name = SHORT[low_dtype]
     name = args.dataset or cfg.DATASETS.TEST[0]
     loader = Trainer.build_test_loader(cfg, name)
     batches = itertools.islice(loader, args.max_images) if args.max_images > 0 else loader

@@ -17,6 +17,7 @@ import itertools
 import json
 import logging
 import os
+from collections import Counter
 
 import numpy as np
 from detectron2.data import MetadataCatalog
@@ -57,7 +58,7 @@ def thing_names_by_category_id(metadata, coco_api) -> dict[int, str]:
         names[cat["id"]] = (
             classes[index[contiguous_id]] if contiguous_id in index else str(cat["name"])
         )
-    shared = {n for n in names.values() if list(names.values()).count(n) > 1}
+    shared = {n for n, count in Counter(names.values()).items() if count > 1}
     return {i: f"{n} (id {i})" if n in shared else n for i, n in names.items()}
 
 

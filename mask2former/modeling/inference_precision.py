@@ -16,7 +16,6 @@ import logging
 
 import torch
 
-from ..utils import precision as _precision
 from ..utils.precision import resolve_precision
 
 logger = logging.getLogger(__name__)
@@ -59,21 +58,14 @@ class InferencePrecision:
         if not self.enabled:
             return None
         if device_type not in self._chosen:
-            if (
-                device_type == "cpu"
-                and self.allow_emulated
-                and not _precision.cpu_has_native_bf16()
-            ):
-                logger.info("Precision on cpu: bf16 (emulated on this CPU: slow; allow_emulated).")
-                self._chosen[device_type] = torch.bfloat16
-            else:
-                self._chosen[device_type] = resolve_precision(
-                    device_type,
-                    "auto",
-                    amp_enabled=True,
-                    amp_precision=self.precision,
-                    logger=logger,
-                )
+            self._chosen[device_type] = resolve_precision(
+                device_type,
+                "auto",
+                amp_enabled=True,
+                amp_precision=self.precision,
+                logger=logger,
+                allow_emulated=self.allow_emulated,
+            )
         return self._chosen[device_type]
 
     def network(self, device: torch.device | str, training: bool = False):

@@ -59,12 +59,15 @@ def resolve_precision(
     amp_enabled: bool = False,
     amp_precision: str = "float16",
     logger: logging.Logger | None = None,
+    allow_emulated: bool = False,
 ) -> torch.dtype | None:
     """The autocast dtype to use on `device` (None = plain fp32), logged in one line.
 
     Args:
         requested: "auto" | "fp32" | "bf16" | "fp16".
         amp_enabled, amp_precision: the config's SOLVER.AMP.ENABLED / PRECISION, used by "auto".
+        allow_emulated: "auto" with AMP on a CPU without native bf16 gives bf16 anyway (emulated:
+            many times slower, the same numbers; for accuracy checks) instead of fp32.
 
     Raises:
         ValueError: fp16 on a CPU, or bf16 on a CPU without native bf16 (both would run an
@@ -89,6 +92,8 @@ def resolve_precision(
         if requested == "auto":
             if amp_enabled and native:
                 chosen, why = "bf16", f"AMP config on a CPU with native bf16 ({capability})"
+            elif amp_enabled and allow_emulated:
+                chosen, why = "bf16", f"emulated on this CPU ({capability}): slow; allow_emulated"
             elif amp_enabled:
                 chosen = "fp32"
                 why = (

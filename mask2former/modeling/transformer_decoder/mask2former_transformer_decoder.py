@@ -270,7 +270,7 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
         # Inference: mask features resized once per level for the attention masks (see
         # `attention_mask`); training: every prediction at 1/4 for deep supervision.
         level_features = None
-        if not self.training:
+        if not self.training and self.num_layers:
             level_features = [
                 F.interpolate(mask_features, size=s, mode="bilinear", align_corners=False)
                 for s in size_list
