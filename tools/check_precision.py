@@ -41,11 +41,11 @@ from detectron2.modeling import build_model  # noqa: E402
 from detectron2.utils.logger import setup_logger  # noqa: E402
 
 import mask2former  # noqa: E402,F401  (registers the model parts)
-from mask2former.checkpoint import MaskFormerCheckpointer  # noqa: E402
 from mask2former.config import load_config  # noqa: E402
 from mask2former.engine.trainer import Trainer  # noqa: E402
 from mask2former.evaluation import agreement as agree  # noqa: E402
 from mask2former.modeling.inference_precision import InferencePrecision  # noqa: E402
+from mask2former.predictor import load_weights  # noqa: E402
 
 SHORT = {torch.bfloat16: "bf16", torch.float16: "fp16"}
 
@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
             "model. Pass the trained weights: --opts MODEL.WEIGHTS FILE"
         )
     model = build_model(cfg).eval()
-    MaskFormerCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+    load_weights(model, cfg.MODEL.WEIGHTS)  # clear errors; refuses a mismatched file
     runs = {
         "fp32": InferencePrecision(False),
         "low": InferencePrecision(True, args.precision, allow_emulated=args.allow_emulated),

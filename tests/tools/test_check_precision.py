@@ -37,6 +37,18 @@ def test_weights_are_required():
         load_tool().main(["--config-file", DEMO])
 
 
+def test_weights_go_through_the_shared_loader(tmp_path):
+    """A missing file and a checkpoint of another model are clear errors (predictor.load_weights),
+    not an assertion or a comparison of random weights."""
+    from mask2former.predictor import WeightsMismatchError
+
+    with pytest.raises(FileNotFoundError, match="weights file .*nope.pth does not exist"):
+        load_tool().main(["--config-file", DEMO, "--opts", "MODEL.WEIGHTS", str(tmp_path / "nope.pth")])  # fmt: skip
+    torch.save({"model": {"other.weight": torch.zeros(3)}}, tmp_path / "other.pth")
+    with pytest.raises(WeightsMismatchError):
+        load_tool().main(["--config-file", DEMO, "--opts", "MODEL.WEIGHTS", str(tmp_path / "other.pth")])  # fmt: skip
+
+
 def test_evaluate_needs_the_whole_split():
     with pytest.raises(SystemExit, match="--evaluate scores the whole split.*drop --max-images"):
         load_tool().main(["--config-file", DEMO, "--evaluate", "--max-images", "3"])

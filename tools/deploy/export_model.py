@@ -23,9 +23,9 @@ from detectron2.modeling import build_model  # noqa: E402
 from detectron2.utils.logger import setup_logger  # noqa: E402
 
 import mask2former  # noqa: E402,F401  (registers the model parts)
-from mask2former.checkpoint import MaskFormerCheckpointer  # noqa: E402
 from mask2former.config import load_config  # noqa: E402
 from mask2former.deploy.export import FORMATS, ExportableMaskFormer, export_model  # noqa: E402
+from mask2former.predictor import load_weights  # noqa: E402
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> str:
     cfg = load_config(args.config_file, ["MODEL.DEVICE", "cpu", *args.opts])
     model = build_model(cfg).eval()
     if cfg.MODEL.WEIGHTS:
-        MaskFormerCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+        load_weights(model, cfg.MODEL.WEIGHTS)  # clear errors; refuses a mismatched file
     else:
         logger.warning("MODEL.WEIGHTS is empty: exporting random weights")
     net = ExportableMaskFormer(model).eval()

@@ -28,7 +28,6 @@ from detectron2.modeling import build_model  # noqa: E402
 from detectron2.utils.logger import setup_logger  # noqa: E402
 
 import mask2former  # noqa: E402,F401  (registers the model parts)
-from mask2former.checkpoint import MaskFormerCheckpointer  # noqa: E402
 from mask2former.config import load_config  # noqa: E402
 from mask2former.deploy import ExportableMaskFormer, ExportedModel  # noqa: E402
 from mask2former.deploy.verify import Agreement, compare  # noqa: E402
@@ -38,6 +37,7 @@ from mask2former.evaluation.agreement import (  # noqa: E402
     print_metrics,
     print_verdict,
 )
+from mask2former.predictor import load_weights  # noqa: E402
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
             "model, not the one exported. Pass the exported weights: --opts MODEL.WEIGHTS FILE"
         )
     model = build_model(cfg).eval()
-    MaskFormerCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+    load_weights(model, cfg.MODEL.WEIGHTS)  # clear errors; refuses a mismatched file
     reference = ExportedModel(cfg, None, runner=ExportableMaskFormer(model).eval())
     exported = ExportedModel(cfg, args.exported)
     name = args.dataset or cfg.DATASETS.TEST[0]

@@ -43,3 +43,18 @@ def test_exports_a_loadable_program(tmp_path):
     logits, masks = torch.export.load(path).module()(torch.zeros(1, 3, 64, 64))
     assert logits.shape == (1, 5, 8) and masks.shape == (1, 5, 16, 16)
     assert load_runner(path).fixed_size == (64, 64)  # a static export pads images to its size
+
+
+def test_weights_go_through_the_shared_loader(tmp_path):
+    """A missing file and a checkpoint of another model are clear errors (predictor.load_weights),
+    not an assertion or a silently random export."""
+    from mask2former.predictor import WeightsMismatchError
+
+    tool = load_tool()
+    args = ["--config-file", DEMO, "--format", "onnx", "--output", str(tmp_path / "out")]
+    with pytest.raises(FileNotFoundError, match="weights file .*nope.pth does not exist"):
+        tool.main([*args, "--opts", "MODEL.WEIGHTS", str(tmp_path / "nope.pth")])
+    torch.save({"model": {"other.weight": torch.zeros(3)}}, tmp_path / "other.pth")
+    with pytest.raises(WeightsMismatchError):
+        tool.main([*args, "--opts", "MODEL.WEIGHTS", str(tmp_path / "other.pth")])
+    assert not (tmp_path / "out").exists()

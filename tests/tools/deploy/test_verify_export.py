@@ -28,6 +28,13 @@ def test_weights_are_required(tmp_path):
         load_tool().main(["--config-file", DEMO, "--exported", str(tmp_path / "model.onnx")])
 
 
+def test_weights_go_through_the_shared_loader(tmp_path):
+    """A missing weights file is a clear error (predictor.load_weights), not an assertion."""
+    with pytest.raises(FileNotFoundError, match="weights file .*nope.pth does not exist"):
+        load_tool().main(["--config-file", DEMO, "--exported", str(tmp_path / "m.onnx"),
+                          "--opts", "MODEL.WEIGHTS", str(tmp_path / "nope.pth")])  # fmt: skip
+
+
 def test_each_failed_check_is_named():
     tool = load_tool()
     good = Agreement([1e-6], [5e-5], [1.0], [0.9995], [True])
